@@ -1,0 +1,1 @@
+//! Benchmark harness for simdconv: the `convbench` binary and criterion benches.

@@ -1,0 +1,124 @@
+//! Shared helpers for simdconv's test suites: the ISA under test, random data, and the
+//! error bound every kernel is held to.
+//!
+//! ## Error bound
+//! A kernel's f32 result `y` is compared with the reference computed in f64, `y_ref`.
+//! For a sum of `k` products, any summation order gives
+//! `|y - y_ref| <= gamma(k + 2) * M + tiny`, where `M = sum |w * x|` (the same sum over
+//! absolute values, computed by running the reference on `|x|` and `|w|`),
+//! `gamma(n) = n * u / (1 - n * u)` and `u = 2^-24` is f32's unit round-off (Higham,
+//! *Accuracy and Stability of Numerical Algorithms*, eq. 3.5). The `+ 2` covers the
+//! bias / residual additions and the final rounding to f32; `tiny` covers f32 underflow.
+
+use std::sync::Once;
+
+use simdconv::Isa;
+
+/// The environment variable that caps the instruction set for a test run, e.g.
+/// `SIMDCONV_MAX_ISA=avx2 cargo test`. If it names an instruction set this machine cannot
+/// run, the tests fail instead of silently testing something else.
+pub const ISA_ENV: &str = "SIMDCONV_MAX_ISA";
+
+static SETUP: Once = Once::new();
+
+/// Applies [`ISA_ENV`] once per process. Every test calls it first.
+pub fn setup() {
+    SETUP.call_once(|| {
+        if let Some(isa) = requested_isa() {
+            assert!(
+                isa.is_supported(),
+                "{ISA_ENV}={} but this machine cannot run {}",
+                isa.name(),
+                isa.name()
+            );
+            simdconv::set_max_isa(Some(isa));
+            assert_eq!(Isa::best(), isa, "{ISA_ENV} cap did not select {isa}");
+        }
+    });
+}
+
+/// The instruction set named by [`ISA_ENV`], if any. Panics on an unknown name.
+pub fn requested_isa() -> Option<Isa> {
+    let v = std::env::var(ISA_ENV).ok()?;
+    let v = v.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("auto") {
+        return None;
+    }
+    Some(Isa::from_name(v).unwrap_or_else(|| panic!("{ISA_ENV}={v}: unknown instruction set")))
+}
+
+/// Every instruction set to test: all available ones under the cap.
+pub fn isas() -> Vec<Isa> {
+    setup();
+    Isa::available().collect()
+}
+
+/// Unit round-off of f32.
+pub const U32: f64 = 5.960_464_477_539_063e-8; // 2^-24
+
+/// `gamma(n) = n u / (1 - n u)` for f32.
+#[must_use]
+pub fn gamma(n: usize) -> f64 {
+    let nu = n as f64 * U32;
+    nu / (1.0 - nu)
+}
+
+/// Checks `got` against the f64 reference `want` under the bound
+/// `gamma(terms + 2) * magnitude + 1e-30` per element. Returns the first violation.
+pub fn check_close(got: &[f32], want: &[f64], magnitude: &[f64], terms: usize) -> Result<(), String> {
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got.len(), magnitude.len());
+    let g = gamma(terms + 2);
+    for (i, ((&a, &b), &m)) in got.iter().zip(want).zip(magnitude).enumerate() {
+        if a.is_nan() && b.is_nan() {
+            continue;
+        }
+        let bound = g * m + 1e-30;
+        let err = (f64::from(a) - b).abs();
+        if err.is_nan() || err > bound {
+            return Err(format!("element {i}: got {a}, want {b}, |err| {err:e} > bound {bound:e}"));
+        }
+    }
+    Ok(())
+}
+
+/// A small deterministic generator (xorshift64*) for test and benchmark data.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator (seed 0 is remapped).
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+    /// Next raw value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    /// A vector of `n` uniform values.
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform()).collect()
+    }
+}
+
+/// Widens to f64.
+#[must_use]
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// Absolute values, widened to f64.
+#[must_use]
+pub fn abs_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x).abs()).collect()
+}
