@@ -332,20 +332,26 @@ impl fmt::Display for Error {
                 "{axis}: effective kernel {effective_kernel} is larger than the padded input {padded_input}"
             ),
             Error::NotExact { axis, input, effective_kernel, padding, stride } => {
-                // Show the notes' formula with the fractional result, e.g. 4.5.
-                let num = (input + padding).saturating_sub(effective_kernel);
-                let whole = num / stride + 1;
-                let rem = num % stride;
+                // Show the notes' formula with the fractional result, e.g. 4.5. Wide
+                // arithmetic: an error value may hold any numbers.
                 write!(
                     f,
-                    "{axis}: (W - F + P) / S + 1 = ({input} - {effective_kernel} + {padding}) / {stride} + 1 = {whole} + {rem}/{stride} is not an integer"
+                    "{axis}: (W - F + P) / S + 1 = ({input} - {effective_kernel} + {padding}) / {stride} + 1"
                 )?;
-                if stride != 0 && rem != 0 {
-                    // Print the fraction as a decimal, like the notes' 4.5.
-                    let tenths = (rem * 10) / stride;
-                    write!(f, " (~{}.{})", whole, tenths)?;
+                let num = (input as u128 + padding as u128).saturating_sub(effective_kernel as u128);
+                if let (Some(q), Some(rem)) =
+                    (num.checked_div(stride as u128), num.checked_rem(stride as u128))
+                {
+                    // One decimal, like the notes' 4.5 (truncated).
+                    let tenths = rem * 10 / stride as u128;
+                    write!(
+                        f,
+                        " = {}.{tenths}{}",
+                        q + 1,
+                        if rem * 10 % stride as u128 == 0 { "" } else { "..." }
+                    )?;
                 }
-                Ok(())
+                f.write_str(" is not an integer")
             }
             Error::PoolPaddingTooLarge { axis, padding, effective_kernel } => write!(
                 f,

@@ -278,12 +278,13 @@ pub fn output_extent(win: AxisWindow, rounding: Rounding, axis: Axis) -> Result<
                 return Ok(floor);
             }
             // One more window, kept only if it starts inside the input or leading padding.
-            let start = floor * win.stride; // start of the extra window, in padded coordinates
-            if start < win.input + win.pad_before {
-                // floor + 1 cannot overflow: floor <= span + 1 <= usize::MAX.
-                Ok(floor + 1)
-            } else {
-                Ok(floor)
+            // Its start in padded coordinates; a start past usize::MAX is past the input.
+            let start = floor.checked_mul(win.stride);
+            match start {
+                // `input + pad_before <= padded` fits; `floor + 1` fits since stride >= 2
+                // here (a remainder exists), so floor <= span / 2 + 1.
+                Some(start) if start < win.input + win.pad_before => Ok(floor + 1),
+                _ => Ok(floor),
             }
         }
     }

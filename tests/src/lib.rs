@@ -10,6 +10,8 @@
 //! *Accuracy and Stability of Numerical Algorithms*, eq. 3.5). The `+ 2` covers the
 //! bias / residual additions and the final rounding to f32; `tiny` covers f32 underflow.
 
+pub mod fuzz;
+
 use std::sync::Once;
 
 use simdconv::Isa;

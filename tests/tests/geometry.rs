@@ -225,3 +225,33 @@ fn pooling_rejects_windows_of_padding() {
     let e = PoolGeometry::new(Dims::new(1, 1, 2, 8), Pool2d::new(2, 1).dilation_hw(3, 1).pad(2)).unwrap_err();
     assert_eq!(e, Error::PoolDilationTooLarge { axis: Axis::Height, dilation: 3, input: 2 });
 }
+
+/// Found by the geometry fuzz target: formatting NotExact multiplied the remainder by 10 in
+/// usize and overflowed for huge strides.
+#[test]
+fn regression_not_exact_display_with_extreme_numbers() {
+    for (input, padding, stride) in
+        [(usize::MAX, usize::MAX, usize::MAX - 1), (7, 0, 0), (usize::MAX, 0, usize::MAX / 3)]
+    {
+        let e = Error::NotExact { axis: Axis::Width, input, effective_kernel: 1, padding, stride };
+        assert!(e.to_string().contains("is not an integer"));
+    }
+}
+
+/// Found by the geometry fuzz target: Ceil rounding multiplied the window count by a huge
+/// stride and overflowed.
+#[test]
+fn regression_ceil_with_huge_stride() {
+    let w =
+        AxisWindow { input: 10, kernel: 3, stride: usize::MAX / 2, dilation: 1, pad_before: 0, pad_after: 0 };
+    assert_eq!(output_extent(w, Rounding::Ceil, Axis::Width), Ok(1));
+    let w = AxisWindow {
+        input: usize::MAX - 8,
+        kernel: 1,
+        stride: usize::MAX / 3,
+        dilation: 1,
+        pad_before: 4,
+        pad_after: 4,
+    };
+    assert_eq!(output_extent(w, Rounding::Ceil, Axis::Width), Ok(3));
+}
