@@ -182,6 +182,10 @@ mod x86 {
 
 #[cfg(target_arch = "x86_64")]
 fn os_saves(mask: u64) -> bool {
+    // Miri cannot run `cpuid` / `xgetbv`: under it only the scalar path exists.
+    if cfg!(miri) {
+        return false;
+    }
     x86::xcr0() & mask == mask
 }
 
@@ -222,7 +226,7 @@ fn avx512_supported() -> bool {
 
 #[cfg(target_arch = "aarch64")]
 fn neon_supported() -> bool {
-    pulp::aarch64::Neon::try_new().is_some()
+    !cfg!(miri) && pulp::aarch64::Neon::try_new().is_some()
 }
 
 #[cfg(not(target_arch = "aarch64"))]

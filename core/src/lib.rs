@@ -6,7 +6,7 @@
 //! crate is `#![no_std]`, picks AVX-512, AVX2+FMA, NEON or scalar code at run time, and
 //! never allocates unless the `alloc` feature asks it to.
 //!
-//! Every kernel is checked against [`reference`], naive loops written straight from the
+//! Every kernel is checked against [`reference`](mod@reference), naive loops written straight from the
 //! notes' formulas.
 //!
 //! ```
