@@ -20,9 +20,7 @@
 //! strided copy of an input row, and pixel-major (`X_col[p][r]`) for NHWC, where a
 //! pixel's channels are contiguous; `gemm` reads either through its strides.
 
-use super::matmul::{
-    epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels,
-};
+use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels};
 use super::ConvArgs;
 use crate::error::{Dim, Error, Operand, Result, Unsupported};
 use crate::geometry::{input_coord, ConvGeometry};
@@ -188,8 +186,9 @@ impl Fill<'_> {
                         if step == 1 {
                             dst.copy_from_slice(&xd[base..base + dst.len()]);
                         } else {
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                *d = xd[base + j * step];
+                            // Iterators, not indexing: no bounds check per element.
+                            for (d, s) in dst.iter_mut().zip(xd[base..].iter().step_by(step)) {
+                                *d = *s;
                             }
                         }
                     });
@@ -206,12 +205,29 @@ impl Fill<'_> {
         let xd = self.x.data();
         let xc = self.x.strides()[1];
         let (h, w) = (self.ax_h, self.ax_w);
+        // With taps outside, unit dilation and one group over dense pixels, the `KW * C_g`
+        // values of one kernel row are contiguous in the input: one copy per row.
+        let xw = self.x.strides()[3];
+        let row_block =
+            red.order == Order::TapMajor && xc == 1 && w.dilation == 1 && (red.kw == 1 || xw == red.cg);
+        let block = red.kw * red.cg;
         self.px.runs(t0, t1, Join::Row, |q, n, oh, ow0, run| {
             for j in 0..run {
                 let ow = ow0 + j;
                 let dst = &mut col[(q - t0 + j) * rl..(q - t0 + j + 1) * rl];
                 for kh in 0..red.kh {
                     let ih = input_coord(oh, h.stride, kh, h.dilation, h.pad, h.input);
+                    if let (true, Some(ih)) = (row_block, ih) {
+                        // The row's first and last taps inside the input mean all are.
+                        let first = input_coord(ow, w.stride, 0, 1, w.pad, w.input);
+                        let last = input_coord(ow, w.stride, red.kw - 1, 1, w.pad, w.input);
+                        if let (Some(iw), Some(_)) = (first, last) {
+                            let o = self.x.offset(n, grp * red.cg, ih, iw);
+                            let d = &mut dst[kh * block..(kh + 1) * block];
+                            copy_small(d, &xd[o..o + block]);
+                            continue;
+                        }
+                    }
                     for kw in 0..red.kw {
                         let tap = kh * red.kw + kw;
                         let src = ih.and_then(|ih| {
@@ -221,7 +237,7 @@ impl Fill<'_> {
                         match (red.order, src) {
                             (Order::TapMajor, None) => dst[tap * red.cg..(tap + 1) * red.cg].fill(0.0),
                             (Order::TapMajor, Some(o)) if xc == 1 => {
-                                dst[tap * red.cg..(tap + 1) * red.cg].copy_from_slice(&xd[o..o + red.cg]);
+                                copy_small(&mut dst[tap * red.cg..(tap + 1) * red.cg], &xd[o..o + red.cg]);
                             }
                             (Order::TapMajor, Some(o)) => {
                                 for (i, d) in dst[tap * red.cg..(tap + 1) * red.cg].iter_mut().enumerate() {
@@ -246,6 +262,18 @@ impl Fill<'_> {
     }
 }
 
+/// `dst.copy_from_slice(src)` without a `memcpy` call for the few floats of a thin layer.
+#[inline(always)]
+fn copy_small(dst: &mut [f32], src: &[f32]) {
+    if dst.len() >= 32 {
+        dst.copy_from_slice(src);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
 /// im2col + GEMM over the whole batch, tile by tile, split over `exec.threads()`.
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
     let ConvArgs { exec, g, layout, x, w, epilogue } = args;
@@ -264,13 +292,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mu
         pad,
         input,
     };
-    let fill = Fill {
-        x,
-        red,
-        ax_h: ax(0, pad.top, g.input().h),
-        ax_w: ax(1, pad.left, g.input().w),
-        px,
-    };
+    let fill = Fill { x, red, ax_h: ax(0, pad.top, g.input().h), ax_w: ax(1, pad.left, g.input().w), px };
 
     let ys = y.strides();
     let (yjoin, ystep) = px.join([ys[0], ys[2], ys[3]]);
