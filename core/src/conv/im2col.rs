@@ -154,47 +154,50 @@ struct Fill<'a> {
 
 impl Fill<'_> {
     /// `col[r * len + p]` for pixels `[t0, t1)` of group `grp` (NCHW input).
+    ///
+    /// Output row segments outside, taps inside: the valid columns of a tap are worked
+    /// out once per segment and tap column, not once per reduction row.
     fn rows(&self, col: &mut [f32], grp: usize, t0: usize, t1: usize) {
         let len = t1 - t0;
         let red = self.red;
         let xd = self.x.data();
         let xs = self.x.strides();
-        let step = self.ax_w.stride * xs[3];
-        for i in 0..red.cg {
-            let c = grp * red.cg + i;
-            for kh in 0..red.kh {
-                for kw in 0..red.kw {
-                    let r = red.index(i, kh, kw);
-                    let row = &mut col[r * len..(r + 1) * len];
-                    self.px.runs(t0, t1, Join::Row, |q, n, oh, ow0, run| {
-                        let dst = &mut row[q - t0..q - t0 + run];
-                        let h = self.ax_h;
-                        let Some(ih) = input_coord(oh, h.stride, kh, h.dilation, h.pad, h.input) else {
+        let (h, w) = (self.ax_h, self.ax_w);
+        let step = w.stride * xs[3];
+        self.px.runs(t0, t1, Join::Row, |q, n, oh, ow0, run| {
+            let p0 = q - t0;
+            for kw in 0..red.kw {
+                let (lo, hi) = w.valid(ow0, run, kw);
+                // The first valid column's input coordinate (unused when lo == hi).
+                let iw0 = ((ow0 + lo) * w.stride + kw * w.dilation).saturating_sub(w.pad);
+                for kh in 0..red.kh {
+                    let ih = input_coord(oh, h.stride, kh, h.dilation, h.pad, h.input);
+                    for i in 0..red.cg {
+                        let r = red.index(i, kh, kw);
+                        let dst = &mut col[r * len + p0..r * len + p0 + run];
+                        let Some(ih) = ih.filter(|_| lo < hi) else {
                             dst.fill(0.0);
-                            return;
+                            continue;
                         };
-                        let (lo, hi) = self.ax_w.valid(ow0, run, kw);
                         dst[..lo].fill(0.0);
                         dst[hi..].fill(0.0);
-                        if lo == hi {
-                            return;
-                        }
-                        let w = self.ax_w;
-                        let iw0 = (ow0 + lo) * w.stride + kw * w.dilation - w.pad;
-                        let base = self.x.offset(n, c, ih, iw0);
+                        let base = self.x.offset(n, grp * red.cg + i, ih, iw0);
                         let dst = &mut dst[lo..hi];
                         if step == 1 {
                             dst.copy_from_slice(&xd[base..base + dst.len()]);
                         } else {
-                            // Iterators, not indexing: no bounds check per element.
-                            for (d, s) in dst.iter_mut().zip(xd[base..].iter().step_by(step)) {
-                                *d = *s;
+                            // One bounds check for the whole strided run.
+                            let src = &xd[base..=base + (dst.len() - 1) * step];
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                // SAFETY: `j < dst.len()`, so `j * step <= (dst.len() - 1) *
+                                // step < src.len()`.
+                                *d = unsafe { *src.get_unchecked(j * step) };
                             }
                         }
-                    });
+                    }
                 }
             }
-        }
+        });
     }
 
     /// `col[p * R + r]` for pixels `[t0, t1)` of group `grp` (NHWC input).
