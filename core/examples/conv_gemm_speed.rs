@@ -1,6 +1,6 @@
 //! Quick single-thread timing of the GEMM-based convolutions on three standard layers.
 //!
-//! `cargo run --release -p simdconv --example conv_gemm_speed [threads] [case-name-filter] [nchw|nhwc]`
+//! `cargo run --release -p simdconv --example conv_gemm_speed [threads] [case-name-filter] [nchw|nhwc] [algorithm]`
 //!
 //! Prints the median and best wall time of the runs (after 3 warm-ups) and GFLOP/s from
 //! the best, plus GFLOP/s from the process's CPU time over all runs (Linux
@@ -19,12 +19,16 @@ fn main() -> Result<(), simdconv::Error> {
     let threads = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
     let filter = std::env::args().nth(2).unwrap_or_default();
     let only = std::env::args().nth(3).unwrap_or_default();
+    let algorithm = simdconv::Algorithm::from_name(&std::env::args().nth(4).unwrap_or_default())
+        .unwrap_or(simdconv::Algorithm::Auto);
     let exec = Exec::new().with_threads(threads)?;
     let cases = [
         ("vgg_conv3_2", Dims::new(1, 256, 56, 56), 256, Conv2d::new(3, 3).pad(1)),
         ("resnet_1x1_reduce", Dims::new(1, 256, 56, 56), 64, Conv2d::new(1, 1)),
         ("alexnet_conv1", Dims::new(1, 3, 227, 227), 96, Conv2d::new(11, 11).stride(4)),
         ("vgg_conv1_2", Dims::new(1, 64, 224, 224), 64, Conv2d::new(3, 3).pad(1)),
+        ("resnet_1x1_down_s2", Dims::new(1, 256, 56, 56), 512, Conv2d::new(1, 1).stride(2)),
+        ("resnet_1x1_expand", Dims::new(1, 64, 56, 56), 256, Conv2d::new(1, 1)),
     ];
     println!("isa {} threads {threads}", exec.isa());
     for (name, input, k, conv) in cases {
@@ -46,7 +50,7 @@ fn main() -> Result<(), simdconv::Error> {
                 } else {
                     Epilogue::new()
                 };
-                let opts = Conv2dOptions { epilogue, ..Conv2dOptions::default() };
+                let opts = Conv2dOptions { epilogue, algorithm };
                 let mut ws = vec![0.0f32; conv2d_workspace_len(&g, opts.algorithm, layout)?];
                 let mut times = Vec::new();
                 let mut cpu0 = 0.0;
@@ -78,7 +82,11 @@ fn main() -> Result<(), simdconv::Error> {
                 println!(
                     "{name:18} {layout:?} {:10} {:9} ws {:4.2} MiB  median {:7.3} ms  best {:7.3} ms  {:6.1} GFLOP/s  cpu {:7.3} ms {:6.1} GFLOP/s",
                     if fused { "+bias+relu" } else { "" },
-                    simdconv::select_algorithm(&g, layout).name(),
+                    match algorithm {
+                        simdconv::Algorithm::Auto => simdconv::select_algorithm(&g, layout),
+                        a => a,
+                    }
+                    .name(),
                     ws.len() as f64 * 4.0 / (1 << 20) as f64,
                     times[times.len() / 2] * 1e3,
                     best * 1e3,
