@@ -46,6 +46,7 @@ extern crate alloc;
 extern crate std;
 
 mod activation;
+mod conv;
 mod error;
 mod geometry;
 mod isa;
@@ -54,6 +55,9 @@ pub mod reference;
 mod tensor;
 
 pub use activation::{relu, relu_backward, relu_in_place};
+#[cfg(feature = "alloc")]
+pub use conv::conv2d_alloc;
+pub use conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
 pub use error::{Axis, Dim, Error, Operand, Param, Result, Unsupported};
 pub use geometry::{
     input_coord, output_extent, AxisWindow, Conv2d, ConvGeometry, Dims, FcGeometry, FilterDims, Lrn, Padding,
