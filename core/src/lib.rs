@@ -61,6 +61,8 @@ pub use backward::{
     conv2d_backward_filter_workspace_len, conv_transpose2d, conv_transpose2d_workspace_len,
     BackwardAlgorithm, ConvTransposeGeometry,
 };
+#[cfg(feature = "alloc")]
+pub use conv::conv2d_alloc;
 pub use conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
 pub use error::{Axis, Dim, Error, Operand, Param, Result, Unsupported};
 pub use geometry::{
