@@ -774,6 +774,29 @@ fn several_gemm_tiles() {
     }
 }
 
+/// The GEMM path with two threads (rayon): same answers under the same bound.
+#[test]
+fn two_threads() {
+    simdconv_tests::setup();
+    let exec = Exec::new().with_threads(2).unwrap();
+    for (layout, c) in [
+        (Layout::Nchw, named(1, 1, 48, 48, [16, 16], Conv2d::new(3, 3).pad(1))),
+        (Layout::Nhwc, named(1, 2, 24, 32, [16, 18], Conv2d::new(3, 3).stride(2).pad(1).groups(2))),
+        (Layout::Nchw, named(1, 1, 96, 64, [16, 16], Conv2d::new(1, 1))),
+    ] {
+        let f = Fixture::new(&c, layout);
+        let g = &f.g;
+        let (dx_want, dx_mag) = f.want_dx();
+        let (dw_want, dw_mag) = f.want_dw();
+        let dx_terms = g.filter().o / g.groups() * g.filter().kh * g.filter().kw;
+        let dw_terms = g.output().n * g.output().h * g.output().w;
+        let dx = f.got_dx(&exec, BackwardAlgorithm::Gemm).unwrap();
+        check_close(&dx, &dx_want, &dx_mag, dx_terms).unwrap();
+        let dw = f.got_dw(&exec, BackwardAlgorithm::Gemm).unwrap();
+        check_close(&dw, &dw_want, &dw_mag, dw_terms).unwrap();
+    }
+}
+
 fn tnamed(groups: usize, cg: usize, og: usize, hw: [usize; 2], conv: Conv2d, op: [usize; 2]) -> TCase {
     let win = conv.window();
     TCase {
