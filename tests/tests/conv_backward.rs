@@ -755,6 +755,12 @@ fn window_equals_padded_input_and_stride_over_kernel() {
     ));
 }
 
+/// Strided rows longer than the direct path's 256-element stack buffers.
+#[test]
+fn wide_strided_rows() {
+    check_named(named(1, 1, 2, 3, [3, 601], Conv2d::new(3, 3).stride_hw(1, 2).pad(1)));
+}
+
 /// Found by proptest: a 1x1 kernel whose trailing padding adds outputs past the input
 /// is not a plain GEMM (those outputs read only padding).
 #[test]

@@ -10,7 +10,7 @@ use pulp::{Simd, WithSimd};
 
 use super::simd::{axpy, dot, fill};
 use super::{DataArgs, FilterArgs};
-use crate::geometry::input_coord;
+use crate::geometry::{input_coord, FilterDims};
 use crate::tensor::{FilterViewMut, Layout, TensorViewMut};
 
 pub(crate) fn data(args: DataArgs<'_, '_>, dx: TensorViewMut<'_, f32>) {
@@ -42,6 +42,73 @@ impl WithSimd for Data<'_, '_> {
         let xs = dx.strides();
         let xd = dx.data_mut();
         match layout {
+            Layout::Nchw if sw > 1 => {
+                // Columns of one phase `ix % sw == r` are contiguous `dY` columns: gather
+                // them into a stack buffer per phase, then store the buffer strided.
+                let mut buf = [0.0f32; CHUNK];
+                let wid = p.x.w;
+                for n in 0..p.x.n {
+                    for g in 0..p.groups {
+                        for ci in 0..cg {
+                            let c = g * cg + ci;
+                            for iy in 0..p.x.h {
+                                let row = n * xs[0] + c * xs[1] + iy * xs[2];
+                                for r in 0..sw.min(wid) {
+                                    let cnt = (wid - r).div_ceil(sw);
+                                    let mut j0 = 0;
+                                    while j0 < cnt {
+                                        let jn = (cnt - j0).min(CHUNK);
+                                        buf[..jn].fill(0.0);
+                                        for ky in 0..kh {
+                                            let (oy_lo, oy_hi, iy_lo) = p.range(0, ky);
+                                            if oy_lo >= oy_hi || iy < iy_lo || (iy - iy_lo) % sh != 0 {
+                                                continue;
+                                            }
+                                            let oy = oy_lo + (iy - iy_lo) / sh;
+                                            if oy >= oy_hi {
+                                                continue;
+                                            }
+                                            for kx in 0..kw {
+                                                let (ox_lo, ox_hi, ix_lo) = p.range(1, kx);
+                                                if ox_lo >= ox_hi || ix_lo % sw != r {
+                                                    continue;
+                                                }
+                                                // Output ox writes phase index j_lo + (ox - ox_lo).
+                                                let j_lo = ix_lo / sw;
+                                                let a = j_lo.max(j0);
+                                                let b = (j_lo + (ox_hi - ox_lo)).min(j0 + jn);
+                                                if a >= b {
+                                                    continue;
+                                                }
+                                                let ox = ox_lo + (a - j_lo);
+                                                for o in 0..og {
+                                                    let oc = g * og + o;
+                                                    let wv = wd[w.offset(oc, ci, ky, kx)];
+                                                    let src =
+                                                        n * ys[0] + oc * ys[1] + oy * ys[2] + ox * ys[3];
+                                                    axpy(
+                                                        simd,
+                                                        wv,
+                                                        &yd[src..],
+                                                        ys[3],
+                                                        &mut buf[a - j0..],
+                                                        1,
+                                                        b - a,
+                                                    );
+                                                }
+                                            }
+                                        }
+                                        for (j, &v) in buf[..jn].iter().enumerate() {
+                                            xd[row + (r + (j0 + j) * sw) * xs[3]] = v;
+                                        }
+                                        j0 += jn;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Layout::Nchw => {
                 for n in 0..p.x.n {
                     for g in 0..p.groups {
@@ -113,6 +180,21 @@ impl WithSimd for Data<'_, '_> {
     }
 }
 
+/// Elements of the stack buffers of the strided NCHW paths.
+const CHUNK: usize = 256;
+
+fn zero_filter(fd: &mut [f32], d: FilterDims, fs: [usize; 4]) {
+    for o in 0..d.o {
+        for i in 0..d.i {
+            for ky in 0..d.kh {
+                for kx in 0..d.kw {
+                    fd[o * fs[0] + i * fs[1] + ky * fs[2] + kx * fs[3]] = 0.0;
+                }
+            }
+        }
+    }
+}
+
 struct Filter<'a, 'b> {
     args: FilterArgs<'a, 'b>,
     dw: FilterViewMut<'b, f32>,
@@ -134,6 +216,50 @@ impl WithSimd for Filter<'_, '_> {
         let fdims = dw.dims();
         let fd = dw.data_mut();
         match layout {
+            Layout::Nchw if sw > 1 => {
+                // Copy each strided input run once into a stack buffer, then reuse it for
+                // every output channel of the group.
+                zero_filter(fd, fdims, fs);
+                let mut buf = [0.0f32; CHUNK];
+                for n in 0..p.x.n {
+                    for g in 0..p.groups {
+                        for ci in 0..cg {
+                            let c = g * cg + ci;
+                            for ky in 0..kh {
+                                let (oy_lo, oy_hi, iy_lo) = p.range(0, ky);
+                                for j in 0..oy_hi.saturating_sub(oy_lo) {
+                                    let (oy, iy) = (oy_lo + j, iy_lo + j * sh);
+                                    for kx in 0..kw {
+                                        let (ox_lo, ox_hi, ix_lo) = p.range(1, kx);
+                                        let len = ox_hi - ox_lo;
+                                        let mut c0 = 0;
+                                        while c0 < len {
+                                            let cl = (len - c0).min(CHUNK);
+                                            let xo = n * xs[0]
+                                                + c * xs[1]
+                                                + iy * xs[2]
+                                                + (ix_lo + c0 * sw) * xs[3];
+                                            for (k, v) in buf[..cl].iter_mut().enumerate() {
+                                                *v = xd[xo + k * sw * xs[3]];
+                                            }
+                                            for o in 0..og {
+                                                let oc = g * og + o;
+                                                let yo = n * ys[0]
+                                                    + oc * ys[1]
+                                                    + oy * ys[2]
+                                                    + (ox_lo + c0) * ys[3];
+                                                let v = dot(simd, &yd[yo..], ys[3], &buf, 1, cl);
+                                                fd[oc * fs[0] + ci * fs[1] + ky * fs[2] + kx * fs[3]] += v;
+                                            }
+                                            c0 += cl;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Layout::Nchw => {
                 for g in 0..p.groups {
                     for o in 0..og {
@@ -170,15 +296,7 @@ impl WithSimd for Filter<'_, '_> {
                 }
             }
             Layout::Nhwc => {
-                for o in 0..fdims.o {
-                    for i in 0..fdims.i {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                fd[o * fs[0] + i * fs[1] + ky * fs[2] + kx * fs[3]] = 0.0;
-                            }
-                        }
-                    }
-                }
+                zero_filter(fd, fdims, fs);
                 // Gradients contiguous over `o` but not `i` (HWIO): updates along `o`.
                 let o_form = fs[0] == 1 && fs[1] != 1 && cg > 1;
                 for n in 0..p.x.n {
