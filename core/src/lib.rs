@@ -46,6 +46,7 @@ extern crate alloc;
 extern crate std;
 
 mod activation;
+mod backward;
 mod conv;
 mod error;
 mod geometry;
@@ -55,6 +56,11 @@ pub mod reference;
 mod tensor;
 
 pub use activation::{relu, relu_backward, relu_in_place};
+pub use backward::{
+    conv2d_backward_bias, conv2d_backward_data, conv2d_backward_data_workspace_len, conv2d_backward_filter,
+    conv2d_backward_filter_workspace_len, conv_transpose2d, conv_transpose2d_workspace_len,
+    BackwardAlgorithm, ConvTransposeGeometry,
+};
 #[cfg(feature = "alloc")]
 pub use conv::conv2d_alloc;
 pub use conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};

@@ -1,0 +1,467 @@
+//! GEMM-based backward kernels (`std` only: the `gemm` crate is scalar and allocates
+//! without it).
+//!
+//! Per image and group, the output rows are cut into tiles of at most `BUDGET` column
+//! elements (at least one output row). The column matrix of a tile has one row per
+//! `(input channel, tap)` and one column per output pixel:
+//! - `dX`: `cols = W_g^T dY_g` (one GEMM), then col2im adds every column element into the
+//!   input element its tap reads (taps into padding are dropped).
+//! - `dW`: im2col of the input tile, then `dW_g += dY_g cols^T` (one GEMM, accumulating
+//!   over tiles and images).
+//!
+//! Column order follows the layout so col2im / im2col move contiguous runs: NCHW stores
+//! `[ci][tap][pixel]`, NHWC `[pixel][tap][ci]`. When the filter's strides cannot be read
+//! as one matrix in that order (e.g. OIHW filters with NHWC activations), the GEMM is split
+//! per tap. A 1x1 kernel without leading padding needs no column matrix at all: the GEMM
+//! reads and writes the tensors in place through strides.
+
+use gemm::Parallelism;
+use pulp::{Simd, WithSimd};
+
+use super::simd::{add, copy, fill};
+use super::{collapse, DataArgs, FilterArgs, Problem};
+use crate::error::{Dim, Error, Result};
+use crate::geometry::input_coord;
+use crate::isa::Exec;
+use crate::tensor::{FilterViewMut, Layout, TensorView, TensorViewMut};
+
+/// Column-matrix elements per tile (4 MiB), unless one output row needs more.
+const BUDGET: usize = 1 << 20;
+
+fn per_row(p: &Problem) -> Result<usize> {
+    // cg * taps is the filter count divided by the output channels: it fits.
+    (p.cg() * p.taps()).checked_mul(p.y.w).ok_or(Error::Overflow { dim: Dim::Width })
+}
+
+fn rows_per_tile(per_row: usize, out_h: usize) -> usize {
+    (BUDGET / per_row).clamp(1, out_h)
+}
+
+pub(crate) fn workspace_len(p: &Problem) -> Result<usize> {
+    if p.is_pointwise() {
+        return Ok(0);
+    }
+    let pr = per_row(p)?;
+    // pr * rows <= max(pr, BUDGET): no overflow.
+    Ok(pr * rows_per_tile(pr, p.y.h))
+}
+
+fn parallelism(exec: &Exec) -> Parallelism {
+    #[cfg(feature = "rayon")]
+    if exec.threads() > 1 {
+        return Parallelism::Rayon(exec.threads());
+    }
+    let _ = exec;
+    Parallelism::None
+}
+
+/// A strided matrix inside a slice: element `(r, c)` is at `off + r * rs + c * cs`.
+#[derive(Clone, Copy, Debug)]
+struct Mat {
+    off: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat {
+    /// The strides with those of extent-1 dims zeroed, if every element lies in `len`.
+    fn checked(self, len: usize, rows: usize, cols: usize) -> Option<(usize, isize, isize)> {
+        let rs = if rows > 1 { self.rs } else { 0 };
+        let cs = if cols > 1 { self.cs } else { 0 };
+        let last = self.off.checked_add(rs.checked_mul(rows - 1)?)?.checked_add(cs.checked_mul(cols - 1)?)?;
+        if last >= len {
+            return None;
+        }
+        // Both strides are at most `last < len <= isize::MAX`.
+        Some((self.off, rs as isize, cs as isize))
+    }
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) * rhs (k x n)`, bounds-checked.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    par: Parallelism,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    d: Mat,
+    accumulate: bool,
+    lhs: &[f32],
+    l: Mat,
+    rhs: &[f32],
+    r: Mat,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let (Some(d), Some(l), Some(r)) =
+        (d.checked(dst.len(), m, n), l.checked(lhs.len(), m, k), r.checked(rhs.len(), k, n))
+    else {
+        // The callers derive every matrix from validated views and geometries.
+        unreachable!("backward GEMM operand out of bounds");
+    };
+    // SAFETY: `checked` proved that every element `(i, j)` of each matrix, at
+    // `off + i * rs + j * cs`, lies inside its slice, so all pointers gemm forms are in
+    // bounds. `dst` is a unique borrow, so it aliases neither `lhs` nor `rhs`. gemm's
+    // `alpha` scales `dst` (read only when `accumulate`), `beta` the product.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(d.0),
+            d.2,
+            d.1,
+            accumulate,
+            lhs.as_ptr().add(l.0),
+            l.2,
+            l.1,
+            rhs.as_ptr().add(r.0),
+            r.2,
+            r.1,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// Calls `f(oy, rows, stride_a, stride_b)` for runs of output rows in `[oy0, oy1)` whose
+/// pixels `(oy, ox)`, flattened, have a single stride in both tensor `a` and `b`, given as
+/// `(row stride, column stride)`: the whole range if possible, else row by row.
+fn for_runs(
+    oy0: usize,
+    oy1: usize,
+    ow: usize,
+    a: (usize, usize),
+    b: (usize, usize),
+    mut f: impl FnMut(usize, usize, usize, usize),
+) {
+    let rows = oy1 - oy0;
+    if let (Some(pa), Some(pb)) = (collapse(&[(rows, a.0), (ow, a.1)]), collapse(&[(rows, b.0), (ow, b.1)])) {
+        f(oy0, rows, pa, pb);
+        return;
+    }
+    for oy in oy0..oy1 {
+        f(oy, 1, a.1, b.1);
+    }
+}
+
+/// Strides of the column matrix of a tile of `pixels` columns: `(ci, tap, pixel, r)`,
+/// where `r` is the flattened `(ci, tap)` (NCHW) or `(tap, ci)` (NHWC) row index.
+fn col_layout(layout: Layout, cg: usize, taps: usize, pixels: usize) -> (usize, usize, usize, usize) {
+    match layout {
+        Layout::Nchw => (taps * pixels, pixels, 1, pixels),
+        Layout::Nhwc => (1, cg, cg * taps, 1),
+    }
+}
+
+/// The stride of the flattened row index `r` (see [`col_layout`]) in a filter bank with
+/// strides `fs`, if it has one.
+fn filter_r_stride(layout: Layout, p: &Problem, fs: [usize; 4]) -> Option<usize> {
+    let (cg, [kh, kw]) = (p.cg(), p.k);
+    match layout {
+        Layout::Nchw => collapse(&[(cg, fs[1]), (kh, fs[2]), (kw, fs[3])]),
+        Layout::Nhwc => collapse(&[(kh, fs[2]), (kw, fs[3]), (cg, fs[1])]),
+    }
+}
+
+pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &mut [f32]) {
+    let DataArgs { exec, p, layout, dy, w } = args;
+    let par = parallelism(exec);
+    let (cg, og, taps) = (p.cg(), p.og(), p.taps());
+    let rr = cg * taps;
+    let [kh, kw] = p.k;
+    let [sh, sw] = p.s;
+    let (oh, ow) = (p.y.h, p.y.w);
+    let (ys, yd) = (dy.strides(), dy.data());
+    let (fs, wd) = (w.strides(), w.data());
+    let xs = dx.strides();
+    if p.is_pointwise() {
+        // dx[c, oy * sh, ox * sw] = sum_o w[o, c] dy[o, oy, ox]; other positions are 0.
+        if !(sh == 1 && sw == 1 && oh == p.x.h && ow == p.x.w) {
+            fill(&mut dx, layout, 0.0);
+        }
+        let (xr, xc) = (sh.saturating_mul(xs[2]), sw.saturating_mul(xs[3]));
+        let xd = dx.data_mut();
+        for n in 0..p.x.n {
+            for g in 0..p.groups {
+                for_runs(0, oh, ow, (ys[2], ys[3]), (xr, xc), |oy, rows, py, px| {
+                    let dst = Mat { off: n * xs[0] + g * cg * xs[1] + oy * xr, rs: xs[1], cs: px };
+                    let lhs = Mat { off: g * og * fs[0], rs: fs[1], cs: fs[0] };
+                    let rhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
+                    matmul(par, cg, rows * ow, og, xd, dst, false, wd, lhs, yd, rhs);
+                });
+            }
+        }
+        return;
+    }
+    fill(&mut dx, layout, 0.0);
+    let rows_per = rows_per_tile(rr * ow, oh);
+    let r_w = filter_r_stride(layout, p, fs);
+    for n in 0..p.x.n {
+        for g in 0..p.groups {
+            let mut oy0 = 0;
+            while oy0 < oh {
+                let oy1 = (oy0 + rows_per).min(oh);
+                let pixels = (oy1 - oy0) * ow;
+                let (ci_s, tap_s, p_s, r_s) = col_layout(layout, cg, taps, pixels);
+                let col = &mut ws[..rr * pixels];
+                for_runs(oy0, oy1, ow, (ys[2], ys[3]), (ys[2], ys[3]), |oy, rows, py, _| {
+                    let np = rows * ow;
+                    let col_off = (oy - oy0) * ow * p_s;
+                    let rhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
+                    match r_w {
+                        Some(rw) => {
+                            let dst = Mat { off: col_off, rs: r_s, cs: p_s };
+                            let lhs = Mat { off: g * og * fs[0], rs: rw, cs: fs[0] };
+                            matmul(par, rr, np, og, col, dst, false, wd, lhs, yd, rhs);
+                        }
+                        None => {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let dst =
+                                        Mat { off: col_off + (ky * kw + kx) * tap_s, rs: ci_s, cs: p_s };
+                                    let lhs = Mat {
+                                        off: g * og * fs[0] + ky * fs[2] + kx * fs[3],
+                                        rs: fs[1],
+                                        cs: fs[0],
+                                    };
+                                    matmul(par, cg, np, og, col, dst, false, wd, lhs, yd, rhs);
+                                }
+                            }
+                        }
+                    }
+                });
+                exec.dispatch(Col2im {
+                    p,
+                    layout,
+                    n,
+                    g,
+                    oy0,
+                    oy1,
+                    col: &ws[..rr * pixels],
+                    dx: dx.reborrow(),
+                });
+                oy0 = oy1;
+            }
+        }
+    }
+}
+
+/// Adds a column tile into `dx` (see the module docs for the column order).
+struct Col2im<'a, 'b> {
+    p: &'b Problem,
+    layout: Layout,
+    n: usize,
+    g: usize,
+    oy0: usize,
+    oy1: usize,
+    col: &'a [f32],
+    dx: TensorViewMut<'b, f32>,
+}
+
+impl WithSimd for Col2im<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Col2im { p, layout, n, g, oy0, oy1, col, mut dx } = self;
+        let (cg, taps) = (p.cg(), p.taps());
+        let [kh, kw] = p.k;
+        let [sh, sw] = p.s;
+        let [dh, dwl] = p.d;
+        let ow = p.y.w;
+        let (ci_s, tap_s, p_s, _) = col_layout(layout, cg, taps, (oy1 - oy0) * ow);
+        let xs = dx.strides();
+        let xd = dx.data_mut();
+        match layout {
+            Layout::Nchw => {
+                for ci in 0..cg {
+                    let c = g * cg + ci;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let (ox_lo, ox_hi, ix_lo) = p.range(1, kx);
+                            let len = ox_hi - ox_lo;
+                            if len == 0 {
+                                continue;
+                            }
+                            let base = ci * ci_s + (ky * kw + kx) * tap_s;
+                            for oy in oy0..oy1 {
+                                let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else { continue };
+                                let src = &col[base + (oy - oy0) * ow + ox_lo..];
+                                let dst = n * xs[0] + c * xs[1] + iy * xs[2] + ix_lo * xs[3];
+                                add(simd, src, &mut xd[dst..], sw * xs[3], len);
+                            }
+                        }
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                for oy in oy0..oy1 {
+                    for ky in 0..kh {
+                        let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else { continue };
+                        for ox in 0..ow {
+                            let pix = ((oy - oy0) * ow + ox) * p_s;
+                            for kx in 0..kw {
+                                let Some(ix) = input_coord(ox, sw, kx, dwl, p.pad[1], p.x.w) else {
+                                    continue;
+                                };
+                                let src = &col[pix + (ky * kw + kx) * tap_s..];
+                                let dst = n * xs[0] + g * cg * xs[1] + iy * xs[2] + ix * xs[3];
+                                add(simd, src, &mut xd[dst..], xs[1], cg);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes the column tile of input `x` for image `n`, group `g`, output rows `[oy0, oy1)`.
+#[allow(clippy::too_many_arguments)]
+fn im2col(
+    p: &Problem,
+    layout: Layout,
+    x: &TensorView<'_, f32>,
+    n: usize,
+    g: usize,
+    oy0: usize,
+    oy1: usize,
+    col: &mut [f32],
+) {
+    let (cg, taps) = (p.cg(), p.taps());
+    let [kh, kw] = p.k;
+    let [sh, sw] = p.s;
+    let [dh, dwl] = p.d;
+    let ow = p.y.w;
+    let (ci_s, tap_s, p_s, _) = col_layout(layout, cg, taps, (oy1 - oy0) * ow);
+    let (xs, xd) = (x.strides(), x.data());
+    match layout {
+        Layout::Nchw => {
+            for ci in 0..cg {
+                let c = g * cg + ci;
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let (ox_lo, ox_hi, ix_lo) = p.range(1, kx);
+                        let base = ci * ci_s + (ky * kw + kx) * tap_s;
+                        for oy in oy0..oy1 {
+                            let row = &mut col[base + (oy - oy0) * ow..][..ow];
+                            let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else {
+                                row.fill(0.0);
+                                continue;
+                            };
+                            if ox_hi == 0 {
+                                row.fill(0.0);
+                                continue;
+                            }
+                            row[..ox_lo].fill(0.0);
+                            row[ox_hi..].fill(0.0);
+                            let src = n * xs[0] + c * xs[1] + iy * xs[2] + ix_lo * xs[3];
+                            copy(&xd[src..], sw * xs[3], &mut row[ox_lo..], 1, ox_hi - ox_lo);
+                        }
+                    }
+                }
+            }
+        }
+        Layout::Nhwc => {
+            for oy in oy0..oy1 {
+                for ox in 0..ow {
+                    let pix = ((oy - oy0) * ow + ox) * p_s;
+                    for ky in 0..kh {
+                        let iy = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h);
+                        for kx in 0..kw {
+                            let dst = &mut col[pix + (ky * kw + kx) * tap_s..][..cg];
+                            match (iy, input_coord(ox, sw, kx, dwl, p.pad[1], p.x.w)) {
+                                (Some(iy), Some(ix)) => {
+                                    let src = n * xs[0] + g * cg * xs[1] + iy * xs[2] + ix * xs[3];
+                                    copy(&xd[src..], xs[1], dst, 1, cg);
+                                }
+                                _ => dst.fill(0.0),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, ws: &mut [f32]) {
+    let FilterArgs { exec, p, layout, x, dy } = args;
+    let par = parallelism(exec);
+    let (cg, og, taps) = (p.cg(), p.og(), p.taps());
+    let rr = cg * taps;
+    let [kh, kw] = p.k;
+    let [sh, sw] = p.s;
+    let (oh, ow) = (p.y.h, p.y.w);
+    let (ys, yd) = (dy.strides(), dy.data());
+    let (xs, xd) = (x.strides(), x.data());
+    let fs = dw.strides();
+    let fd = dw.data_mut();
+    if p.is_pointwise() {
+        // dw[o, c] = sum over n, oy, ox of dy[o, oy, ox] x[c, oy * sh, ox * sw].
+        let (xr, xc) = (sh.saturating_mul(xs[2]), sw.saturating_mul(xs[3]));
+        for g in 0..p.groups {
+            let mut first = true;
+            for n in 0..p.x.n {
+                for_runs(0, oh, ow, (ys[2], ys[3]), (xr, xc), |oy, rows, py, px| {
+                    let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: fs[1] };
+                    let lhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
+                    let rhs = Mat { off: n * xs[0] + g * cg * xs[1] + oy * xr, rs: px, cs: xs[1] };
+                    matmul(par, og, cg, rows * ow, fd, dst, !first, yd, lhs, xd, rhs);
+                    first = false;
+                });
+            }
+        }
+        return;
+    }
+    let rows_per = rows_per_tile(rr * ow, oh);
+    let r_w = filter_r_stride(layout, p, fs);
+    for g in 0..p.groups {
+        let mut first = true;
+        for n in 0..p.x.n {
+            let mut oy0 = 0;
+            while oy0 < oh {
+                let oy1 = (oy0 + rows_per).min(oh);
+                let pixels = (oy1 - oy0) * ow;
+                let (ci_s, tap_s, p_s, r_s) = col_layout(layout, cg, taps, pixels);
+                let col = &mut ws[..rr * pixels];
+                im2col(p, layout, &x, n, g, oy0, oy1, col);
+                let col = &*col;
+                for_runs(oy0, oy1, ow, (ys[2], ys[3]), (ys[2], ys[3]), |oy, rows, py, _| {
+                    let np = rows * ow;
+                    let col_off = (oy - oy0) * ow * p_s;
+                    let lhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
+                    match r_w {
+                        Some(rw) => {
+                            let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: rw };
+                            let rhs = Mat { off: col_off, rs: p_s, cs: r_s };
+                            matmul(par, og, rr, np, fd, dst, !first, yd, lhs, col, rhs);
+                        }
+                        None => {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let dst = Mat {
+                                        off: g * og * fs[0] + ky * fs[2] + kx * fs[3],
+                                        rs: fs[0],
+                                        cs: fs[1],
+                                    };
+                                    let rhs =
+                                        Mat { off: col_off + (ky * kw + kx) * tap_s, rs: p_s, cs: ci_s };
+                                    matmul(par, og, cg, np, fd, dst, !first, yd, lhs, col, rhs);
+                                }
+                            }
+                        }
+                    }
+                    first = false;
+                });
+                oy0 = oy1;
+            }
+        }
+    }
+}

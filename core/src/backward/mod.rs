@@ -1,0 +1,433 @@
+//! Convolution backward passes and transposed convolution.
+//!
+//! The data gradient `dX` is the transpose of the forward map: every output gradient
+//! `dY[n, o, oy, ox]` flows back through each filter tap to the input element that tap
+//! read. Transposed convolution ("deconvolution") is exactly that map run forward, so
+//! [`conv_transpose2d`] and [`conv2d_backward_data`] share one kernel. Neither ever builds
+//! a zero-stuffed input: strides and dilation are handled by index arithmetic.
+//!
+//! | algorithm | `dX` / transposed conv | `dW` | workspace | needs |
+//! |---|---|---|---|---|
+//! | [`BackwardAlgorithm::Gemm`] | GEMM `W^T dY` into column tiles, then col2im | im2col tiles, then GEMM `dY cols^T` | bounded (0 for 1x1 unpadded) | `std` |
+//! | [`BackwardAlgorithm::Direct`] | SIMD scatter of `dY` through the filters | SIMD dot products / rank-1 updates | none | nothing (the `no_std` path) |
+//!
+//! [`BackwardAlgorithm::Auto`] picks `Gemm` when built with `std`, else `Direct`.
+//!
+//! Conventions are the forward's ([`conv2d`](crate::conv2d)): activations and their
+//! gradients share one layout whose innermost dimension is contiguous (any other strides),
+//! filters and filter gradients take any strides, `*_workspace_len` tells the scratch
+//! size, nothing allocates, and [`Exec`] picks the instruction set (and, with the `rayon`
+//! feature, the thread count handed to the GEMM).
+
+mod direct;
+#[cfg(feature = "std")]
+mod gemm;
+mod simd;
+mod transpose;
+
+pub use transpose::{conv_transpose2d, conv_transpose2d_workspace_len, ConvTransposeGeometry};
+
+use crate::error::{Error, Operand, Result, Unsupported};
+use crate::geometry::{ConvGeometry, Dims};
+use crate::isa::Exec;
+use crate::tensor::{expect_dims, FilterView, FilterViewMut, Layout, TensorView, TensorViewMut};
+
+/// A backward-convolution algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackwardAlgorithm {
+    /// `Gemm` with `std`, `Direct` without.
+    #[default]
+    Auto,
+    /// GEMM (the `gemm` crate) plus col2im / im2col over bounded tiles; needs `std`.
+    Gemm,
+    /// Direct SIMD loops, no workspace; works without `std`.
+    Direct,
+}
+
+impl BackwardAlgorithm {
+    /// Every named algorithm (not `Auto`).
+    pub const NAMED: [BackwardAlgorithm; 2] = [BackwardAlgorithm::Gemm, BackwardAlgorithm::Direct];
+
+    /// Lower-case name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackwardAlgorithm::Auto => "auto",
+            BackwardAlgorithm::Gemm => "gemm",
+            BackwardAlgorithm::Direct => "direct",
+        }
+    }
+
+    /// The algorithm `Auto` resolves to in this build; errors for `Gemm` without `std`.
+    pub fn resolve(self) -> Result<BackwardAlgorithm> {
+        match self {
+            BackwardAlgorithm::Auto if cfg!(feature = "std") => Ok(BackwardAlgorithm::Gemm),
+            BackwardAlgorithm::Auto => Ok(BackwardAlgorithm::Direct),
+            BackwardAlgorithm::Gemm if !cfg!(feature = "std") => {
+                Err(Error::Unsupported(Unsupported::NeedsStd))
+            }
+            a => Ok(a),
+        }
+    }
+}
+
+/// The shape of one "scatter" problem: a forward convolution from `x` (input side) to
+/// `y` (output side), described only by what the kernels need. Both the forward
+/// geometry's backward passes and transposed convolution reduce to it; the trailing
+/// padding is implicit (taps past the input are dropped).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Problem {
+    /// Input-side dims (`X`, `dX`; a transposed convolution's output).
+    pub x: Dims,
+    /// Output-side dims (`Y`, `dY`; a transposed convolution's input).
+    pub y: Dims,
+    pub groups: usize,
+    /// Kernel `[kh, kw]`.
+    pub k: [usize; 2],
+    pub s: [usize; 2],
+    pub d: [usize; 2],
+    /// Leading padding `[top, left]`.
+    pub pad: [usize; 2],
+}
+
+impl Problem {
+    pub(crate) fn from_conv(g: &ConvGeometry) -> Problem {
+        let w = g.window();
+        let p = w.padding();
+        Problem {
+            x: g.input(),
+            y: g.output(),
+            groups: g.groups(),
+            k: w.kernel(),
+            s: w.stride(),
+            d: w.dilation(),
+            pad: [p.top, p.left],
+        }
+    }
+    /// Input channels per group.
+    pub(crate) fn cg(&self) -> usize {
+        self.x.c / self.groups
+    }
+    /// Output channels per group.
+    pub(crate) fn og(&self) -> usize {
+        self.y.c / self.groups
+    }
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn taps(&self) -> usize {
+        self.k[0] * self.k[1]
+    }
+    /// A 1x1 kernel with no leading padding and every output inside the input: output
+    /// `(oy, ox)` reads input `(oy * sh, ox * sw)`, which exists.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn is_pointwise(&self) -> bool {
+        // (out - 1) * s is at most the last window start, inside the padded input.
+        let inside = |o: usize, s: usize, i: usize| (o - 1) * s < i;
+        self.k == [1, 1]
+            && self.pad == [0, 0]
+            && inside(self.y.h, self.s[0], self.x.h)
+            && inside(self.y.w, self.s[1], self.x.w)
+    }
+    /// Along `axis` (0 = rows, 1 = columns), the output indices `[lo, hi)` for which tap
+    /// `k` lands inside the input, and the input index of output `lo`. Empty when
+    /// `lo >= hi`.
+    pub(crate) fn range(&self, axis: usize, k: usize) -> (usize, usize, usize) {
+        let (s, d, pad) = (self.s[axis], self.d[axis], self.pad[axis]);
+        let (input, output) = if axis == 0 { (self.x.h, self.y.h) } else { (self.x.w, self.y.w) };
+        // k * d and input + pad fit: both are below the padded extent the geometry checked.
+        let off = k * d;
+        let lo = if off >= pad { 0 } else { (pad - off).div_ceil(s) };
+        let end = input + pad; // positions (o * s + off) must be < end
+        let hi = if end <= off { 0 } else { ((end - off - 1) / s + 1).min(output) };
+        if lo >= hi {
+            return (0, 0, 0);
+        }
+        (lo, hi, lo * s + off - pad)
+    }
+}
+
+/// Collapses dims `[(extent, stride)]` listed outer to inner into one stride, if the
+/// flattened index `((i0 * e1) + i1) * e2 + i2 ...` maps to offsets with one stride.
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+pub(crate) fn collapse(dims: &[(usize, usize)]) -> Option<usize> {
+    let mut inner: Option<(usize, usize)> = None; // (stride, extent so far)
+    for &(e, s) in dims.iter().rev() {
+        if e == 1 {
+            continue;
+        }
+        inner = match inner {
+            None => Some((s, e)),
+            Some((base, ext)) => {
+                if s != base.checked_mul(ext)? {
+                    return None;
+                }
+                Some((base, ext.checked_mul(e)?))
+            }
+        };
+    }
+    Some(inner.map_or(1, |(s, _)| s))
+}
+
+/// Whether a tensor of `d` with strides `s` is inner-contiguous in `layout`.
+fn fits_layout(d: Dims, s: [usize; 4], layout: Layout) -> bool {
+    match layout {
+        Layout::Nchw => s[3] == 1 || d.w == 1,
+        Layout::Nhwc => s[1] == 1 || d.c == 1,
+    }
+}
+
+/// A tensor's preferred inner-contiguous layout, dims and strides.
+type Shape = (Option<Layout>, Dims, [usize; 4]);
+
+/// The layout two tensors share. A tensor with one column or one channel fits both
+/// layouts, so a layout either tensor prefers is accepted if the other fits it too.
+fn shared_layout(a: Shape, a_op: Operand, b: Shape, b_op: Operand) -> Result<Layout> {
+    let (la, da, sa) = a;
+    let (lb, db, sb) = b;
+    let la = la.ok_or(Error::Unsupported(Unsupported::NonContiguous(a_op)))?;
+    let lb = lb.ok_or(Error::Unsupported(Unsupported::NonContiguous(b_op)))?;
+    [la, lb]
+        .into_iter()
+        .find(|&l| fits_layout(da, sa, l) && fits_layout(db, sb, l))
+        .ok_or(Error::Unsupported(Unsupported::MixedLayouts))
+}
+
+fn check_workspace(need: usize, workspace: &[f32]) -> Result<()> {
+    if workspace.len() < need {
+        return Err(Error::WorkspaceTooSmall { needed: need, actual: workspace.len() });
+    }
+    Ok(())
+}
+
+pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
+    match algorithm.resolve()? {
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Gemm => gemm::workspace_len(p),
+        _ => {
+            let _ = p;
+            Ok(0)
+        }
+    }
+}
+
+fn filter_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
+    // The column tile of dW has the shape of dX's.
+    data_workspace_len(p, algorithm)
+}
+
+/// f32 elements of workspace [`conv2d_backward_data`] needs for `g` with `algorithm` in
+/// `layout` (0 for [`BackwardAlgorithm::Direct`] and for 1x1 unpadded kernels).
+pub fn conv2d_backward_data_workspace_len(
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    layout: Layout,
+) -> Result<usize> {
+    let _ = layout;
+    data_workspace_len(&Problem::from_conv(g), algorithm)
+}
+
+/// f32 elements of workspace [`conv2d_backward_filter`] needs for `g` with `algorithm` in
+/// `layout` (0 for [`BackwardAlgorithm::Direct`] and for 1x1 unpadded kernels).
+pub fn conv2d_backward_filter_workspace_len(
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    layout: Layout,
+) -> Result<usize> {
+    let _ = layout;
+    filter_workspace_len(&Problem::from_conv(g), algorithm)
+}
+
+/// Everything a data-gradient kernel needs, validated: dims match `p`, `layout` is the
+/// shared inner-contiguous layout of `dy` and `dx`.
+#[derive(Clone, Copy)]
+pub(crate) struct DataArgs<'a, 'b> {
+    pub exec: &'b Exec,
+    pub p: &'b Problem,
+    pub layout: Layout,
+    pub dy: TensorView<'a, f32>,
+    pub w: FilterView<'a, f32>,
+}
+
+/// Runs the data-gradient kernel on a validated problem (shared with transposed conv).
+pub(crate) fn run_data(
+    args: DataArgs<'_, '_>,
+    algorithm: BackwardAlgorithm,
+    dx: TensorViewMut<'_, f32>,
+    workspace: &mut [f32],
+) -> Result<()> {
+    let algorithm = algorithm.resolve()?;
+    let need = data_workspace_len(args.p, algorithm)?;
+    check_workspace(need, workspace)?;
+    match algorithm {
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Gemm => {
+            gemm::data(args, dx, &mut workspace[..need]);
+            Ok(())
+        }
+        _ => {
+            direct::data(args, dx);
+            Ok(())
+        }
+    }
+}
+
+/// Data gradient `dX` of the convolution `g`: `dx` is overwritten with the gradient of
+/// `<conv(x, w), dy>` with respect to `x`.
+///
+/// `dy` and `dx` must share a layout whose innermost dimension is contiguous; `w` takes
+/// any strides. `workspace` needs [`conv2d_backward_data_workspace_len`] elements.
+///
+/// ```
+/// use simdconv::{conv2d_backward_data, BackwardAlgorithm, Conv2d, ConvGeometry, Dims, Exec,
+///                FilterLayout, FilterView, Layout, TensorView, TensorViewMut};
+/// // The notes' 1-D example, W = 5, F = 3, P = 1, S = 2, weights [1, 0, -1]:
+/// // y[j] = x[2j - 1] - x[2j + 1], so dx[2j - 1] += dy[j] and dx[2j + 1] -= dy[j].
+/// let g = ConvGeometry::new(Dims::new(1, 1, 1, 5), 1,
+///     Conv2d::new(1, 3).padding(simdconv::Padding::symmetric(0, 1)).stride(2))?;
+/// let dy = [1.0f32, 10.0, 100.0];
+/// let w = [1.0f32, 0.0, -1.0];
+/// let mut dx = [0.0f32; 5];
+/// let algo = BackwardAlgorithm::Auto;
+/// let mut ws = vec![0.0; simdconv::conv2d_backward_data_workspace_len(&g, algo, Layout::Nchw)?];
+/// conv2d_backward_data(&Exec::new(), &g, algo,
+///     TensorView::new(&dy, g.output(), Layout::Nchw)?,
+///     FilterView::new(&w, g.filter(), FilterLayout::Oihw)?,
+///     TensorViewMut::new(&mut dx, g.input(), Layout::Nchw)?, &mut ws)?;
+/// assert_eq!(dx, [0.0, -1.0 + 10.0, 0.0, -10.0 + 100.0, 0.0]);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn conv2d_backward_data(
+    exec: &Exec,
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    dy: TensorView<'_, f32>,
+    w: FilterView<'_, f32>,
+    dx: TensorViewMut<'_, f32>,
+    workspace: &mut [f32],
+) -> Result<()> {
+    expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
+    expect_dims(Operand::Filter, g.filter().to_array(), w.dims().to_array())?;
+    expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
+    let layout = shared_layout(
+        (dy.layout(), dy.dims(), dy.strides()),
+        Operand::OutputGrad,
+        (dx.layout(), dx.dims(), dx.strides()),
+        Operand::InputGrad,
+    )?;
+    let p = Problem::from_conv(g);
+    run_data(DataArgs { exec, p: &p, layout, dy, w }, algorithm, dx, workspace)
+}
+
+/// Everything a filter-gradient kernel needs, validated.
+#[derive(Clone, Copy)]
+pub(crate) struct FilterArgs<'a, 'b> {
+    pub exec: &'b Exec,
+    pub p: &'b Problem,
+    pub layout: Layout,
+    pub x: TensorView<'a, f32>,
+    pub dy: TensorView<'a, f32>,
+}
+
+/// Weight gradient `dW` of the convolution `g`, summed over the batch and every position
+/// sharing the weights: `dw` is overwritten with the gradient of `<conv(x, w), dy>` with
+/// respect to `w`.
+///
+/// `x` and `dy` must share a layout whose innermost dimension is contiguous; `dw` takes
+/// any strides. `workspace` needs [`conv2d_backward_filter_workspace_len`] elements.
+///
+/// ```
+/// use simdconv::{conv2d_backward_filter, BackwardAlgorithm, Conv2d, ConvGeometry, Dims, Exec,
+///                FilterLayout, FilterViewMut, Layout, TensorView};
+/// // 1-D, W = 4, F = 2, stride 1: y[j] = w0 x[j] + w1 x[j + 1],
+/// // so dw0 = sum dy[j] x[j], dw1 = sum dy[j] x[j + 1].
+/// let g = ConvGeometry::new(Dims::new(1, 1, 1, 4), 1, Conv2d::new(1, 2))?;
+/// let x = [1.0f32, 2.0, 3.0, 4.0];
+/// let dy = [1.0f32, 0.0, -1.0];
+/// let mut dw = [0.0f32; 2];
+/// let algo = BackwardAlgorithm::Auto;
+/// let mut ws = vec![0.0; simdconv::conv2d_backward_filter_workspace_len(&g, algo, Layout::Nchw)?];
+/// conv2d_backward_filter(&Exec::new(), &g, algo,
+///     TensorView::new(&x, g.input(), Layout::Nchw)?,
+///     TensorView::new(&dy, g.output(), Layout::Nchw)?,
+///     FilterViewMut::new(&mut dw, g.filter(), FilterLayout::Oihw)?, &mut ws)?;
+/// assert_eq!(dw, [1.0 - 3.0, 2.0 - 4.0]);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn conv2d_backward_filter(
+    exec: &Exec,
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    x: TensorView<'_, f32>,
+    dy: TensorView<'_, f32>,
+    dw: FilterViewMut<'_, f32>,
+    workspace: &mut [f32],
+) -> Result<()> {
+    expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
+    expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
+    expect_dims(Operand::FilterGrad, g.filter().to_array(), dw.dims().to_array())?;
+    let layout = shared_layout(
+        (x.layout(), x.dims(), x.strides()),
+        Operand::Input,
+        (dy.layout(), dy.dims(), dy.strides()),
+        Operand::OutputGrad,
+    )?;
+    let algorithm = algorithm.resolve()?;
+    let need = conv2d_backward_filter_workspace_len(g, algorithm, layout)?;
+    check_workspace(need, workspace)?;
+    let p = Problem::from_conv(g);
+    let args = FilterArgs { exec, p: &p, layout, x, dy };
+    match algorithm {
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Gemm => gemm::filter(args, dw, &mut workspace[..need]),
+        _ => direct::filter(args, dw),
+    }
+    Ok(())
+}
+
+/// Bias gradient `db[o] = sum over n, y, x of dy[n, o, y, x]`; `db` is overwritten and
+/// must have one element per channel of `dy`, whose innermost dimension must be
+/// contiguous.
+///
+/// ```
+/// use simdconv::{conv2d_backward_bias, Dims, Exec, Layout, TensorView};
+/// let dy = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 channels of 1x3, NCHW
+/// let mut db = [0.0f32; 2];
+/// conv2d_backward_bias(&Exec::new(), TensorView::new(&dy, Dims::new(1, 2, 1, 3), Layout::Nchw)?,
+///     &mut db)?;
+/// assert_eq!(db, [6.0, 15.0]);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn conv2d_backward_bias(exec: &Exec, dy: TensorView<'_, f32>, db: &mut [f32]) -> Result<()> {
+    let d = dy.dims();
+    if db.len() != d.c {
+        return Err(Error::LengthMismatch { operand: Operand::BiasGrad, expected: d.c, actual: db.len() });
+    }
+    let layout = dy.layout().ok_or(Error::Unsupported(Unsupported::NonContiguous(Operand::OutputGrad)))?;
+    exec.dispatch(simd::BiasGrad { dy, layout, db });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collapse_rules() {
+        assert_eq!(collapse(&[(3, 9), (3, 3), (3, 1)]), Some(1));
+        assert_eq!(collapse(&[(3, 1), (3, 9), (3, 3)]), None);
+        assert_eq!(collapse(&[(1, 100), (3, 4), (1, 7)]), Some(4));
+        assert_eq!(collapse(&[(1, 5), (1, 7)]), Some(1));
+        assert_eq!(collapse(&[(2, 12), (3, 4)]), Some(4));
+    }
+
+    #[test]
+    fn ranges() {
+        // W = 5, k = 3, pad 1, stride 2 -> OW 3; tap 0 lands at -1, 1, 3.
+        let g =
+            ConvGeometry::new(Dims::new(1, 1, 5, 5), 1, crate::Conv2d::new(3, 3).pad(1).stride(2)).unwrap();
+        let p = Problem::from_conv(&g);
+        assert_eq!(p.range(1, 0), (1, 3, 1));
+        assert_eq!(p.range(1, 1), (0, 3, 0));
+        assert_eq!(p.range(1, 2), (0, 2, 1));
+    }
+}

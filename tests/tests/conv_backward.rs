@@ -1,0 +1,966 @@
+//! Convolution backward passes (dX, dW, db) and transposed convolution against the f64
+//! reference, on every ISA x both layouts x every algorithm, plus the adjoint identity,
+//! finite differences of the reference, and named cases for the classic mistakes.
+
+use proptest::prelude::*;
+use simdconv::reference as r;
+use simdconv::{
+    conv2d_backward_bias, conv2d_backward_data, conv2d_backward_data_workspace_len, conv2d_backward_filter,
+    conv2d_backward_filter_workspace_len, conv_transpose2d, conv_transpose2d_workspace_len, dispatch_count,
+    BackwardAlgorithm, Conv2d, ConvGeometry, ConvTransposeGeometry, Dims, Error, Exec, FilterDims,
+    FilterView, FilterViewMut, Layout, Operand, Padding, Param, Rounding, TensorView, TensorViewMut,
+    Unsupported,
+};
+use simdconv_tests::{abs_f64, check_close, gamma, isas, Rng};
+
+const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
+/// Written into every output buffer first: must be overwritten inside the view and left
+/// alone outside it.
+const SENTINEL: f32 = 1234.5;
+
+// ---------------------------------------------------------------------------------------
+// Strided buffers
+
+/// Activation strides: dense, or with gaps between rows / pixels / images.
+fn act_strides(d: Dims, layout: Layout, padded: bool) -> [usize; 4] {
+    if !padded {
+        return layout.strides(d);
+    }
+    match layout {
+        Layout::Nchw => {
+            let sh = d.w + 3;
+            let sc = d.h * sh + 1;
+            [d.c * sc + 2, sc, sh, 1]
+        }
+        Layout::Nhwc => {
+            let sw = d.c + 2;
+            let sh = d.w * sw + 1;
+            [d.h * sh + 5, 1, sh, sw]
+        }
+    }
+}
+
+/// Filter strides: 0 OIHW, 1 OHWI, 2 HWIO, 3 an odd order with gaps (kh, o, kw, i).
+fn filter_strides(f: FilterDims, which: u8) -> [usize; 4] {
+    use simdconv::FilterLayout as F;
+    match which {
+        0 => F::Oihw.strides(f),
+        1 => F::Ohwi.strides(f),
+        2 => F::Hwio.strides(f),
+        _ => {
+            let si = 1;
+            let skw = f.i + 1;
+            let so = f.kw * skw;
+            let skh = f.o * so + 3;
+            [so, si, skh, skw]
+        }
+    }
+}
+
+fn span(d: [usize; 4], s: [usize; 4]) -> usize {
+    1 + d.iter().zip(s).map(|(&d, s)| (d - 1) * s).sum::<usize>()
+}
+
+fn offsets(d: [usize; 4], s: [usize; 4]) -> Vec<usize> {
+    let mut v = Vec::with_capacity(d.iter().product());
+    for a in 0..d[0] {
+        for b in 0..d[1] {
+            for c in 0..d[2] {
+                for e in 0..d[3] {
+                    v.push(a * s[0] + b * s[1] + c * s[2] + e * s[3]);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// A strided f32 buffer of random values, its f64 copy and |.| copy.
+struct Buf {
+    dims: [usize; 4],
+    strides: [usize; 4],
+    data: Vec<f32>,
+}
+
+impl Buf {
+    fn random(dims: [usize; 4], strides: [usize; 4], rng: &mut Rng) -> Buf {
+        Buf { dims, strides, data: rng.vec(span(dims, strides)) }
+    }
+    fn sentinel(dims: [usize; 4], strides: [usize; 4]) -> Buf {
+        Buf { dims, strides, data: vec![SENTINEL; span(dims, strides)] }
+    }
+    fn f64(&self) -> Vec<f64> {
+        self.data.iter().map(|&v| f64::from(v)).collect()
+    }
+    fn abs(&self) -> Vec<f64> {
+        abs_f64(&self.data)
+    }
+    fn t(&self) -> TensorView<'_, f32> {
+        TensorView::with_strides(&self.data, dims(self.dims), self.strides).unwrap()
+    }
+    fn t_mut(&mut self) -> TensorViewMut<'_, f32> {
+        TensorViewMut::with_strides(&mut self.data, dims(self.dims), self.strides).unwrap()
+    }
+    fn f(&self) -> FilterView<'_, f32> {
+        FilterView::with_strides(&self.data, fdims(self.dims), self.strides).unwrap()
+    }
+    fn f_mut(&mut self) -> FilterViewMut<'_, f32> {
+        FilterViewMut::with_strides(&mut self.data, fdims(self.dims), self.strides).unwrap()
+    }
+    /// The elements in logical order; errors if anything outside the view was written.
+    fn logical(&self) -> Result<Vec<f32>, String> {
+        let offs = offsets(self.dims, self.strides);
+        let mut inside = vec![false; self.data.len()];
+        for &o in &offs {
+            inside[o] = true;
+        }
+        for (i, (&v, &ins)) in self.data.iter().zip(&inside).enumerate() {
+            if !ins && v.to_bits() != SENTINEL.to_bits() {
+                return Err(format!("offset {i} outside the view was written: {v}"));
+            }
+        }
+        Ok(offs.iter().map(|&o| self.data[o]).collect())
+    }
+}
+
+fn dims(d: [usize; 4]) -> Dims {
+    Dims::new(d[0], d[1], d[2], d[3])
+}
+fn fdims(d: [usize; 4]) -> FilterDims {
+    FilterDims::new(d[0], d[1], d[2], d[3])
+}
+
+/// A strided f64 tensor view over a copy of `b`.
+fn tv<'a>(data: &'a [f64], b: &Buf) -> TensorView<'a, f64> {
+    TensorView::with_strides(data, dims(b.dims), b.strides).unwrap()
+}
+fn fv<'a>(data: &'a [f64], b: &Buf) -> FilterView<'a, f64> {
+    FilterView::with_strides(data, fdims(b.dims), b.strides).unwrap()
+}
+fn dense_out(d: [usize; 4]) -> Vec<f64> {
+    vec![0.0; d.iter().product()]
+}
+fn dense_mut(v: &mut [f64], d: [usize; 4]) -> TensorViewMut<'_, f64> {
+    TensorViewMut::new(v, dims(d), Layout::Nchw).unwrap()
+}
+fn dense_fmut(v: &mut [f64], d: [usize; 4]) -> FilterViewMut<'_, f64> {
+    FilterViewMut::new(v, fdims(d), simdconv::FilterLayout::Oihw).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// The problem
+
+#[derive(Clone, Debug)]
+struct Case {
+    n: usize,
+    groups: usize,
+    cg: usize,
+    og: usize,
+    /// Extra input rows / columns beyond the smallest the window allows.
+    extra: [usize; 2],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    pad: Padding,
+    rounding: Rounding,
+    padded_act: bool,
+    filter: u8,
+    seed: u64,
+}
+
+impl Case {
+    fn geometry(&self) -> ConvGeometry {
+        let eff = |i: usize| self.d[i] * (self.k[i] - 1) + 1;
+        let h = eff(0).saturating_sub(self.pad.top + self.pad.bottom).max(1) + self.extra[0];
+        let w = eff(1).saturating_sub(self.pad.left + self.pad.right).max(1) + self.extra[1];
+        let conv = Conv2d::new(self.k[0], self.k[1])
+            .stride_hw(self.s[0], self.s[1])
+            .dilation_hw(self.d[0], self.d[1])
+            .padding(self.pad)
+            .rounding(self.rounding)
+            .groups(self.groups);
+        ConvGeometry::new(Dims::new(self.n, self.cg * self.groups, h, w), self.og * self.groups, conv)
+            .unwrap()
+    }
+}
+
+fn channels() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => 1usize..=4, 1 => Just(17usize)]
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        (1usize..=2, 1usize..=3, channels(), channels()),
+        (
+            [0usize..=4, 0usize..=4],
+            [1usize..=3, 1usize..=3],
+            [1usize..=3, 1usize..=3],
+            [1usize..=3, 1usize..=3],
+        ),
+        (
+            [0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2],
+            any::<bool>(),
+            any::<bool>(),
+            0u8..4,
+            any::<u64>(),
+        ),
+    )
+        .prop_map(|((n, groups, cg, og), (extra, k, s, d), (p, ceil, padded_act, filter, seed))| Case {
+            n,
+            groups,
+            cg,
+            og,
+            extra,
+            k,
+            s,
+            d,
+            pad: Padding::new(p[0], p[1], p[2], p[3]),
+            rounding: if ceil { Rounding::Ceil } else { Rounding::Floor },
+            padded_act,
+            filter,
+            seed,
+        })
+}
+
+/// Everything for one case in one layout: random x, w, dy and their f64 references.
+struct Fixture {
+    g: ConvGeometry,
+    layout: Layout,
+    x: Buf,
+    w: Buf,
+    dy: Buf,
+}
+
+impl Fixture {
+    fn new(c: &Case, layout: Layout) -> Fixture {
+        let g = c.geometry();
+        let mut rng = Rng::new(c.seed);
+        let x = Buf::random(g.input().to_array(), act_strides(g.input(), layout, c.padded_act), &mut rng);
+        let w = Buf::random(g.filter().to_array(), filter_strides(g.filter(), c.filter), &mut rng);
+        let dy = Buf::random(g.output().to_array(), act_strides(g.output(), layout, c.padded_act), &mut rng);
+        Fixture { g, layout, x, w, dy }
+    }
+
+    fn padded(&self) -> bool {
+        self.x.strides != self.layout.strides(self.g.input())
+    }
+
+    /// Reference dX on (dy, w) and on (|dy|, |w|).
+    fn want_dx(&self) -> (Vec<f64>, Vec<f64>) {
+        let run = |dy: &[f64], w: &[f64]| {
+            let mut out = dense_out(self.g.input().to_array());
+            r::conv2d_backward_data(
+                &self.g,
+                tv(dy, &self.dy),
+                fv(w, &self.w),
+                dense_mut(&mut out, self.g.input().to_array()),
+            )
+            .unwrap();
+            out
+        };
+        (run(&self.dy.f64(), &self.w.f64()), run(&self.dy.abs(), &self.w.abs()))
+    }
+
+    fn want_dw(&self) -> (Vec<f64>, Vec<f64>) {
+        let run = |x: &[f64], dy: &[f64]| {
+            let mut out = dense_out(self.g.filter().to_array());
+            r::conv2d_backward_filter(
+                &self.g,
+                tv(x, &self.x),
+                tv(dy, &self.dy),
+                dense_fmut(&mut out, self.g.filter().to_array()),
+            )
+            .unwrap();
+            out
+        };
+        (run(&self.x.f64(), &self.dy.f64()), run(&self.x.abs(), &self.dy.abs()))
+    }
+
+    fn got_dx(&self, exec: &Exec, algo: BackwardAlgorithm) -> Result<Vec<f32>, String> {
+        let mut dx = Buf::sentinel(self.x.dims, self.x.strides);
+        let need = conv2d_backward_data_workspace_len(&self.g, algo, self.layout).unwrap();
+        let mut ws = vec![f32::NAN; need];
+        conv2d_backward_data(exec, &self.g, algo, self.dy.t(), self.w.f(), dx.t_mut(), &mut ws)
+            .map_err(|e| e.to_string())?;
+        dx.logical()
+    }
+
+    fn got_dw(&self, exec: &Exec, algo: BackwardAlgorithm) -> Result<Vec<f32>, String> {
+        let mut dw = Buf::sentinel(self.w.dims, self.w.strides);
+        let need = conv2d_backward_filter_workspace_len(&self.g, algo, self.layout).unwrap();
+        let mut ws = vec![f32::NAN; need];
+        conv2d_backward_filter(exec, &self.g, algo, self.x.t(), self.dy.t(), dw.f_mut(), &mut ws)
+            .map_err(|e| e.to_string())?;
+        dw.logical()
+    }
+}
+
+fn check_case(c: &Case) -> Result<(), String> {
+    check_case_with(c, &BackwardAlgorithm::NAMED)
+}
+
+fn check_case_with(c: &Case, algos: &[BackwardAlgorithm]) -> Result<(), String> {
+    for layout in LAYOUTS {
+        let f = Fixture::new(c, layout);
+        let g = &f.g;
+        let (dx_want, dx_mag) = f.want_dx();
+        let (dw_want, dw_mag) = f.want_dw();
+        let dx_terms = g.filter().o / g.groups() * g.filter().kh * g.filter().kw;
+        let dw_terms = g.output().n * g.output().h * g.output().w;
+        let mut db_want = vec![0.0; g.output().c];
+        r::conv2d_backward_bias(tv(&f.dy.f64(), &f.dy), &mut db_want).unwrap();
+        let mut db_mag = vec![0.0; g.output().c];
+        r::conv2d_backward_bias(tv(&f.dy.abs(), &f.dy), &mut db_mag).unwrap();
+        for isa in isas() {
+            let exec = Exec::new().with_isa(isa).unwrap();
+            for &algo in algos {
+                let ctx = || format!("{isa} {} {layout:?} padded={} {g:?}", algo.name(), f.padded());
+                let before = dispatch_count(isa);
+                let dx = f.got_dx(&exec, algo).map_err(|e| format!("dX {}: {e}", ctx()))?;
+                check_close(&dx, &dx_want, &dx_mag, dx_terms).map_err(|e| format!("dX {}: {e}", ctx()))?;
+                let dw = f.got_dw(&exec, algo).map_err(|e| format!("dW {}: {e}", ctx()))?;
+                check_close(&dw, &dw_want, &dw_mag, dw_terms).map_err(|e| format!("dW {}: {e}", ctx()))?;
+                if algo == BackwardAlgorithm::Direct && dispatch_count(isa) <= before {
+                    return Err(format!("no kernel ran on {isa}"));
+                }
+            }
+            let mut db = vec![SENTINEL; g.output().c];
+            conv2d_backward_bias(&exec, f.dy.t(), &mut db).map_err(|e| e.to_string())?;
+            check_close(&db, &db_want, &db_mag, dw_terms).map_err(|e| format!("db {isa} {layout:?}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn backward_matches_reference(c in case()) {
+        check_case(&c).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn adjoint_identity(c in case()) {
+        adjoint(&c).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn transpose_matches_definition(t in tcase()) {
+        // Padding that leaves no output is an error (tested in transpose_geometry_errors).
+        prop_assume!(t.geometry().is_ok());
+        check_transpose(&t).map_err(TestCaseError::fail)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Adjoint: <conv(x), y> == <x, conv_backward_data(y)>
+
+fn adjoint(c: &Case) -> Result<(), String> {
+    for layout in LAYOUTS {
+        let f = Fixture::new(c, layout);
+        let g = &f.g;
+        // lhs = <conv(x, w), y> in f64 (y plays dY).
+        let mut conv = dense_out(g.output().to_array());
+        let (xf, wf) = (f.x.f64(), f.w.f64());
+        r::conv2d(g, tv(&xf, &f.x), fv(&wf, &f.w), None, dense_mut(&mut conv, g.output().to_array()))
+            .unwrap();
+        let yl: Vec<f64> =
+            offsets(f.dy.dims, f.dy.strides).iter().map(|&o| f64::from(f.dy.data[o])).collect();
+        let xl: Vec<f64> = offsets(f.x.dims, f.x.strides).iter().map(|&o| f64::from(f.x.data[o])).collect();
+        let lhs: f64 = conv.iter().zip(&yl).map(|(a, b)| a * b).sum();
+        let (_, dx_mag) = f.want_dx();
+        let terms = g.filter().o / g.groups() * g.filter().kh * g.filter().kw;
+        // Each dx element is within gamma(terms + 2) * mag of exact; the f64 sums add
+        // a relative 1e-12 at most at these sizes.
+        let abs_scale: f64 = xl.iter().zip(&dx_mag).map(|(x, m)| x.abs() * m).sum();
+        let bound = gamma(terms + 2) * abs_scale + 1e-12 * abs_scale + 1e-30;
+        for isa in isas() {
+            let exec = Exec::new().with_isa(isa).unwrap();
+            for algo in BackwardAlgorithm::NAMED {
+                let dx = f.got_dx(&exec, algo)?;
+                let rhs: f64 = dx.iter().zip(&xl).map(|(&a, b)| f64::from(a) * b).sum();
+                if (lhs - rhs).abs() > bound {
+                    return Err(format!(
+                        "{isa} {} {layout:?}: <conv(x), y> = {lhs} but <x, dX(y)> = {rhs} (bound {bound:e})",
+                        algo.name()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Transposed convolution
+
+#[derive(Clone, Debug)]
+struct TCase {
+    n: usize,
+    groups: usize,
+    cg: usize,
+    og: usize,
+    hw: [usize; 2],
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    pad: Padding,
+    op: [usize; 2],
+    bias: bool,
+    padded_act: bool,
+    filter: u8,
+    seed: u64,
+}
+
+impl TCase {
+    fn geometry(&self) -> Result<ConvTransposeGeometry, Error> {
+        let conv = Conv2d::new(self.k[0], self.k[1])
+            .stride_hw(self.s[0], self.s[1])
+            .dilation_hw(self.d[0], self.d[1])
+            .padding(self.pad)
+            .groups(self.groups);
+        ConvTransposeGeometry::new(
+            Dims::new(self.n, self.cg * self.groups, self.hw[0], self.hw[1]),
+            self.og * self.groups,
+            conv,
+            self.op,
+        )
+    }
+}
+
+fn tcase() -> impl Strategy<Value = TCase> {
+    (
+        (1usize..=2, 1usize..=3, channels(), channels()),
+        (
+            [1usize..=4, 1usize..=4],
+            [1usize..=3, 1usize..=3],
+            [1usize..=3, 1usize..=3],
+            [1usize..=3, 1usize..=3],
+        ),
+        ([0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2], [0usize..=2, 0usize..=2]),
+        (any::<bool>(), any::<bool>(), 0u8..4, any::<u64>()),
+    )
+        .prop_map(|((n, groups, cg, og), (hw, k, s, d), (p, op), (bias, padded_act, filter, seed))| {
+            // Keep output padding legal: below max(stride, dilation).
+            let op = [op[0] % s[0].max(d[0]), op[1] % s[1].max(d[1])];
+            TCase {
+                n,
+                groups,
+                cg,
+                og,
+                hw,
+                k,
+                s,
+                d,
+                pad: Padding::new(p[0], p[1], p[2], p[3]),
+                op,
+                bias,
+                padded_act,
+                filter,
+                seed,
+            }
+        })
+}
+
+/// The definition, in f64: every input element spreads through every tap to the output
+/// position it lands on, if inside. Returns (value, magnitude) in logical NCHW order.
+fn transpose_reference(
+    tg: &ConvTransposeGeometry,
+    x: &Buf,
+    w: &Buf,
+    bias: Option<&[f32]>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (i, o) = (tg.input(), tg.output());
+    let f = tg.filter();
+    let win = tg.conv().window();
+    let ([sh, sw], [dh, dw], p) = (win.stride(), win.dilation(), win.padding());
+    let og = o.c / tg.groups();
+    let cg = i.c / tg.groups();
+    let mut y = vec![0.0f64; o.count().unwrap()];
+    let mut m = vec![0.0f64; y.len()];
+    let (xv, wv) = (x.t(), w.f());
+    for n in 0..i.n {
+        for c in 0..o.c {
+            let b = bias.map_or(0.0, |b| f64::from(b[c]));
+            for oy in 0..o.h {
+                for ox in 0..o.w {
+                    let at = ((n * o.c + c) * o.h + oy) * o.w + ox;
+                    y[at] = b;
+                    m[at] = b.abs();
+                }
+            }
+        }
+        for k in 0..i.c {
+            let grp = k / cg;
+            for iy in 0..i.h {
+                for ix in 0..i.w {
+                    for co in 0..og {
+                        let c = grp * og + co;
+                        for ky in 0..f.kh {
+                            let Some(oy) = (iy * sh + ky * dh).checked_sub(p.top).filter(|&v| v < o.h) else {
+                                continue;
+                            };
+                            for kx in 0..f.kw {
+                                let Some(ox) = (ix * sw + kx * dw).checked_sub(p.left).filter(|&v| v < o.w)
+                                else {
+                                    continue;
+                                };
+                                let v = f64::from(xv.get(n, k, iy, ix)) * f64::from(wv.get(k, co, ky, kx));
+                                let at = ((n * o.c + c) * o.h + oy) * o.w + ox;
+                                y[at] += v;
+                                m[at] += v.abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, m)
+}
+
+fn run_transpose(
+    exec: &Exec,
+    tg: &ConvTransposeGeometry,
+    algo: BackwardAlgorithm,
+    x: &Buf,
+    w: &Buf,
+    bias: Option<&[f32]>,
+    y_strides: [usize; 4],
+) -> Result<Vec<f32>, String> {
+    let mut y = Buf::sentinel(tg.output().to_array(), y_strides);
+    let layout = y.t().layout().unwrap();
+    let mut ws = vec![f32::NAN; conv_transpose2d_workspace_len(tg, algo, layout).unwrap()];
+    conv_transpose2d(exec, tg, algo, x.t(), w.f(), bias, y.t_mut(), &mut ws).map_err(|e| e.to_string())?;
+    y.logical()
+}
+
+fn check_transpose(t: &TCase) -> Result<(), String> {
+    let tg = t.geometry().map_err(|e| format!("{t:?}: {e}"))?;
+    for layout in LAYOUTS {
+        let mut rng = Rng::new(t.seed);
+        let x = Buf::random(tg.input().to_array(), act_strides(tg.input(), layout, t.padded_act), &mut rng);
+        let w = Buf::random(tg.filter().to_array(), filter_strides(tg.filter(), t.filter), &mut rng);
+        let bias_v = rng.vec(tg.output().c);
+        let bias = t.bias.then_some(&bias_v[..]);
+        let (want, mag) = transpose_reference(&tg, &x, &w, bias);
+        // The same map is the data gradient of the forward geometry, when there is one.
+        if let (Some(fg), None) = (tg.forward(), bias) {
+            let mut via = dense_out(tg.output().to_array());
+            let (xf, wf) = (x.f64(), w.f64());
+            r::conv2d_backward_data(
+                &fg,
+                tv(&xf, &x),
+                fv(&wf, &w),
+                dense_mut(&mut via, tg.output().to_array()),
+            )
+            .unwrap();
+            for (a, b) in via.iter().zip(&want) {
+                if (a - b).abs() > 1e-9 * (1.0 + b.abs()) {
+                    return Err(format!("{t:?}: forward() backward data {a} vs definition {b}"));
+                }
+            }
+        }
+        let terms = tg.filter().o / tg.groups() * tg.filter().kh * tg.filter().kw + 1;
+        let ys = act_strides(tg.output(), layout, t.padded_act);
+        for isa in isas() {
+            let exec = Exec::new().with_isa(isa).unwrap();
+            for algo in BackwardAlgorithm::NAMED {
+                let got = run_transpose(&exec, &tg, algo, &x, &w, bias, ys)?;
+                check_close(&got, &want, &mag, terms)
+                    .map_err(|e| format!("{isa} {} {layout:?} {tg:?}: {e}", algo.name()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Finite differences of the reference backward functions (f64)
+
+fn loss(g: &ConvGeometry, x: &[f64], w: &[f64], b: &[f64], dy: &[f64]) -> f64 {
+    let mut y = dense_out(g.output().to_array());
+    r::conv2d(
+        g,
+        TensorView::new(x, g.input(), Layout::Nchw).unwrap(),
+        FilterView::new(w, g.filter(), simdconv::FilterLayout::Oihw).unwrap(),
+        Some(b),
+        dense_mut(&mut y, g.output().to_array()),
+    )
+    .unwrap();
+    y.iter().zip(dy).map(|(a, b)| a * b).sum()
+}
+
+fn finite_differences(g: &ConvGeometry, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let mut vecf = |n: usize| -> Vec<f64> { (0..n).map(|_| f64::from(rng.uniform())).collect() };
+    let x = vecf(g.input().count().unwrap());
+    let w = vecf(g.filter().count().unwrap());
+    let b = vecf(g.output().c);
+    let dy = vecf(g.output().count().unwrap());
+    let mut dx = dense_out(g.input().to_array());
+    r::conv2d_backward_data(
+        g,
+        TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(),
+        FilterView::new(&w, g.filter(), simdconv::FilterLayout::Oihw).unwrap(),
+        dense_mut(&mut dx, g.input().to_array()),
+    )
+    .unwrap();
+    let mut dw = dense_out(g.filter().to_array());
+    r::conv2d_backward_filter(
+        g,
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(),
+        dense_fmut(&mut dw, g.filter().to_array()),
+    )
+    .unwrap();
+    let mut db = vec![0.0; g.output().c];
+    r::conv2d_backward_bias(TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(), &mut db).unwrap();
+    let h = 1e-3;
+    // The loss is linear in each argument, so central differences are exact up to
+    // rounding: |error| <~ 1e-16 * |terms| / h.
+    let tol = 1e-9;
+    let central = |which: usize, i: usize| {
+        let (mut xp, mut wp, mut bp) = (x.clone(), w.clone(), b.clone());
+        let (mut xm, mut wm, mut bm) = (x.clone(), w.clone(), b.clone());
+        match which {
+            0 => {
+                xp[i] += h;
+                xm[i] -= h;
+            }
+            1 => {
+                wp[i] += h;
+                wm[i] -= h;
+            }
+            _ => {
+                bp[i] += h;
+                bm[i] -= h;
+            }
+        }
+        (loss(g, &xp, &wp, &bp, &dy) - loss(g, &xm, &wm, &bm, &dy)) / (2.0 * h)
+    };
+    for (which, grad) in [(0, &dx), (1, &dw), (2, &db)] {
+        for (i, &gv) in grad.iter().enumerate() {
+            let fd = central(which, i);
+            assert!((fd - gv).abs() <= tol * (1.0 + gv.abs()), "{g:?} arg {which} [{i}]: fd {fd} vs {gv}");
+        }
+    }
+}
+
+#[test]
+fn finite_differences_of_reference() {
+    let shapes = [
+        (Dims::new(1, 2, 5, 6), 3, Conv2d::new(3, 3).pad(1)),
+        (
+            Dims::new(2, 2, 7, 5),
+            2,
+            Conv2d::new(3, 2).stride_hw(2, 1).dilation_hw(1, 2).padding(Padding::new(1, 0, 2, 1)),
+        ),
+        (Dims::new(1, 4, 6, 6), 4, Conv2d::new(2, 3).stride(2).groups(2).rounding(Rounding::Ceil)),
+        (Dims::new(1, 3, 4, 4), 3, Conv2d::new(3, 3).dilation(2).pad(2).groups(3)),
+    ];
+    for (i, (inp, k, conv)) in shapes.into_iter().enumerate() {
+        finite_differences(&ConvGeometry::new(inp, k, conv).unwrap(), i as u64 + 11);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Named cases
+
+fn named(n: usize, g: usize, cg: usize, og: usize, hw: [usize; 2], conv: Conv2d) -> Case {
+    let geo_conv = conv.window();
+    Case {
+        n,
+        groups: g,
+        cg,
+        og,
+        extra: [0, 0],
+        k: geo_conv.kernel(),
+        s: geo_conv.stride(),
+        d: geo_conv.dilation(),
+        pad: geo_conv.padding(),
+        rounding: geo_conv.rounding(),
+        padded_act: false,
+        filter: 0,
+        seed: 7,
+    }
+    .with_hw(hw)
+}
+
+impl Case {
+    /// Sets the input plane exactly (through `extra`).
+    fn with_hw(mut self, hw: [usize; 2]) -> Case {
+        let eff = |i: usize| self.d[i] * (self.k[i] - 1) + 1;
+        let base = [
+            eff(0).saturating_sub(self.pad.top + self.pad.bottom).max(1),
+            eff(1).saturating_sub(self.pad.left + self.pad.right).max(1),
+        ];
+        self.extra = [hw[0] - base[0], hw[1] - base[1]];
+        self
+    }
+    fn variants(&self) -> Vec<Case> {
+        let mut v = Vec::new();
+        for filter in 0..4 {
+            for padded_act in [false, true] {
+                v.push(Case { filter, padded_act, ..self.clone() });
+            }
+        }
+        v
+    }
+}
+
+fn check_named(c: Case) {
+    for v in c.variants() {
+        if let Err(e) = check_case(&v) {
+            panic!("{e}");
+        }
+        if let Err(e) = adjoint(&v) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn stride_2_asymmetric() {
+    // Stride only along the height: swapping the axes changes the answer.
+    check_named(named(2, 1, 3, 5, [9, 7], Conv2d::new(3, 3).stride_hw(2, 1).pad(1)));
+}
+
+#[test]
+fn dilation_2_asymmetric() {
+    // Dilation only along the width; stride only along the height: catches stride and
+    // dilation swapped.
+    check_named(named(1, 1, 2, 3, [8, 9], Conv2d::new(3, 3).stride_hw(2, 1).dilation_hw(1, 2).pad(2)));
+}
+
+#[test]
+fn groups_2() {
+    check_named(named(2, 2, 3, 2, [6, 6], Conv2d::new(3, 3).pad(1).groups(2)));
+}
+
+#[test]
+fn depthwise_and_one_by_one_strided() {
+    check_named(named(1, 17, 1, 2, [5, 5], Conv2d::new(3, 3).pad(1).groups(17)));
+    check_named(named(2, 1, 17, 18, [7, 6], Conv2d::new(1, 1).stride(2)));
+    check_named(named(1, 1, 3, 2, [1, 1], Conv2d::new(1, 1)));
+}
+
+#[test]
+fn window_equals_padded_input_and_stride_over_kernel() {
+    check_named(named(1, 1, 2, 2, [3, 2], Conv2d::new(5, 4).padding(Padding::new(1, 1, 2, 0))));
+    check_named(named(
+        1,
+        1,
+        2,
+        3,
+        [10, 10],
+        Conv2d::new(2, 2).stride(3).dilation(3).rounding(Rounding::Ceil),
+    ));
+}
+
+/// Strided rows longer than the direct path's 256-element stack buffers.
+#[test]
+fn wide_strided_rows() {
+    check_named(named(1, 1, 2, 3, [3, 601], Conv2d::new(3, 3).stride_hw(1, 2).pad(1)));
+}
+
+/// Found by proptest: a 1x1 kernel whose trailing padding adds outputs past the input
+/// is not a plain GEMM (those outputs read only padding).
+#[test]
+fn one_by_one_with_trailing_padding() {
+    check_named(named(1, 1, 1, 1, [1, 2], Conv2d::new(1, 1).padding(Padding::new(0, 0, 0, 1))));
+    check_named(named(2, 1, 3, 2, [3, 4], Conv2d::new(1, 1).stride(2).padding(Padding::new(0, 2, 0, 1))));
+}
+
+/// Regression shape big enough to need several column tiles per image in the GEMM path.
+#[test]
+fn several_gemm_tiles() {
+    // 64 channels x 3x3 taps x 1850 columns = 1.07M column elements per output row, over
+    // the 1M-element tile budget: one row per tile, two tiles.
+    let c = named(1, 1, 64, 1, [2, 1850], Conv2d::new(3, 3).pad(1));
+    let g = c.geometry();
+    assert_eq!(g.output().h, 2);
+    let one_row = 64 * 9 * 1850;
+    assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(one_row));
+    assert_eq!(conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc), Ok(one_row));
+    for v in [c.clone(), Case { filter: 3, padded_act: true, ..c }] {
+        check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
+    }
+}
+
+/// The GEMM path with two threads (rayon): same answers under the same bound.
+#[test]
+fn two_threads() {
+    simdconv_tests::setup();
+    let exec = Exec::new().with_threads(2).unwrap();
+    for (layout, c) in [
+        (Layout::Nchw, named(1, 1, 48, 48, [16, 16], Conv2d::new(3, 3).pad(1))),
+        (Layout::Nhwc, named(1, 2, 24, 32, [16, 18], Conv2d::new(3, 3).stride(2).pad(1).groups(2))),
+        (Layout::Nchw, named(1, 1, 96, 64, [16, 16], Conv2d::new(1, 1))),
+    ] {
+        let f = Fixture::new(&c, layout);
+        let g = &f.g;
+        let (dx_want, dx_mag) = f.want_dx();
+        let (dw_want, dw_mag) = f.want_dw();
+        let dx_terms = g.filter().o / g.groups() * g.filter().kh * g.filter().kw;
+        let dw_terms = g.output().n * g.output().h * g.output().w;
+        let dx = f.got_dx(&exec, BackwardAlgorithm::Gemm).unwrap();
+        check_close(&dx, &dx_want, &dx_mag, dx_terms).unwrap();
+        let dw = f.got_dw(&exec, BackwardAlgorithm::Gemm).unwrap();
+        check_close(&dw, &dw_want, &dw_mag, dw_terms).unwrap();
+    }
+}
+
+fn tnamed(groups: usize, cg: usize, og: usize, hw: [usize; 2], conv: Conv2d, op: [usize; 2]) -> TCase {
+    let win = conv.window();
+    TCase {
+        n: 2,
+        groups,
+        cg,
+        og,
+        hw,
+        k: win.kernel(),
+        s: win.stride(),
+        d: win.dilation(),
+        pad: win.padding(),
+        op,
+        bias: true,
+        padded_act: false,
+        filter: 0,
+        seed: 3,
+    }
+}
+
+fn check_tnamed(t: TCase) {
+    for filter in 0..4 {
+        for padded_act in [false, true] {
+            for bias in [false, true] {
+                let v = TCase { filter, padded_act, bias, ..t.clone() };
+                if let Err(e) = check_transpose(&v) {
+                    panic!("{e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn transpose_groups_and_output_padding() {
+    // Groups 2, stride 2, output padding 1: the case libraries got wrong.
+    let t = tnamed(2, 3, 2, [4, 3], Conv2d::new(3, 3).stride(2).pad(1).groups(2), [1, 1]);
+    let tg = t.geometry().unwrap();
+    assert_eq!(tg.output(), Dims::new(2, 4, 8, 6));
+    assert_eq!(tg.filter(), FilterDims::new(6, 2, 3, 3));
+    check_tnamed(t);
+}
+
+#[test]
+fn transpose_stride_and_dilation_differ_per_axis() {
+    // Output padding 1 allowed on the width by dilation 2 (stride 1 there).
+    let t = tnamed(1, 2, 3, [3, 4], Conv2d::new(2, 3).stride_hw(2, 1).dilation_hw(1, 2), [1, 1]);
+    let tg = t.geometry().unwrap();
+    // h: (3-1)*2 + 1*(2-1) + 1 + 1 = 7; w: (4-1)*1 + 2*(3-1) + 1 + 1 = 9.
+    assert_eq!((tg.output().h, tg.output().w), (7, 9));
+    // No trailing pad absorbs the width's output padding and it is below the stride...
+    assert!(tg.forward().is_none());
+    check_tnamed(t);
+}
+
+#[test]
+fn transpose_output_padding_inside_trailing_pad() {
+    let t = tnamed(3, 2, 1, [5, 2], Conv2d::new(4, 2).stride(3).padding(Padding::new(2, 2, 0, 1)), [2, 1]);
+    assert!(t.geometry().unwrap().forward().is_some());
+    check_tnamed(t);
+}
+
+#[test]
+fn transpose_geometry_errors() {
+    let d = Dims::new(1, 4, 5, 5);
+    let bad = ConvTransposeGeometry::new(d, 4, Conv2d::new(3, 3).stride(2), [2, 0]);
+    assert_eq!(bad.unwrap_err(), Error::InvalidParameter { name: Param::OutputPadding });
+    let bad = ConvTransposeGeometry::new(d, 4, Conv2d::new(3, 3).dilation(3), [0, 1]);
+    assert!(bad.is_ok());
+    let bad = ConvTransposeGeometry::new(d, 4, Conv2d::new(3, 3), [0, 1]);
+    assert_eq!(bad.unwrap_err(), Error::InvalidParameter { name: Param::OutputPadding });
+    let bad = ConvTransposeGeometry::new(d, 3, Conv2d::new(3, 3).groups(2), [0, 0]);
+    assert!(matches!(bad, Err(Error::GroupsMismatch { .. })));
+    // (1 - 1) * 1 + 1 = 1 output row minus 1 + 0 padding: nothing left.
+    let bad = ConvTransposeGeometry::new(Dims::new(1, 1, 1, 1), 1, Conv2d::new(1, 1).pad(1), [0, 0]);
+    assert!(matches!(bad, Err(Error::Zero { .. })));
+    let bad = ConvTransposeGeometry::new(
+        Dims::new(1, 1, usize::MAX / 2, 1),
+        1,
+        Conv2d::new(1, 1).stride(4),
+        [0, 0],
+    );
+    assert!(matches!(bad, Err(Error::Overflow { .. })));
+}
+
+#[test]
+fn argument_errors() {
+    simdconv_tests::setup();
+    let exec = Exec::new();
+    let g = ConvGeometry::new(Dims::new(1, 2, 6, 6), 3, Conv2d::new(3, 3)).unwrap();
+    let algo = BackwardAlgorithm::Gemm;
+    let x = vec![0.0f32; g.input().count().unwrap()];
+    let w = vec![0.0f32; g.filter().count().unwrap()];
+    let dy = vec![0.0f32; g.output().count().unwrap()];
+    let mut dx = vec![0.0f32; x.len()];
+    let need = conv2d_backward_data_workspace_len(&g, algo, Layout::Nchw).unwrap();
+    assert!(need > 0);
+    let mut ws = vec![0.0f32; need - 1];
+    let wv = FilterView::new(&w, g.filter(), simdconv::FilterLayout::Oihw).unwrap();
+    let e = conv2d_backward_data(
+        &exec,
+        &g,
+        algo,
+        TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(),
+        wv,
+        TensorViewMut::new(&mut dx, g.input(), Layout::Nchw).unwrap(),
+        &mut ws,
+    );
+    assert_eq!(e, Err(Error::WorkspaceTooSmall { needed: need, actual: need - 1 }));
+    let e = conv2d_backward_data(
+        &exec,
+        &g,
+        BackwardAlgorithm::Direct,
+        TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(),
+        wv,
+        TensorViewMut::new(&mut dx, g.input(), Layout::Nhwc).unwrap(),
+        &mut [],
+    );
+    assert_eq!(e, Err(Error::Unsupported(Unsupported::MixedLayouts)));
+    let e = conv2d_backward_data(
+        &exec,
+        &g,
+        BackwardAlgorithm::Direct,
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        wv,
+        TensorViewMut::new(&mut dx, g.input(), Layout::Nchw).unwrap(),
+        &mut [],
+    );
+    assert!(matches!(e, Err(Error::ShapeMismatch { operand: Operand::OutputGrad, .. })));
+    let mut dw = vec![0.0f32; w.len()];
+    let e = conv2d_backward_filter(
+        &exec,
+        &g,
+        BackwardAlgorithm::Direct,
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(),
+        FilterViewMut::new(&mut dw, FilterDims::new(3, 2, 3, 2), simdconv::FilterLayout::Oihw).unwrap(),
+        &mut [],
+    );
+    assert!(matches!(e, Err(Error::ShapeMismatch { operand: Operand::FilterGrad, .. })));
+    let mut db = vec![0.0f32; 2];
+    let e = conv2d_backward_bias(&exec, TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(), &mut db);
+    assert_eq!(e, Err(Error::LengthMismatch { operand: Operand::BiasGrad, expected: 3, actual: 2 }));
+    // Neither inner dimension contiguous.
+    let big = vec![0.0f32; 4 * dy.len()];
+    let strided = TensorView::with_strides(&big, g.output(), [4 * 48, 2 * 16, 2 * 4 * 2, 2]).unwrap();
+    let e = conv2d_backward_bias(&exec, strided, &mut [0.0; 3]);
+    assert_eq!(e, Err(Error::Unsupported(Unsupported::NonContiguous(Operand::OutputGrad))));
+    // Direct needs no workspace at all.
+    assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Direct, Layout::Nhwc), Ok(0));
+    assert_eq!(conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Direct, Layout::Nhwc), Ok(0));
+}
