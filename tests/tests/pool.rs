@@ -222,8 +222,8 @@ fn check_max(c: &Case) -> Result<(), String> {
             simdconv::max_pool2d(&e, &c.g, xb.view(), yb.view_mut(), Some(ib.view_mut()))
                 .map_err(|e| e.to_string())?;
             exact(&yb.values(), &y64).map_err(|m| tag("max+idx", m))?;
-            if ib.values() != i64s {
-                return Err(tag("indices", format!("{:?} != {:?}", ib.values(), i64s)));
+            if let Some(i) = ib.values().iter().zip(&i64s).position(|(a, b)| a != b) {
+                return Err(tag("indices", format!("element {i}: got {}, want {}", ib.values()[i], i64s[i])));
             }
             // Backward from the switches, and recomputed from x.
             let dyb = Buf::new(&dy, go, layout, c.extra, f32::NAN);

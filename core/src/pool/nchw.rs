@@ -9,20 +9,27 @@ use pulp::{Simd, WithSimd};
 use super::plan::Plan;
 use super::simd::{even_odd, Red, MAX_LANES};
 
-/// Loads `row[col..col + 2L]` as two vectors. The last value may lie past the row (stride-2
-/// loads only need the even half of the final pair); it then comes from a stack copy.
+/// Lane indices `0, 1, 2, ..` as f32, to build lane masks.
+static IOTA: [f32; MAX_LANES] = [0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.];
+
+/// The even and odd columns of `row[col..col + 2L]`: `(row[col + 2j], row[col + 2j + 1])`
+/// for `j < L`. Only the even half is valid when the last odd column lies past the row
+/// (`col + 2L == row.len() + 1`, the most a stride-2 window reads): the second vector is
+/// then loaded one column early and its odd lanes are the even columns. `low` is the
+/// mask of lanes `< L / 2`.
 #[inline(always)]
-fn load2<S: Simd>(row: &[f32], col: usize) -> (S::f32s, S::f32s) {
+fn split2<S: Simd>(simd: S, row: &[f32], col: usize, low: S::m32s) -> (S::f32s, S::f32s) {
     let l = S::F32_LANES;
     if col + 2 * l <= row.len() {
         let (v, _) = S::as_simd_f32s(&row[col..col + 2 * l]);
-        (v[0], v[1])
+        even_odd(simd, v[0], v[1])
     } else {
-        let mut buf = [0.0f32; 2 * MAX_LANES];
-        let avail = &row[col..];
-        buf[..avail.len()].copy_from_slice(avail);
-        let (v, _) = S::as_simd_f32s(&buf[..2 * l]);
-        (v[0], v[1])
+        let a = S::as_simd_f32s(&row[col..col + l]).0[0];
+        let n = row.len();
+        let b = S::as_simd_f32s(&row[n - l..n]).0[0];
+        let (e, o) = even_odd(simd, a, b);
+        let e = simd.select_f32s(low, e, o);
+        (e, e)
     }
 }
 
@@ -47,6 +54,7 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
         // Interior columns go through the vector path when it exists for this stride.
         let (lo, hi) = if (sw == 1 || sw == 2) && aw.hi - aw.lo >= l { (aw.lo, aw.hi) } else { (0, 0) };
         let w = p.w;
+        let low = simd.less_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s(l as f32 / 2.0));
         for n in 0..p.n {
             for c in 0..p.c {
                 let xp = n * xs[0] + c * xs[1];
@@ -61,10 +69,8 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                         p.for_taps(oy, ox, |iy, ix| acc = R::s(acc, x[xp + iy * xs[2] + ix * xs[3]]));
                         R::sfin(acc, r.scale(taps, padded))
                     };
-                    for (ox, v) in yrow.iter_mut().enumerate() {
-                        if ox < lo || ox >= hi {
-                            *v = scalar(ox);
-                        }
+                    for ox in (0..lo).chain(hi..p.ow) {
+                        yrow[ox] = scalar(ox);
                     }
                     if hi == lo {
                         continue;
@@ -89,8 +95,7 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                                 let col = 2 * ox - pl;
                                 let mut kx = 0;
                                 while kx < kw {
-                                    let (a, b) = load2::<S>(row, col + kx);
-                                    let (e, o) = even_odd(simd, a, b);
+                                    let (e, o) = split2(simd, row, col + kx, low);
                                     acc = R::v(simd, acc, e);
                                     if kx + 1 < kw {
                                         acc = R::v(simd, acc, o);
@@ -99,8 +104,7 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                                 }
                             } else {
                                 for kx in 0..kw {
-                                    let (a, b) = load2::<S>(row, 2 * ox + kx * dw - pl);
-                                    acc = R::v(simd, acc, even_odd(simd, a, b).0);
+                                    acc = R::v(simd, acc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
                                 }
                             }
                         }
@@ -191,7 +195,6 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let GlobalPlanes { p, x, xs, y, ys, r } = self;
-        let l = S::F32_LANES;
         let (h, w) = (p.h, p.w);
         let taps = h * w;
         let scale = r.scale(taps, taps);
@@ -218,14 +221,7 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
                         s = R::s(s, t);
                     }
                 }
-                let acc = R::vmerge(simd, v0, v1);
-                let mut lanes = [0.0f32; MAX_LANES];
-                S::as_mut_simd_f32s(&mut lanes[..l]).0[0] = acc;
-                let mut total = R::INIT;
-                for &v in &lanes[..l] {
-                    total = R::smerge(total, v);
-                }
-                total = R::smerge(total, s);
+                let total = R::smerge(R::vreduce(simd, R::vmerge(simd, v0, v1)), s);
                 y[n * ys[0] + c * ys[1]] = R::sfin(total, scale);
             }
         }

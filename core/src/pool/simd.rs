@@ -17,6 +17,8 @@ pub(crate) trait Red: Copy {
     /// Merges two partial accumulators.
     fn vmerge<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s;
     fn smerge(a: f32, b: f32) -> f32;
+    /// Merges the lanes of one accumulator.
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32;
     /// The `scale` passed to the finish of a window of `taps` input taps and `padded` taps
     /// in the padded input.
     fn scale(&self, taps: usize, padded: usize) -> f32;
@@ -58,6 +60,15 @@ impl Red for MaxR {
     #[inline(always)]
     fn smerge(a: f32, b: f32) -> f32 {
         Self::s(a, b)
+    }
+    #[inline(always)]
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32 {
+        // pulp's reduce_max is only consistent across ISAs without NaN.
+        if simd.first_true_m32s(simd.not_m32s(simd.equal_f32s(a, a))) < S::F32_LANES {
+            f32::NAN
+        } else {
+            simd.reduce_max_f32s(a)
+        }
     }
     #[inline(always)]
     fn scale(&self, _: usize, _: usize) -> f32 {
@@ -106,6 +117,10 @@ impl Red for AvgR {
         a + b
     }
     #[inline(always)]
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32 {
+        simd.reduce_sum_f32s(a)
+    }
+    #[inline(always)]
     fn scale(&self, taps: usize, padded: usize) -> f32 {
         1.0 / divisor(self.0, taps, padded) as f32
     }
@@ -140,6 +155,10 @@ impl Red for L2R {
     #[inline(always)]
     fn smerge(a: f32, b: f32) -> f32 {
         a + b
+    }
+    #[inline(always)]
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32 {
+        simd.reduce_sum_f32s(a)
     }
     #[inline(always)]
     fn scale(&self, _: usize, _: usize) -> f32 {
