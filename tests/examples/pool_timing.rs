@@ -62,7 +62,7 @@ fn main() {
         };
         let x = rng.vec(d.count().unwrap());
         let mut y = vec![0.0f32; out.count().unwrap()];
-        for layout in [Layout::Nhwc, Layout::Nchw] {
+        for layout in [Layout::Nchw, Layout::Nhwc] {
             let xv = TensorView::new(&x, d, layout).unwrap();
             let t = time(|| {
                 let yv = TensorViewMut::new(&mut y, out, layout).unwrap();

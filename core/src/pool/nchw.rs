@@ -86,27 +86,36 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                         for ky in ky0..ky1 {
                             let ro = xp + p.ah.coord(oy, ky) * xs[2];
                             let row = &x[ro..ro + w];
+                            // Each window row folds separately, then merges (shorter chains).
+                            let mut racc;
                             if sw == 1 {
-                                for kx in 0..kw {
-                                    let col = ox + kx * dw - pl;
-                                    acc = R::v(simd, acc, S::as_simd_f32s(&row[col..col + l]).0[0]);
+                                racc = R::vfirst(simd, super::nhwc::load::<S>(row, ox - pl));
+                                for kx in 1..kw {
+                                    racc = R::v(simd, racc, super::nhwc::load::<S>(row, ox + kx * dw - pl));
                                 }
                             } else if dw == 1 {
                                 let col = 2 * ox - pl;
-                                let mut kx = 0;
+                                let (e, o) = split2(simd, row, col, low);
+                                racc = R::vfirst(simd, e);
+                                if kw > 1 {
+                                    racc = R::v(simd, racc, o);
+                                }
+                                let mut kx = 2;
                                 while kx < kw {
                                     let (e, o) = split2(simd, row, col + kx, low);
-                                    acc = R::v(simd, acc, e);
+                                    racc = R::v(simd, racc, e);
                                     if kx + 1 < kw {
-                                        acc = R::v(simd, acc, o);
+                                        racc = R::v(simd, racc, o);
                                     }
                                     kx += 2;
                                 }
                             } else {
-                                for kx in 0..kw {
-                                    acc = R::v(simd, acc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
+                                racc = R::vfirst(simd, split2(simd, row, 2 * ox - pl, low).0);
+                                for kx in 1..kw {
+                                    racc = R::v(simd, racc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
                                 }
                             }
+                            acc = if ky == ky0 { racc } else { R::vmerge(simd, acc, racc) };
                         }
                         S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = R::vfin(simd, acc, vscale);
                         ox += l;
