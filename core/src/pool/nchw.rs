@@ -7,7 +7,7 @@
 use pulp::{Simd, WithSimd};
 
 use super::plan::Plan;
-use super::simd::{even_odd, Red, MAX_LANES};
+use super::simd::{even_odd, L2Operands, Red, MAX_LANES};
 
 /// Lane indices `0, 1, 2, ..` as f32, to build lane masks.
 static IOTA: [f32; MAX_LANES] = [0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.];
@@ -75,7 +75,7 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                     if hi == lo {
                         continue;
                     }
-                    let vscale = simd.splat_f32s(r.scale((ky1 - ky0) * kw, py * kw));
+                    let vscale = simd.splat_f32s(r.scale((ky1 - ky0) * kw, py.saturating_mul(kw)));
                     let mut ox = lo;
                     loop {
                         // The last block overlaps the previous one rather than leaving a tail.
@@ -152,7 +152,7 @@ pub(crate) fn argmax(p: &Plan, x: &[f32], xp: usize, xs: [usize; 4], oy: usize, 
 pub(crate) fn spread_back(
     p: &Plan,
     avg: Option<crate::params::AvgPoolOptions>,
-    l2: Option<(&[f32], [usize; 4], &[f32], [usize; 4])>,
+    l2: Option<L2Operands<'_>>,
     dy: &[f32],
     dys: [usize; 4],
     dx: &mut [f32],

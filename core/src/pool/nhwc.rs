@@ -36,7 +36,7 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                 let (ky0, ky1, py) = p.ah.taps(oy);
                 for ox in 0..p.ow {
                     let (kx0, kx1, px) = p.aw.taps(ox);
-                    let scale = r.scale((ky1 - ky0) * (kx1 - kx0), py * px);
+                    let scale = r.scale((ky1 - ky0) * (kx1 - kx0), py.saturating_mul(px));
                     let vscale = simd.splat_f32s(scale);
                     let yo = n * ys[0] + oy * ys[2] + ox * ys[3];
                     let yrun = &mut y[yo..yo + c];
@@ -243,7 +243,7 @@ impl WithSimd for MaxBackRecompute<'_> {
 pub(crate) struct SpreadBack<'a> {
     pub p: &'a Plan,
     pub avg: Option<crate::params::AvgPoolOptions>,
-    pub l2: Option<(&'a [f32], [usize; 4], &'a [f32], [usize; 4])>,
+    pub l2: Option<super::simd::L2Operands<'a>>,
     pub dy: &'a [f32],
     pub dys: [usize; 4],
     pub dx: &'a mut [f32],
@@ -266,7 +266,10 @@ impl WithSimd for SpreadBack<'_> {
                     let go = n * dys[0] + oy * dys[2] + ox * dys[3];
                     let g = &dy[go..go + c];
                     let recip = match avg {
-                        Some(o) => 1.0 / super::simd::divisor(o, (ky1 - ky0) * (kx1 - kx0), py * px) as f32,
+                        Some(o) => {
+                            1.0 / super::simd::divisor(o, (ky1 - ky0) * (kx1 - kx0), py.saturating_mul(px))
+                                as f32
+                        }
                         None => 1.0,
                     };
                     let vrecip = simd.splat_f32s(recip);
@@ -316,7 +319,9 @@ impl WithSimd for SpreadBack<'_> {
                             for kx in kx0..kx1 {
                                 let ix = p.aw.coord(ox, kx);
                                 let add = match l2 {
-                                    Some((x, xs, _, _)) => x[n * xs[0] + iy * xs[2] + ix * xs[3] + cc] * share,
+                                    Some((x, xs, _, _)) => {
+                                        x[n * xs[0] + iy * xs[2] + ix * xs[3] + cc] * share
+                                    }
                                     None => share,
                                 };
                                 dx[n * dxs[0] + iy * dxs[2] + ix * dxs[3] + cc] += add;

@@ -21,7 +21,15 @@ pub(crate) struct AxisPlan {
 }
 
 impl AxisPlan {
-    fn new(input: usize, kernel: usize, stride: usize, dilation: usize, pb: usize, pa: usize, out: usize) -> Self {
+    fn new(
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        pb: usize,
+        pa: usize,
+        out: usize,
+    ) -> Self {
         // A validated geometry guarantees `eff <= input + pb + pa`, all within usize.
         let eff = (kernel - 1) * dilation + 1;
         let padded_end = input + pb + pa;
@@ -106,6 +114,7 @@ impl Plan {
     pub fn counts(&self, oy: usize, ox: usize) -> (usize, usize) {
         let (ky0, ky1, py) = self.ah.taps(oy);
         let (kx0, kx1, px) = self.aw.taps(ox);
-        ((ky1 - ky0) * (kx1 - kx0), py * px)
+        // Padded counts can exceed usize for huge padded windows; the divisor saturates.
+        ((ky1 - ky0) * (kx1 - kx0), py.saturating_mul(px))
     }
 }

@@ -175,6 +175,9 @@ impl Red for L2R {
     }
 }
 
+/// The L2 backward's forward operands: `(x, x strides, y, y strides)`.
+pub(crate) type L2Operands<'a> = (&'a [f32], [usize; 4], &'a [f32], [usize; 4]);
+
 /// Largest f32 lane count of any ISA (AVX-512).
 pub(crate) const MAX_LANES: usize = 16;
 
