@@ -169,18 +169,11 @@ pub fn max_pool2d(
     match layout {
         Layout::Nhwc => exec.dispatch(nhwc::FwdIdx { p: &p, x: xd, xs, y: yd, ys, idx: id, is }),
         Layout::Nchw => {
-            for n in 0..p.n {
-                for c in 0..p.c {
-                    let xp = n * xs[0] + c * xs[1];
-                    for oy in 0..p.oh {
-                        for ox in 0..p.ow {
-                            let (v, i) = nchw::argmax(&p, xd, xp, xs, oy, ox);
-                            yd[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]] = v;
-                            id[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]] = i;
-                        }
-                    }
-                }
-            }
+            let sink = |n: usize, c: usize, oy: usize, ox: usize, v: f32, i: usize| {
+                yd[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]] = v;
+                id[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]] = i;
+            };
+            exec.dispatch(nchw::Argmax { p: &p, x: xd, xs, sink });
         }
     }
     Ok(())
@@ -343,19 +336,12 @@ pub fn max_pool2d_backward_recompute(
             exec.dispatch(nhwc::MaxBackRecompute { p: &p, x: xd, xs, dy: gd, dys, dx: dd, dxs });
         }
         Layout::Nchw => {
-            for n in 0..p.n {
-                for c in 0..p.c {
-                    let xp = n * xs[0] + c * xs[1];
-                    let dp = n * dxs[0] + c * dxs[1];
-                    for oy in 0..p.oh {
-                        for ox in 0..p.ow {
-                            let (_, i) = nchw::argmax(&p, xd, xp, xs, oy, ox);
-                            dd[dp + (i / p.w) * dxs[2] + (i % p.w) * dxs[3]] +=
-                                gd[n * dys[0] + c * dys[1] + oy * dys[2] + ox * dys[3]];
-                        }
-                    }
-                }
-            }
+            let w = p.w;
+            let sink = |n: usize, c: usize, oy: usize, ox: usize, _: f32, i: usize| {
+                dd[n * dxs[0] + c * dxs[1] + (i / w) * dxs[2] + (i % w) * dxs[3]] +=
+                    gd[n * dys[0] + c * dys[1] + oy * dys[2] + ox * dys[3]];
+            };
+            exec.dispatch(nchw::Argmax { p: &p, x: xd, xs, sink });
         }
     }
     Ok(())

@@ -255,3 +255,92 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
         }
     }
 }
+
+/// Max pooling with switches over NCHW planes: calls `sink(n, c, oy, ox, max, index)` once
+/// per output, with the reference's argmax (first maximum in scan order, first NaN wins).
+/// Interior columns of stride-1 and stride-2 windows are vectorised, tracking indices in
+/// `u32` lanes (when `h * w` fits); the rest is scalar.
+pub(crate) struct Argmax<'a, F> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub sink: F,
+}
+
+impl<F: FnMut(usize, usize, usize, usize, f32, usize)> WithSimd for Argmax<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Argmax { p, x, xs, mut sink } = self;
+        let l = S::F32_LANES;
+        let aw = p.aw;
+        let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+        let fits = u32::try_from(p.h * p.w).is_ok();
+        let vector = fits && l > 1 && (sw == 1 || sw == 2) && aw.hi - aw.lo >= l;
+        let (lo, hi) = if vector { (aw.lo, aw.hi) } else { (0, 0) };
+        let w = p.w;
+        let low = simd.less_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s(l as f32 / 2.0));
+        // Column offsets of the lanes: `j * sw`.
+        let mut lanes = [0u32; MAX_LANES];
+        for (j, v) in lanes.iter_mut().enumerate().take(l) {
+            *v = (j * sw) as u32;
+        }
+        let offs = S::as_simd_u32s(&lanes[..l]).0[0];
+        let mut vals = [0.0f32; MAX_LANES];
+        let mut idxs = [0u32; MAX_LANES];
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1];
+                for oy in 0..p.oh {
+                    for ox in (0..lo).chain(hi..p.ow) {
+                        let (v, i) = argmax(p, x, xp, xs, oy, ox);
+                        sink(n, c, oy, ox, v, i);
+                    }
+                    if hi == lo {
+                        continue;
+                    }
+                    let (ky0, ky1, _) = p.ah.taps(oy);
+                    // Outputs before `done` were already emitted (the last block overlaps).
+                    let mut done = lo;
+                    let mut ox = lo;
+                    while done < hi {
+                        if ox + l > hi {
+                            ox = hi - l;
+                        }
+                        let mut best = simd.splat_f32s(f32::NEG_INFINITY);
+                        let first = p.ah.coord(oy, ky0) * w + sw * ox - pl;
+                        let mut idx = simd.add_u32s(simd.splat_u32s(first as u32), offs);
+                        for ky in ky0..ky1 {
+                            let iy = p.ah.coord(oy, ky);
+                            let ro = xp + iy * xs[2];
+                            let row = &x[ro..ro + w];
+                            for kx in 0..kw {
+                                let col = sw * ox + kx * dw - pl;
+                                let v = if sw == 1 {
+                                    super::nhwc::load::<S>(row, col)
+                                } else {
+                                    split2(simd, row, col, low).0
+                                };
+                                let better = simd.or_m32s(
+                                    simd.greater_than_f32s(v, best),
+                                    simd.not_m32s(simd.equal_f32s(v, v)),
+                                );
+                                let take = simd.and_m32s(better, simd.equal_f32s(best, best));
+                                best = simd.select_f32s(take, v, best);
+                                let tap = simd.add_u32s(simd.splat_u32s((iy * w + col) as u32), offs);
+                                idx = simd.select_u32s(take, tap, idx);
+                            }
+                        }
+                        S::as_mut_simd_f32s(&mut vals[..l]).0[0] = best;
+                        S::as_mut_simd_u32s(&mut idxs[..l]).0[0] = idx;
+                        for j in done - ox..l {
+                            sink(n, c, oy, ox + j, vals[j], idxs[j] as usize);
+                        }
+                        done = ox + l;
+                        ox += l;
+                    }
+                }
+            }
+        }
+    }
+}
