@@ -9,10 +9,16 @@
 //!
 //! The input and output views (and gradients) must all be contiguous in the same inner
 //! dimension: `w` (NCHW-like) or `c` (NHWC-like); other strides are free. Index views may
-//! have any strides. NHWC kernels vectorise over channels; NCHW kernels vectorise over
-//! output columns for windows of stride 1 and 2 (stride 2 splits even and odd columns),
-//! and fall back to a scalar loop for other strides and for columns next to padding. The
-//! kernels run on the calling thread, whatever [`Exec::threads`] says, and never allocate.
+//! have any strides.
+//!
+//! NHWC kernels vectorise over channels, for any geometry, forward and backward. NCHW
+//! kernels vectorise the forward passes (with or without switches) over output columns for
+//! windows of stride 1 and 2: stride 2 splits `2L` loaded columns into even and odd ones,
+//! and with dilation 1 the odd half is the next tap, so the common 2x2 and 3x3 stride-2
+//! windows cost one split per two taps; each window row streams through the output row.
+//! Other strides, columns next to padding, and the NCHW backward passes run scalar loops.
+//! The kernels run on the calling thread, whatever [`Exec::threads`] says, and never
+//! allocate.
 
 mod nchw;
 mod nhwc;
