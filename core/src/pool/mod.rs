@@ -16,7 +16,9 @@
 //! windows of stride 1 and 2: stride 2 splits `2L` loaded columns into even and odd ones,
 //! and with dilation 1 the odd half is the next tap, so the common 2x2 and 3x3 stride-2
 //! windows cost one split per two taps; each window row streams through the output row.
-//! Other strides, columns next to padding, and the NCHW backward passes run scalar loops.
+//! The NCHW average and L2 backward passes vectorise stride-1 windows the same way.
+//! Other strides, columns next to padding, and the scatter of saved switches run scalar
+//! loops.
 //! The kernels run on the calling thread, whatever [`Exec::threads`] says, and never
 //! allocate.
 
@@ -376,7 +378,9 @@ pub fn avg_pool2d_backward(
         Layout::Nhwc => {
             exec.dispatch(nhwc::SpreadBack { p: &p, avg: Some(opts), l2: None, dy: gd, dys, dx: dd, dxs })
         }
-        Layout::Nchw => nchw::spread_back(&p, Some(opts), None, gd, dys, dd, dxs),
+        Layout::Nchw => {
+            exec.dispatch(nchw::SpreadBack { p: &p, avg: Some(opts), l2: None, dy: gd, dys, dx: dd, dxs })
+        }
     }
     Ok(())
 }
@@ -413,7 +417,7 @@ pub fn l2_pool2d_backward(
     let (gd, dd) = (dy.data(), dx.data_mut());
     match layout {
         Layout::Nhwc => exec.dispatch(nhwc::SpreadBack { p: &p, avg: None, l2, dy: gd, dys, dx: dd, dxs }),
-        Layout::Nchw => nchw::spread_back(&p, None, l2, gd, dys, dd, dxs),
+        Layout::Nchw => exec.dispatch(nchw::SpreadBack { p: &p, avg: None, l2, dy: gd, dys, dx: dd, dxs }),
     }
     Ok(())
 }
