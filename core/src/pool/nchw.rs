@@ -1,0 +1,412 @@
+//! NCHW kernels: rows are contiguous, so the kernels vectorise over output columns. A
+//! window of stride 1 reads each tap as one unaligned vector; stride 2 loads `2L`
+//! consecutive values and splits them into even and odd columns (with dilation 1 the odd
+//! half is the next tap, so 2x2 and 3x3 stride-2 windows cost one split per two taps).
+//! Columns whose window touches padding, and other strides, take a scalar path.
+
+use pulp::{Simd, WithSimd};
+
+use super::plan::{AxisPlan, Plan};
+use super::simd::{even_odd, L2Operands, Red, MAX_LANES};
+
+/// Lane indices `0, 1, 2, ..` as f32, to build lane masks.
+static IOTA: [f32; MAX_LANES] = [0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.];
+
+/// The even and odd columns of `row[col..col + 2L]`: `(row[col + 2j], row[col + 2j + 1])`
+/// for `j < L`. Only the even half is valid when the last odd column lies past the row
+/// (`col + 2L == row.len() + 1`, the most a stride-2 window reads): the second vector is
+/// then loaded one column early and its odd lanes are the even columns. `low` is the
+/// mask of lanes `< L / 2`.
+#[inline(always)]
+fn split2<S: Simd>(simd: S, row: &[f32], col: usize, low: S::m32s) -> (S::f32s, S::f32s) {
+    let l = S::F32_LANES;
+    if col + 2 * l <= row.len() {
+        let (v, _) = S::as_simd_f32s(&row[col..col + 2 * l]);
+        even_odd(simd, v[0], v[1])
+    } else {
+        let a = S::as_simd_f32s(&row[col..col + l]).0[0];
+        let n = row.len();
+        let b = S::as_simd_f32s(&row[n - l..n]).0[0];
+        let (e, o) = even_odd(simd, a, b);
+        let e = simd.select_f32s(low, e, o);
+        (e, e)
+    }
+}
+
+/// The fold of one window row for the `L` outputs from `ox` (interior columns, stride 1
+/// or 2). A function rather than a closure: closures are not reliably inlined into the
+/// target-feature context, and outside it every SIMD op becomes a call.
+#[inline(always)]
+fn fold_row<R: Red, S: Simd>(simd: S, row: &[f32], ox: usize, aw: AxisPlan, low: S::m32s) -> S::f32s {
+    let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+    if sw == 1 {
+        let mut racc = R::vfirst(simd, super::nhwc::load::<S>(row, ox - pl));
+        for kx in 1..kw {
+            racc = R::v(simd, racc, super::nhwc::load::<S>(row, ox + kx * dw - pl));
+        }
+        racc
+    } else if dw == 1 {
+        // With dilation 1 the odd columns are the next tap.
+        let col = 2 * ox - pl;
+        let (e, o) = split2(simd, row, col, low);
+        let mut racc = R::vfirst(simd, e);
+        if kw > 1 {
+            racc = R::v(simd, racc, o);
+        }
+        let mut kx = 2;
+        while kx < kw {
+            let (e, o) = split2(simd, row, col + kx, low);
+            racc = R::v(simd, racc, e);
+            if kx + 1 < kw {
+                racc = R::v(simd, racc, o);
+            }
+            kx += 2;
+        }
+        racc
+    } else {
+        let mut racc = R::vfirst(simd, split2(simd, row, 2 * ox - pl, low).0);
+        for kx in 1..kw {
+            racc = R::v(simd, racc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
+        }
+        racc
+    }
+}
+
+/// Forward values-only pooling.
+pub(crate) struct Fwd<'a, R> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub r: R,
+}
+
+impl<R: Red> WithSimd for Fwd<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Fwd { p, x, xs, y, ys, r } = self;
+        let l = S::F32_LANES;
+        let aw = p.aw;
+        let (sw, kw) = (aw.stride, aw.kernel);
+        // Interior columns go through the vector path when it exists for this stride.
+        let (lo, hi) = if (sw == 1 || sw == 2) && aw.hi - aw.lo >= l { (aw.lo, aw.hi) } else { (0, 0) };
+        let w = p.w;
+        let low = simd.less_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s(l as f32 / 2.0));
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1];
+                let yp = n * ys[0] + c * ys[1];
+                for oy in 0..p.oh {
+                    let (ky0, ky1, py) = p.ah.taps(oy);
+                    let yo = yp + oy * ys[2];
+                    let yrow = &mut y[yo..yo + p.ow];
+                    let scalar = |ox: usize| -> f32 {
+                        let (taps, padded) = p.counts(oy, ox);
+                        let mut acc = R::INIT;
+                        p.for_taps(oy, ox, |iy, ix| acc = R::s(acc, x[xp + iy * xs[2] + ix * xs[3]]));
+                        R::sfin(acc, r.scale(taps, padded))
+                    };
+                    for ox in (0..lo).chain(hi..p.ow) {
+                        yrow[ox] = scalar(ox);
+                    }
+                    if hi == lo {
+                        continue;
+                    }
+                    let vscale = simd.splat_f32s(r.scale((ky1 - ky0) * kw, py.saturating_mul(kw)));
+                    // Full blocks: one pass per window row, streaming through that input row
+                    // and accumulating in the output row (which stays in L1). Each row folds
+                    // separately and merges in row order.
+                    let full = (hi - lo) / l;
+                    for ky in ky0..ky1 {
+                        let ro = xp + p.ah.coord(oy, ky) * xs[2];
+                        let row = &x[ro..ro + w];
+                        for b in 0..full {
+                            let ox = lo + b * l;
+                            let racc = fold_row::<R, S>(simd, row, ox, aw, low);
+                            let yv = &mut S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0];
+                            let acc = if ky == ky0 { racc } else { R::vmerge(simd, *yv, racc) };
+                            *yv = if ky + 1 == ky1 { R::vfin(simd, acc, vscale) } else { acc };
+                        }
+                    }
+                    // A last partial block overlaps the previous one; it is recomputed in
+                    // registers in the same order, so the shared outputs get the same values.
+                    if (hi - lo) % l != 0 {
+                        let ox = hi - l;
+                        let mut acc = simd.splat_f32s(R::INIT);
+                        for ky in ky0..ky1 {
+                            let ro = xp + p.ah.coord(oy, ky) * xs[2];
+                            let racc = fold_row::<R, S>(simd, &x[ro..ro + w], ox, aw, low);
+                            acc = if ky == ky0 { racc } else { R::vmerge(simd, acc, racc) };
+                        }
+                        S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = R::vfin(simd, acc, vscale);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reference's argmax of output `(oy, ox)` of plane `xp`: `(value, flat index)`.
+#[inline(always)]
+pub(crate) fn argmax(p: &Plan, x: &[f32], xp: usize, xs: [usize; 4], oy: usize, ox: usize) -> (f32, usize) {
+    let (ky0, _, _) = p.ah.taps(oy);
+    let (kx0, _, _) = p.aw.taps(ox);
+    let mut best = f32::NEG_INFINITY;
+    let mut bi = p.ah.coord(oy, ky0) * p.w + p.aw.coord(ox, kx0);
+    p.for_taps(oy, ox, |iy, ix| {
+        let v = x[xp + iy * xs[2] + ix * xs[3]];
+        if (v > best || v.is_nan()) && !best.is_nan() {
+            best = v;
+            bi = iy * p.w + ix;
+        }
+    });
+    (best, bi)
+}
+
+/// Average or L2 pooling backward; `dx` must be zeroed. `l2` holds `(x, xs, y, ys)` for L2
+/// pooling, `None` for average pooling with `avg`. Interior columns of stride-1 windows are
+/// vectorised over output columns (each tap adds a vector of shares to a run of `dx`); the
+/// rest goes one output at a time.
+pub(crate) struct SpreadBack<'a> {
+    pub p: &'a Plan,
+    pub avg: Option<crate::params::AvgPoolOptions>,
+    pub l2: Option<L2Operands<'a>>,
+    pub dy: &'a [f32],
+    pub dys: [usize; 4],
+    pub dx: &'a mut [f32],
+    pub dxs: [usize; 4],
+}
+
+impl WithSimd for SpreadBack<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let SpreadBack { p, avg, l2, dy, dys, dx, dxs } = self;
+        let l = S::F32_LANES;
+        let aw = p.aw;
+        let (kw, dw, pl) = (aw.kernel, aw.dilation, aw.pad);
+        // Full blocks only: overlapping blocks would add twice.
+        let (lo, vend) = if aw.stride == 1 && aw.hi - aw.lo >= l {
+            (aw.lo, aw.lo + (aw.hi - aw.lo) / l * l)
+        } else {
+            (0, 0)
+        };
+        let w = p.w;
+        let zero = simd.splat_f32s(0.0);
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let dp = n * dxs[0] + c * dxs[1];
+                let gp = n * dys[0] + c * dys[1];
+                for oy in 0..p.oh {
+                    for ox in (0..lo).chain(vend..p.ow) {
+                        let g = dy[gp + oy * dys[2] + ox * dys[3]];
+                        match l2 {
+                            Some((x, xs, y, ys)) => {
+                                let yv = y[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]];
+                                if yv == 0.0 {
+                                    continue;
+                                }
+                                let share = g / yv;
+                                let xp = n * xs[0] + c * xs[1];
+                                p.for_taps(oy, ox, |iy, ix| {
+                                    dx[dp + iy * dxs[2] + ix * dxs[3]] +=
+                                        x[xp + iy * xs[2] + ix * xs[3]] * share;
+                                });
+                            }
+                            None => {
+                                let (taps, padded) = p.counts(oy, ox);
+                                let d = avg.map_or(1, |o| super::simd::divisor(o, taps, padded));
+                                let share = g * (1.0 / d as f32);
+                                p.for_taps(oy, ox, |iy, ix| dx[dp + iy * dxs[2] + ix * dxs[3]] += share);
+                            }
+                        }
+                    }
+                    if vend == lo {
+                        continue;
+                    }
+                    let (ky0, ky1, py) = p.ah.taps(oy);
+                    let recip = match avg {
+                        Some(o) => {
+                            1.0 / super::simd::divisor(o, (ky1 - ky0) * kw, py.saturating_mul(kw)) as f32
+                        }
+                        None => 1.0,
+                    };
+                    let vrecip = simd.splat_f32s(recip);
+                    let go = gp + oy * dys[2];
+                    let grow = &dy[go..go + p.ow];
+                    for ox in (lo..vend).step_by(l) {
+                        let gv = super::nhwc::load::<S>(grow, ox);
+                        let (share, yzero) = match l2 {
+                            Some((_, _, y, ys)) => {
+                                let yo = n * ys[0] + c * ys[1] + oy * ys[2];
+                                let yv = super::nhwc::load::<S>(&y[yo..yo + p.ow], ox);
+                                (simd.div_f32s(gv, yv), simd.equal_f32s(yv, zero))
+                            }
+                            None => (simd.mul_f32s(gv, vrecip), simd.less_than_f32s(zero, zero)),
+                        };
+                        for ky in ky0..ky1 {
+                            let iy = p.ah.coord(oy, ky);
+                            let ro = dp + iy * dxs[2];
+                            let drow = &mut dx[ro..ro + w];
+                            let xrow = l2.map(|(x, xs, _, _)| {
+                                let xo = n * xs[0] + c * xs[1] + iy * xs[2];
+                                &x[xo..xo + w]
+                            });
+                            for kx in 0..kw {
+                                let col = ox + kx * dw - pl;
+                                let add = match xrow {
+                                    Some(xr) => {
+                                        let xv = super::nhwc::load::<S>(xr, col);
+                                        simd.select_f32s(yzero, zero, simd.mul_f32s(xv, share))
+                                    }
+                                    None => share,
+                                };
+                                let d = &mut S::as_mut_simd_f32s(&mut drow[col..col + l]).0[0];
+                                *d = simd.add_f32s(*d, add);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Global pooling of NCHW planes: one reduction per `(n, c)` plane, vectorised along it.
+pub(crate) struct GlobalPlanes<'a, R> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub r: R,
+}
+
+impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let GlobalPlanes { p, x, xs, y, ys, r } = self;
+        let (h, w) = (p.h, p.w);
+        let taps = h * w;
+        let scale = r.scale(taps, taps);
+        // Rows that follow each other in memory make one run of `h * w` values.
+        let (runs, run_len) = if h == 1 || xs[2] == w { (1, taps) } else { (h, w) };
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1];
+                let mut v0 = simd.splat_f32s(R::INIT);
+                let mut v1 = simd.splat_f32s(R::INIT);
+                let mut s = R::INIT;
+                for run in 0..runs {
+                    let ro = xp + run * xs[2];
+                    let (head, tail) = S::as_simd_f32s(&x[ro..ro + run_len]);
+                    let mut pairs = head.chunks_exact(2);
+                    for pr in &mut pairs {
+                        v0 = R::v(simd, v0, pr[0]);
+                        v1 = R::v(simd, v1, pr[1]);
+                    }
+                    for &v in pairs.remainder() {
+                        v0 = R::v(simd, v0, v);
+                    }
+                    for &t in tail {
+                        s = R::s(s, t);
+                    }
+                }
+                let total = R::smerge(R::vreduce(simd, R::vmerge(simd, v0, v1)), s);
+                y[n * ys[0] + c * ys[1]] = R::sfin(total, scale);
+            }
+        }
+    }
+}
+
+/// Max pooling with switches over NCHW planes: calls `sink(n, c, oy, ox, max, index)` once
+/// per output, with the reference's argmax (first maximum in scan order, first NaN wins).
+/// Interior columns of stride-1 and stride-2 windows are vectorised, tracking indices in
+/// `u32` lanes (when `h * w` fits); the rest is scalar.
+pub(crate) struct Argmax<'a, F> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub sink: F,
+}
+
+impl<F: FnMut(usize, usize, usize, usize, f32, usize)> WithSimd for Argmax<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Argmax { p, x, xs, mut sink } = self;
+        let l = S::F32_LANES;
+        let aw = p.aw;
+        let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+        let fits = u32::try_from(p.h * p.w).is_ok();
+        let vector = fits && l > 1 && (sw == 1 || sw == 2) && aw.hi - aw.lo >= l;
+        let (lo, hi) = if vector { (aw.lo, aw.hi) } else { (0, 0) };
+        let w = p.w;
+        let low = simd.less_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s(l as f32 / 2.0));
+        // Column offsets of the lanes: `j * sw`.
+        let mut lanes = [0u32; MAX_LANES];
+        for (j, v) in lanes.iter_mut().enumerate().take(l) {
+            *v = (j * sw) as u32;
+        }
+        let offs = S::as_simd_u32s(&lanes[..l]).0[0];
+        let mut vals = [0.0f32; MAX_LANES];
+        let mut idxs = [0u32; MAX_LANES];
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1];
+                for oy in 0..p.oh {
+                    for ox in (0..lo).chain(hi..p.ow) {
+                        let (v, i) = argmax(p, x, xp, xs, oy, ox);
+                        sink(n, c, oy, ox, v, i);
+                    }
+                    if hi == lo {
+                        continue;
+                    }
+                    let (ky0, ky1, _) = p.ah.taps(oy);
+                    // Outputs before `done` were already emitted (the last block overlaps).
+                    let mut done = lo;
+                    let mut ox = lo;
+                    while done < hi {
+                        if ox + l > hi {
+                            ox = hi - l;
+                        }
+                        let mut best = simd.splat_f32s(f32::NEG_INFINITY);
+                        let first = p.ah.coord(oy, ky0) * w + sw * ox - pl;
+                        let mut idx = simd.add_u32s(simd.splat_u32s(first as u32), offs);
+                        for ky in ky0..ky1 {
+                            let iy = p.ah.coord(oy, ky);
+                            let ro = xp + iy * xs[2];
+                            let row = &x[ro..ro + w];
+                            for kx in 0..kw {
+                                let col = sw * ox + kx * dw - pl;
+                                let v = if sw == 1 {
+                                    super::nhwc::load::<S>(row, col)
+                                } else {
+                                    split2(simd, row, col, low).0
+                                };
+                                let better = simd.or_m32s(
+                                    simd.greater_than_f32s(v, best),
+                                    simd.not_m32s(simd.equal_f32s(v, v)),
+                                );
+                                let take = simd.and_m32s(better, simd.equal_f32s(best, best));
+                                best = simd.select_f32s(take, v, best);
+                                let tap = simd.add_u32s(simd.splat_u32s((iy * w + col) as u32), offs);
+                                idx = simd.select_u32s(take, tap, idx);
+                            }
+                        }
+                        S::as_mut_simd_f32s(&mut vals[..l]).0[0] = best;
+                        S::as_mut_simd_u32s(&mut idxs[..l]).0[0] = idx;
+                        for j in done - ox..l {
+                            sink(n, c, oy, ox + j, vals[j], idxs[j] as usize);
+                        }
+                        done = ox + l;
+                        ox += l;
+                    }
+                }
+            }
+        }
+    }
+}
