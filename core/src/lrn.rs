@@ -49,16 +49,50 @@ fn padded(c: usize, size: usize) -> Result<usize> {
     c.checked_add(size - 1).ok_or(Error::Overflow { dim: Dim::LrnSize })
 }
 
-fn common_layout(views: &[(Option<Layout>, Operand)]) -> Result<Layout> {
-    let first = views[0].0.ok_or(Error::Unsupported(Unsupported::NonContiguous(views[0].1)))?;
-    for &(l, op) in &views[1..] {
-        match l {
-            None => return Err(Error::Unsupported(Unsupported::NonContiguous(op))),
-            Some(l) if l != first => return Err(Error::Unsupported(Unsupported::MixedLayouts)),
-            _ => {}
+/// True when `layout`'s innermost dimension is contiguous (or of extent 1) in a view.
+fn fits(dims: Dims, strides: [usize; 4], layout: Layout) -> bool {
+    match layout {
+        Layout::Nchw => strides[3] == 1 || dims.w == 1,
+        Layout::Nhwc => strides[1] == 1 || dims.c == 1,
+    }
+}
+
+/// The layout to run: one whose innermost dimension is contiguous in every view and whose
+/// workspace fits, preferring the first view's own layout. A view with a trivial inner
+/// dimension (one channel or one column) fits both, so a caller who sized the workspace
+/// for either layout is served.
+fn pick_layout(
+    views: &[(Dims, [usize; 4], Option<Layout>, Operand)],
+    need: impl Fn(Layout) -> Result<usize>,
+    workspace: usize,
+) -> Result<(Layout, usize)> {
+    let first = views[0].2.ok_or(Error::Unsupported(Unsupported::NonContiguous(views[0].3)))?;
+    let other = match first {
+        Layout::Nchw => Layout::Nhwc,
+        Layout::Nhwc => Layout::Nchw,
+    };
+    let all = |l: Layout| views.iter().all(|&(d, s, _, _)| fits(d, s, l));
+    let mut first_need = None;
+    for l in [first, other] {
+        if all(l) {
+            let n = need(l)?;
+            if n <= workspace {
+                return Ok((l, n));
+            }
+            first_need.get_or_insert(n);
         }
     }
-    Ok(first)
+    if let Some(needed) = first_need {
+        return Err(Error::WorkspaceTooSmall { needed, actual: workspace });
+    }
+    // No layout fits every view: name the first view that is not inner-contiguous, else
+    // the views disagree.
+    for &(_, _, l, op) in views {
+        if l.is_none() {
+            return Err(Error::Unsupported(Unsupported::NonContiguous(op)));
+        }
+    }
+    Err(Error::Unsupported(Unsupported::MixedLayouts))
 }
 
 /// Local response normalisation across channels, forward (AlexNet; see [`Lrn`]).
@@ -87,11 +121,14 @@ pub fn lrn(
 ) -> Result<()> {
     p.validate()?;
     expect_dims(Operand::Output, x.dims().to_array(), y.dims().to_array())?;
-    let layout = common_layout(&[(x.layout(), Operand::Input), (y.layout(), Operand::Output)])?;
-    let need = lrn_workspace_len(p, x.dims(), layout)?;
-    if workspace.len() < need {
-        return Err(Error::WorkspaceTooSmall { needed: need, actual: workspace.len() });
-    }
+    let (layout, need) = pick_layout(
+        &[
+            (x.dims(), x.strides(), x.layout(), Operand::Input),
+            (y.dims(), y.strides(), y.layout(), Operand::Output),
+        ],
+        |l| lrn_workspace_len(p, x.dims(), l),
+        workspace.len(),
+    )?;
     exec.dispatch(LrnForward { p: *p, layout, x, y, ws: &mut workspace[..need] });
     Ok(())
 }
@@ -110,15 +147,15 @@ pub fn lrn_backward(
     p.validate()?;
     expect_dims(Operand::OutputGrad, x.dims().to_array(), dy.dims().to_array())?;
     expect_dims(Operand::InputGrad, x.dims().to_array(), dx.dims().to_array())?;
-    let layout = common_layout(&[
-        (x.layout(), Operand::Input),
-        (dy.layout(), Operand::OutputGrad),
-        (dx.layout(), Operand::InputGrad),
-    ])?;
-    let need = lrn_backward_workspace_len(p, x.dims(), layout)?;
-    if workspace.len() < need {
-        return Err(Error::WorkspaceTooSmall { needed: need, actual: workspace.len() });
-    }
+    let (layout, need) = pick_layout(
+        &[
+            (x.dims(), x.strides(), x.layout(), Operand::Input),
+            (dy.dims(), dy.strides(), dy.layout(), Operand::OutputGrad),
+            (dx.dims(), dx.strides(), dx.layout(), Operand::InputGrad),
+        ],
+        |l| lrn_backward_workspace_len(p, x.dims(), l),
+        workspace.len(),
+    )?;
     exec.dispatch(LrnBackward { p: *p, layout, x, dy, dx, ws: &mut workspace[..need] });
     Ok(())
 }
