@@ -12,7 +12,7 @@ fn commas(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -35,7 +35,16 @@ fn main() -> Result<(), simdconv::Error> {
         "{:<10} {:<15} {:>12} {:>13} {:>8} {:>16} {:>11}",
         "layer", "output", "memory", "weights", "biases", "FLOPs", "workspace"
     );
-    println!("{:<10} {:<15} {:>12} {:>13} {:>8} {:>16} {:>11}", "INPUT", shape(input), commas(input.count()? as u64), 0, 0, 0, 0);
+    println!(
+        "{:<10} {:<15} {:>12} {:>13} {:>8} {:>16} {:>11}",
+        "INPUT",
+        shape(input),
+        commas(input.count()? as u64),
+        0,
+        0,
+        0,
+        0
+    );
     for row in Planner::new(input, &VGG16, layout) {
         let row = row?;
         let mut buf = [0u8; 32];

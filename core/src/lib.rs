@@ -61,7 +61,9 @@ mod tensor;
 
 pub use activation::{relu, relu_backward, relu_in_place};
 pub use conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
-pub use dense::{fc_to_conv_filter, fully_connected, fully_connected_backward, DenseAlgorithm, FcOptions, FlattenOrder};
+pub use dense::{
+    fc_to_conv_filter, fully_connected, fully_connected_backward, DenseAlgorithm, FcOptions, FlattenOrder,
+};
 pub use error::{Axis, Dim, Error, Operand, Param, Result, Unsupported};
 pub use geometry::{
     input_coord, output_extent, AxisWindow, Conv2d, ConvGeometry, Dims, FcGeometry, FilterDims, Lrn, Padding,

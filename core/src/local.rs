@@ -24,7 +24,12 @@ pub fn locally_connected_workspace_len(g: &ConvGeometry) -> Result<usize> {
     checked_product(&[f.i, f.kh, f.kw], Dim::Channels)
 }
 
-fn check_weights(g: &ConvGeometry, w: usize, op: Operand, bias: Option<(usize, Operand)>) -> Result<LocalWeightsDims> {
+fn check_weights(
+    g: &ConvGeometry,
+    w: usize,
+    op: Operand,
+    bias: Option<(usize, Operand)>,
+) -> Result<LocalWeightsDims> {
     let ld = LocalWeightsDims::of(g);
     let wc = ld.weight_count()?;
     if w != wc {
@@ -113,7 +118,8 @@ pub fn locally_connected_backward_filter(
 ) -> Result<()> {
     expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
     expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
-    let ld = check_weights(g, dw.len(), Operand::FilterGrad, db.as_ref().map(|b| (b.len(), Operand::BiasGrad)))?;
+    let ld =
+        check_weights(g, dw.len(), Operand::FilterGrad, db.as_ref().map(|b| (b.len(), Operand::BiasGrad)))?;
     let need = check_workspace(g, workspace)?;
     exec.dispatch(LocalBackwardFilter { g: *g, ld, x, dy, dw, db, patch: &mut workspace[..need] });
     Ok(())
@@ -140,7 +146,15 @@ fn for_taps(g: &ConvGeometry, oy: usize, ox: usize, mut f: impl FnMut(usize, usi
 
 /// Gathers the receptive field of `(n, group, oy, ox)` into `patch` (zeros for padding).
 #[inline(always)]
-fn gather(g: &ConvGeometry, x: &TensorView<'_, f32>, n: usize, c0: usize, oy: usize, ox: usize, patch: &mut [f32]) {
+fn gather(
+    g: &ConvGeometry,
+    x: &TensorView<'_, f32>,
+    n: usize,
+    c0: usize,
+    oy: usize,
+    ox: usize,
+    patch: &mut [f32],
+) {
     let fd = g.filter();
     let plane = fd.kh * fd.kw;
     patch.fill(0.0);

@@ -367,7 +367,11 @@ impl WithSimd for LrnBackward<'_> {
                                 let a = load(simd, wa, j * lanes, lanes);
                                 let xj = load(simd, xs, x.offset(n, j, h, 0) + p0, len);
                                 let g = load(simd, dys, dy.offset(n, j, h, 0) + p0, len);
-                                let out = simd.mul_add_e_f32s(simd.mul_f32s(two_ab, xj), cross, simd.mul_f32s(g, a));
+                                let out = simd.mul_add_e_f32s(
+                                    simd.mul_f32s(two_ab, xj),
+                                    cross,
+                                    simd.mul_f32s(g, a),
+                                );
                                 let o = dx.offset(n, j, h, 0) + p0;
                                 store(simd, dx.data_mut(), o, len, out);
                             }
@@ -424,7 +428,11 @@ impl WithSimd for LrnBackward<'_> {
                                 let a = load(simd, wa, c0, len);
                                 let xj = load(simd, xp, c0, len);
                                 let g = load(simd, gp, c0, len);
-                                let out = simd.mul_add_e_f32s(simd.mul_f32s(two_ab, xj), cross, simd.mul_f32s(g, a));
+                                let out = simd.mul_add_e_f32s(
+                                    simd.mul_f32s(two_ab, xj),
+                                    cross,
+                                    simd.mul_f32s(g, a),
+                                );
                                 store(simd, dx.data_mut(), oo + c0, len, out);
                                 c0 += len;
                             }

@@ -288,7 +288,9 @@ fn plan_layer(spec: LayerSpec, input: Dims, layout: Layout) -> Result<LayerPlan>
         LayerSpec::Pool(p) => {
             let g = PoolGeometry::new(input, p)?;
             let [kh, kw] = p.window().kernel();
-            let taps = (g.output().count()? as u64).checked_mul((kh as u64).saturating_mul(kw as u64)).ok_or_else(ovf)?;
+            let taps = (g.output().count()? as u64)
+                .checked_mul((kh as u64).saturating_mul(kw as u64))
+                .ok_or_else(ovf)?;
             (g.output(), 0, 0, taps, 0)
         }
         LayerSpec::Fc { outputs, .. } => {

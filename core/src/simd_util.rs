@@ -112,3 +112,40 @@ pub(crate) fn activate<S: Simd>(simd: S, act: Activation, y: &mut [f32]) {
         *v = act.apply(*v);
     }
 }
+
+/// `R x C` dot products of rows `x[r]` with rows `w[c]` (all of one length `len`),
+/// register-blocked so each loaded weight vector serves `R` rows and each input vector
+/// `C` weights.
+#[inline(always)]
+pub(crate) fn dot_block<S: Simd, const R: usize, const C: usize>(
+    simd: S,
+    len: usize,
+    x: [&[f32]; R],
+    w: [&[f32]; C],
+) -> [[f32; C]; R] {
+    let heads = len / S::F32_LANES;
+    let body = heads * S::F32_LANES;
+    let xh: [&[S::f32s]; R] = core::array::from_fn(|r| &S::as_simd_f32s(&x[r][..body]).0[..heads]);
+    let wh: [&[S::f32s]; C] = core::array::from_fn(|c| &S::as_simd_f32s(&w[c][..body]).0[..heads]);
+    let mut acc = [[simd.splat_f32s(0.0); C]; R];
+    for k in 0..heads {
+        let wv: [S::f32s; C] = core::array::from_fn(|c| wh[c][k]);
+        for r in 0..R {
+            let xv = xh[r][k];
+            for c in 0..C {
+                acc[r][c] = simd.mul_add_e_f32s(xv, wv[c], acc[r][c]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            let mut s = simd.reduce_sum_f32s(acc[r][c]);
+            for (&a, &b) in x[r][body..len].iter().zip(&w[c][body..len]) {
+                s += a * b;
+            }
+            out[r][c] = s;
+        }
+    }
+    out
+}

@@ -9,9 +9,9 @@ use simdconv::reference::{self as r, LocalWeightsDims};
 use simdconv::{
     dispatch_count, fc_to_conv_filter, fully_connected, fully_connected_backward, locally_connected,
     locally_connected_backward_data, locally_connected_backward_filter, locally_connected_workspace_len, lrn,
-    lrn_backward, lrn_backward_workspace_len, lrn_workspace_len, Activation, Conv2d, ConvGeometry, DenseAlgorithm,
-    Dims, Error, Exec, FcGeometry, FcOptions, FilterLayout, FilterView, FlattenOrder, Isa, Layout, Lrn, Operand,
-    Padding, Pool2d, PoolGeometry, TensorView, TensorViewMut,
+    lrn_backward, lrn_backward_workspace_len, lrn_workspace_len, Activation, Conv2d, ConvGeometry,
+    DenseAlgorithm, Dims, Error, Exec, FcGeometry, FcOptions, FilterLayout, FilterView, FlattenOrder, Isa,
+    Layout, Lrn, Operand, Padding, Pool2d, PoolGeometry, TensorView, TensorViewMut,
 };
 use simdconv_tests::{abs_f64, check_close, isas, to_f64, Rng};
 
@@ -64,7 +64,8 @@ fn fc_case(
             let opts = FcOptions { algorithm, bias, activation: act };
             fully_connected(&exec(isa), &g, &opts, &x, &w, &mut y).unwrap();
             prop_assert!(dispatch_count(isa) > before, "{isa} did not run");
-            check_close(&y, &want, &mag, ni).map_err(|e| TestCaseError::fail(format!("{isa} {algorithm:?}: {e}")))?;
+            check_close(&y, &want, &mag, ni)
+                .map_err(|e| TestCaseError::fail(format!("{isa} {algorithm:?}: {e}")))?;
         }
     }
     Ok(())
@@ -79,10 +80,19 @@ fn fc_backward_case(nb: usize, ni: usize, no: usize, seed: u64) -> Result<(), Te
     let (x64, w64, dy64) = (to_f64(&x), to_f64(&w), to_f64(&dy));
     let (xa, wa, dya) = (abs_f64(&x), abs_f64(&w), abs_f64(&dy));
     let mut want = (vec![0.0; nb * ni], vec![0.0; no * ni], vec![0.0; no]);
-    r::fully_connected_backward(&g, &x64, &w64, &dy64, Some(&mut want.0), Some(&mut want.1), Some(&mut want.2))
-        .unwrap();
+    r::fully_connected_backward(
+        &g,
+        &x64,
+        &w64,
+        &dy64,
+        Some(&mut want.0),
+        Some(&mut want.1),
+        Some(&mut want.2),
+    )
+    .unwrap();
     let mut mag = (vec![0.0; nb * ni], vec![0.0; no * ni], vec![0.0; no]);
-    r::fully_connected_backward(&g, &xa, &wa, &dya, Some(&mut mag.0), Some(&mut mag.1), Some(&mut mag.2)).unwrap();
+    r::fully_connected_backward(&g, &xa, &wa, &dya, Some(&mut mag.0), Some(&mut mag.1), Some(&mut mag.2))
+        .unwrap();
     for isa in isas() {
         for algorithm in algorithms() {
             let mut dx = vec![f32::NAN; nb * ni];
@@ -411,11 +421,18 @@ fn sliding_equals_converted(seed: u64, layout: Layout, isa: Isa) {
                 let c = crop(&m(&img), IMG, layout, py * STRIDE, px * STRIDE, WIN);
                 let (f, _) = net.run(&c, WIN, layout);
                 let mut hh = vec![0.0; H1];
-                r::fully_connected(&FcGeometry::new(1, fin, H1).unwrap(), &f, &m(&fc1), Some(&m(&fb1)), &mut hh)
-                    .unwrap();
+                r::fully_connected(
+                    &FcGeometry::new(1, fin, H1).unwrap(),
+                    &f,
+                    &m(&fc1),
+                    Some(&m(&fb1)),
+                    &mut hh,
+                )
+                .unwrap();
                 hh.iter_mut().for_each(|v| *v = v.max(0.0));
                 let p = py * POS + px;
-                r::fully_connected(&gk2, &hh, &m(&fc2), Some(&m(&fb2)), &mut out[p * NC..(p + 1) * NC]).unwrap();
+                r::fully_connected(&gk2, &hh, &m(&fc2), Some(&m(&fb2)), &mut out[p * NC..(p + 1) * NC])
+                    .unwrap();
             }
         }
         out
@@ -432,7 +449,8 @@ fn sliding_equals_converted(seed: u64, layout: Layout, isa: Isa) {
         }
     }
     check_close(&slide, &want, &mag, terms).unwrap_or_else(|e| panic!("sliding {layout:?} {isa}: {e}"));
-    check_close(&conv_as_slide, &want, &mag, terms).unwrap_or_else(|e| panic!("converted {layout:?} {isa}: {e}"));
+    check_close(&conv_as_slide, &want, &mag, terms)
+        .unwrap_or_else(|e| panic!("converted {layout:?} {isa}: {e}"));
 }
 
 #[test]
@@ -464,11 +482,18 @@ fn local_strategy() -> impl Strategy<Value = LocalCase> {
         (1usize..4, 1usize..3, 0usize..3, 0usize..3, 0usize..3, 0usize..3),
         (any::<bool>(), any::<u64>(), any::<bool>()),
     )
-        .prop_filter_map("geometry", |((n, groups, cpg, ocg), (h, w, kh, kw), (s, d, pt, pb, pl, pr), (nhwc, seed, bias))| {
-            let conv = Conv2d::new(kh, kw).stride(s).dilation(d).padding(Padding::new(pt, pb, pl, pr)).groups(groups);
-            let g = ConvGeometry::new(Dims::new(n, groups * cpg, h, w), groups * ocg, conv).ok()?;
-            Some(LocalCase { g, layout: if nhwc { Layout::Nhwc } else { Layout::Nchw }, seed, bias })
-        })
+        .prop_filter_map(
+            "geometry",
+            |((n, groups, cpg, ocg), (h, w, kh, kw), (s, d, pt, pb, pl, pr), (nhwc, seed, bias))| {
+                let conv = Conv2d::new(kh, kw)
+                    .stride(s)
+                    .dilation(d)
+                    .padding(Padding::new(pt, pb, pl, pr))
+                    .groups(groups);
+                let g = ConvGeometry::new(Dims::new(n, groups * cpg, h, w), groups * ocg, conv).ok()?;
+                Some(LocalCase { g, layout: if nhwc { Layout::Nhwc } else { Layout::Nchw }, seed, bias })
+            },
+        )
 }
 
 fn local_case(c: &LocalCase) -> Result<(), TestCaseError> {
@@ -626,7 +651,10 @@ fn locally_connected_errors() {
         run(&w, Some(&[0.0; 11]), &mut y, &mut ws),
         Err(Error::LengthMismatch { operand: Operand::Bias, expected: 12, actual: 11 })
     );
-    assert_eq!(run(&w, None, &mut y, &mut ws[..17]), Err(Error::WorkspaceTooSmall { needed: 18, actual: 17 }));
+    assert_eq!(
+        run(&w, None, &mut y, &mut ws[..17]),
+        Err(Error::WorkspaceTooSmall { needed: 18, actual: 17 })
+    );
     assert_eq!(run(&w, None, &mut y, &mut ws), Ok(()));
 }
 
@@ -651,10 +679,14 @@ fn lrn_mag_backward(p: &Lrn, x: &TensorView<'_, f64>, dy: &TensorView<'_, f64>) 
                     for c in 0..d.c {
                         let (lo, hi) = p.window(c, d.c);
                         if (lo..hi).contains(&j) {
-                            cross += (dy.get(n, c, h, w) * x.get(n, c, h, w)).abs() * s(n, c, h, w).powf(-b - 1.0);
+                            cross +=
+                                (dy.get(n, c, h, w) * x.get(n, c, h, w)).abs() * s(n, c, h, w).powf(-b - 1.0);
                         }
                     }
-                    out.push(dy.get(n, j, h, w).abs() * s(n, j, h, w).powf(-b) + 2.0 * a * b * x.get(n, j, h, w).abs() * cross);
+                    out.push(
+                        dy.get(n, j, h, w).abs() * s(n, j, h, w).powf(-b)
+                            + 2.0 * a * b * x.get(n, j, h, w).abs() * cross,
+                    );
                 }
             }
         }
@@ -701,8 +733,14 @@ fn lrn_case(d: Dims, p: Lrn, layout: Layout, seed: u64, scale: f32) -> Result<()
         let ex = exec(isa);
         let tag = |e: String| TestCaseError::fail(format!("{isa} {layout:?} {p:?}: {e}"));
         let mut y = vec![f32::NAN; count];
-        lrn(&ex, &p, TensorView::new(&x, d, layout).unwrap(), TensorViewMut::new(&mut y, d, layout).unwrap(), &mut ws)
-            .unwrap();
+        lrn(
+            &ex,
+            &p,
+            TensorView::new(&x, d, layout).unwrap(),
+            TensorViewMut::new(&mut y, d, layout).unwrap(),
+            &mut ws,
+        )
+        .unwrap();
         check_close(&logical(&TensorView::new(&y, d, layout).unwrap()), &want, &mag, terms).map_err(tag)?;
         let mut dx = vec![f32::NAN; count];
         lrn_backward(
@@ -714,7 +752,8 @@ fn lrn_case(d: Dims, p: Lrn, layout: Layout, seed: u64, scale: f32) -> Result<()
             &mut wsb,
         )
         .unwrap();
-        check_close(&logical(&TensorView::new(&dx, d, layout).unwrap()), &want_dx, &mag_dx, 2 * terms).map_err(tag)?;
+        check_close(&logical(&TensorView::new(&dx, d, layout).unwrap()), &want_dx, &mag_dx, 2 * terms)
+            .map_err(tag)?;
     }
     Ok(())
 }
@@ -749,7 +788,8 @@ fn lrn_edges() {
         lrn_case(Dims::new(1, 3, 2, 2), Lrn { size: 9, ..Lrn::ALEXNET }, layout, 2, 5.0).unwrap();
         // AlexNet's 96 channels, widths around a vector.
         lrn_case(Dims::new(1, 96, 1, 17), Lrn::ALEXNET, layout, 3, 10.0).unwrap();
-        lrn_case(Dims::new(2, 33, 2, 16), Lrn { size: 4, k: 1.0, alpha: 0.5, beta: 0.75 }, layout, 4, 1.0).unwrap();
+        lrn_case(Dims::new(2, 33, 2, 16), Lrn { size: 4, k: 1.0, alpha: 0.5, beta: 0.75 }, layout, 4, 1.0)
+            .unwrap();
     }
 }
 
@@ -762,7 +802,13 @@ fn lrn_errors() {
     let bad = Lrn { beta: -1.0, ..Lrn::ALEXNET };
     let mut ws = vec![0.0f32; 64];
     assert!(matches!(
-        lrn(&e, &bad, TensorView::new(&x, d, Layout::Nchw).unwrap(), TensorViewMut::new(&mut y, d, Layout::Nchw).unwrap(), &mut ws),
+        lrn(
+            &e,
+            &bad,
+            TensorView::new(&x, d, Layout::Nchw).unwrap(),
+            TensorViewMut::new(&mut y, d, Layout::Nchw).unwrap(),
+            &mut ws
+        ),
         Err(Error::InvalidParameter { .. })
     ));
     assert_eq!(
