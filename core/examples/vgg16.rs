@@ -47,10 +47,9 @@ fn main() -> Result<(), simdconv::Error> {
     );
     for row in Planner::new(input, &VGG16, layout) {
         let row = row?;
-        let mut buf = [0u8; 32];
         println!(
             "{:<10} {:<15} {:>12} {:>13} {:>8} {:>16} {:>11}",
-            row.spec.label(&mut buf),
+            row.spec.to_string(),
             shape(row.output),
             commas(row.activations as u64),
             commas(row.weights as u64),
@@ -66,7 +65,10 @@ fn main() -> Result<(), simdconv::Error> {
         commas(t.activations as u64),
         mib(t.activations as u64 * 4)
     );
-    println!("  (the notes print \"24M * 4 bytes ~= 93MB\": their own rows sum to 15.2M, about 58 MiB)");
+    println!(
+        "  (the notes print \"24M * 4 bytes ~= 93MB\"; their own rows add up to the {:.1}M above)",
+        t.activations as f64 / 1e6
+    );
     println!(
         "TOTAL params: {} weights + {} biases = {} (the notes: 138M, weights only)",
         commas(t.weights as u64),

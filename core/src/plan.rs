@@ -22,6 +22,8 @@
 //! # Ok::<(), simdconv::Error>(())
 //! ```
 
+use core::fmt;
+
 use crate::conv::{conv2d_workspace_len, Algorithm};
 use crate::error::{Dim, Error, Result};
 use crate::geometry::{checked_product, Conv2d, ConvGeometry, Dims, FcGeometry, Lrn, Pool2d, PoolGeometry};
@@ -85,41 +87,22 @@ impl LayerSpec {
     pub const fn pool(pool: Pool2d) -> Self {
         LayerSpec::Pool(pool)
     }
+}
 
-    /// A short name in the notes' style: `CONV3-64`, `POOL2`, `FC`, `LOCAL3-64`, `LRN5`.
-    /// Writes into `buf` and returns the text (no allocation).
-    pub fn label<'b>(&self, buf: &'b mut [u8; 32]) -> &'b str {
-        use core::fmt::Write;
-        struct W<'a> {
-            buf: &'a mut [u8; 32],
-            len: usize,
-        }
-        impl Write for W<'_> {
-            fn write_str(&mut self, s: &str) -> core::fmt::Result {
-                let end = self.len + s.len();
-                if end > self.buf.len() {
-                    return Err(core::fmt::Error);
-                }
-                self.buf[self.len..end].copy_from_slice(s.as_bytes());
-                self.len = end;
-                Ok(())
-            }
-        }
-        let mut w = W { buf, len: 0 };
-        // A label longer than 32 bytes is cut at the last piece that fit.
-        let _ = match *self {
+/// A short name in the notes' style: `CONV3-64`, `POOL2`, `FC`, `LOCAL3-64`, `LRN5`.
+impl fmt::Display for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
             LayerSpec::Conv { out_channels, conv, .. } => {
-                write!(w, "CONV{}-{}", conv.window().kernel()[0], out_channels)
+                write!(f, "CONV{}-{}", conv.window().kernel()[0], out_channels)
             }
-            LayerSpec::Pool(p) => write!(w, "POOL{}", p.window().kernel()[0]),
-            LayerSpec::Fc { .. } => write!(w, "FC"),
+            LayerSpec::Pool(p) => write!(f, "POOL{}", p.window().kernel()[0]),
+            LayerSpec::Fc { .. } => f.write_str("FC"),
             LayerSpec::LocallyConnected { out_channels, conv, .. } => {
-                write!(w, "LOCAL{}-{}", conv.window().kernel()[0], out_channels)
+                write!(f, "LOCAL{}-{}", conv.window().kernel()[0], out_channels)
             }
-            LayerSpec::Lrn(p) => write!(w, "LRN{}", p.size),
-        };
-        let len = w.len;
-        core::str::from_utf8(&buf[..len]).unwrap_or("")
+            LayerSpec::Lrn(p) => write!(f, "LRN{}", p.size),
+        }
     }
 }
 
