@@ -24,10 +24,11 @@ use crate::tensor::{FilterLayout, FilterViewMut};
 pub enum DenseAlgorithm {
     /// [`DenseAlgorithm::Gemm`] under `std` for a batch of at least 32 rows, otherwise
     /// [`DenseAlgorithm::Direct`]. Measured with `cargo run --release -p simdconv --example
-    /// fc_timing` (AVX-512, one thread, a machine shared with other jobs, so figures
-    /// moved up to 2x between runs): at 4096 x 4096 the direct path led up to batch 8
-    /// (12.3 vs 2.3 GFLOP/s at batch 4), the two were level at 16 and gemm led at 32
-    /// (11.0 vs 5.6); at 256 x 256 the direct path led up to 32 and was level at 64.
+    /// net_timing` (AVX-512, one thread, on a machine shared with other jobs, so figures
+    /// moved up to 2x between runs): over three runs the direct path always led at batch
+    /// 1 to 4 (e.g. 8.5 vs 2.9 GFLOP/s at 4096 x 4096, batch 4), the lead changed hands
+    /// between batch 8 and 16 at 4096 x 4096, and gemm always led there at batch 32 (10.6
+    /// vs 6.6); at 256 x 256 the direct path led up to batch 32 and gemm at 64.
     #[default]
     Auto,
     /// SIMD dot products / `axpy`s on the [`Exec`]'s instruction set; works without `std`.
