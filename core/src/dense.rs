@@ -28,7 +28,8 @@ pub enum DenseAlgorithm {
     /// moved up to 2x between runs): over three runs the direct path always led at batch
     /// 1 to 4 (e.g. 8.5 vs 2.9 GFLOP/s at 4096 x 4096, batch 4), the lead changed hands
     /// between batch 8 and 16 at 4096 x 4096, and gemm always led there at batch 32 (10.6
-    /// vs 6.6); at 256 x 256 the direct path led up to batch 32 and gemm at 64.
+    /// vs 6.6); at 256 x 256 the direct path always led up to batch 16, mostly at 32, and
+    /// gemm led at 64.
     #[default]
     Auto,
     /// SIMD dot products / `axpy`s on the [`Exec`]'s instruction set; works without `std`.
