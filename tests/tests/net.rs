@@ -994,3 +994,111 @@ fn planner_uses_the_kernels_geometry_rules() {
     assert_eq!(rows[2].weights, 80 * 2);
     assert_eq!(rows[2].flops, 2 * 2 * 80 * 2);
 }
+
+fn layer_strategy() -> impl Strategy<Value = LayerSpec> {
+    prop_oneof![
+        (1usize..6, 1usize..4, 1usize..3, 0usize..2, any::<bool>()).prop_map(|(k, f, s, p, relu)| {
+            LayerSpec::Conv { out_channels: k, conv: Conv2d::new(f, f).stride(s).pad(p), relu }
+        }),
+        (1usize..4, 1usize..3).prop_map(|(f, s)| LayerSpec::pool(Pool2d::new(f, f).stride(s))),
+        (1usize..6, 1usize..3, any::<bool>()).prop_map(|(k, f, relu)| LayerSpec::LocallyConnected {
+            out_channels: k,
+            conv: Conv2d::new(f, f),
+            relu
+        }),
+        (1usize..12, any::<bool>()).prop_map(|(outputs, relu)| LayerSpec::Fc { outputs, relu }),
+        (1usize..6).prop_map(|size| LayerSpec::Lrn(Lrn { size, ..Lrn::ALEXNET })),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The planner walks a net exactly as chaining the kernels' geometries would: the same
+    /// shapes, counts and workspaces, and the same error at the same layer.
+    #[test]
+    fn planner_agrees_with_the_geometries(
+        n in 1usize..3, c in 1usize..4, hw in 1usize..12,
+        layers in proptest::collection::vec(layer_strategy(), 0..7),
+        nhwc in any::<bool>(),
+    ) {
+        let layout = if nhwc { Layout::Nhwc } else { Layout::Nchw };
+        let input = Dims::new(n, c, hw, hw);
+        let mut d = input;
+        let mut acts = input.count().unwrap();
+        let (mut weights, mut biases, mut flops, mut peak, mut ws) = (0usize, 0usize, 0u64, 0usize, 0usize);
+        let mut expected_err = None;
+        let mut rows = Vec::new();
+        for spec in &layers {
+            let step = (|| -> Result<(Dims, usize, usize, u64, usize), Error> {
+                Ok(match *spec {
+                    LayerSpec::Conv { out_channels, conv, .. } => {
+                        let g = ConvGeometry::new(d, out_channels, conv)?;
+                        let ws = simdconv::conv2d_workspace_len(&g, simdconv::Algorithm::Auto, layout)?;
+                        (g.output(), g.filter().count()?, out_channels, 2 * g.macs(), ws)
+                    }
+                    LayerSpec::LocallyConnected { out_channels, conv, .. } => {
+                        let g = ConvGeometry::new(d, out_channels, conv)?;
+                        let ld = LocalWeightsDims::of(&g);
+                        let f = g.filter();
+                        (g.output(), ld.weight_count()?, ld.bias_count()?, 2 * g.macs(), f.i * f.kh * f.kw)
+                    }
+                    LayerSpec::Pool(p) => {
+                        let g = PoolGeometry::new(d, p)?;
+                        let [kh, kw] = p.window().kernel();
+                        (g.output(), 0, 0, (g.output().count()? * kh * kw) as u64, 0)
+                    }
+                    LayerSpec::Fc { outputs, .. } => {
+                        let inputs = d.c * d.h * d.w;
+                        FcGeometry::new(d.n, inputs, outputs)?;
+                        (Dims::new(d.n, outputs, 1, 1), inputs * outputs, outputs, 2 * (d.n * inputs * outputs) as u64, 0)
+                    }
+                    LayerSpec::Lrn(p) => {
+                        let ws = lrn_workspace_len(&p, d, layout)?;
+                        (d, 0, 0, (d.count()? * (2 * p.size + 4)) as u64, ws)
+                    }
+                })
+            })();
+            match step {
+                Err(e) => {
+                    expected_err = Some(e);
+                    break;
+                }
+                Ok((out, w, b, f, s)) => {
+                    rows.push((d, out, w, b, f, s));
+                    peak = peak.max(d.count().unwrap() + out.count().unwrap());
+                    d = out;
+                    acts += out.count().unwrap();
+                    weights += w;
+                    biases += b;
+                    flops += f;
+                    ws = ws.max(s);
+                }
+            }
+        }
+        let planned: Vec<_> = Planner::new(input, &layers, layout).collect();
+        prop_assert_eq!(planned.len(), rows.len() + usize::from(expected_err.is_some()));
+        for (p, &(i, o, w, b, f, s)) in planned.iter().zip(&rows) {
+            let p = p.as_ref().unwrap();
+            prop_assert_eq!((p.input, p.output, p.weights, p.biases, p.flops, p.workspace), (i, o, w, b, f, s));
+            prop_assert_eq!(p.activations, o.count().unwrap());
+        }
+        match expected_err {
+            Some(e) => {
+                prop_assert_eq!(planned.last().unwrap().as_ref().unwrap_err(), &e);
+                prop_assert_eq!(plan_totals(input, &layers, layout), Err(e));
+            }
+            None => {
+                let t = plan_totals(input, &layers, layout).unwrap();
+                prop_assert_eq!((t.layers, t.output, t.activations), (layers.len(), d, acts));
+                prop_assert_eq!((t.weights, t.biases, t.flops, t.max_workspace), (weights, biases, flops, ws));
+                prop_assert_eq!(t.peak_pair, peak);
+                prop_assert_eq!(t.inference_bytes(), 4 * (peak + weights + biases) as u64);
+                prop_assert_eq!(t.training_bytes(), 4 * (2 * acts + 3 * (weights + biases)) as u64);
+                let (vrows, vt) = simdconv::plan::plan(input, &layers, layout).unwrap();
+                prop_assert_eq!(vt, t);
+                prop_assert_eq!(vrows.len(), layers.len());
+            }
+        }
+    }
+}
