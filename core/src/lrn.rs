@@ -210,6 +210,15 @@ impl Pow {
     }
 }
 
+/// Vector chunks `(start, len)` covering `0..total`: full vectors, the last one shifted
+/// back to end at `total` (overlapping its neighbour, recomputing a few identical
+/// results) instead of a partial one, unless `total` is shorter than one vector.
+#[inline(always)]
+fn chunks(total: usize, lanes: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (count, len) = if total >= lanes { (total.div_ceil(lanes), lanes) } else { (1, total) };
+    (0..count).map(move |i| ((i * lanes).min(total - len), len))
+}
+
 /// Loads `len` lanes (`len <= lanes`) from `s[at..]`; the rest are 0.
 #[inline(always)]
 fn load<S: Simd>(simd: S, s: &[f32], at: usize, len: usize) -> S::f32s {
@@ -256,9 +265,7 @@ impl WithSimd for LrnForward<'_> {
                             let (lo, hi) = p.window(c, d.c);
                             let yo = y.offset(n, c, h, 0);
                             let xo = x.offset(n, c, h, 0);
-                            let mut p0 = 0;
-                            while p0 < d.w {
-                                let len = lanes.min(d.w - p0);
+                            for (p0, len) in chunks(d.w, lanes) {
                                 let mut acc = simd.splat_f32s(0.0);
                                 for j in lo..hi {
                                     let v = load(simd, xs, x.offset(n, j, h, 0) + p0, len);
@@ -268,7 +275,6 @@ impl WithSimd for LrnForward<'_> {
                                 let xc = load(simd, xs, xo + p0, len);
                                 let out = simd.mul_f32s(xc, pow.inv(simd, s));
                                 store(simd, y.data_mut(), yo + p0, len, out);
-                                p0 += len;
                             }
                         }
                     }
@@ -287,9 +293,7 @@ impl WithSimd for LrnForward<'_> {
                                 *q = v * v;
                             }
                             let yo = y.offset(n, 0, h, w);
-                            let mut c0 = 0;
-                            while c0 < d.c {
-                                let len = lanes.min(d.c - c0);
+                            for (c0, len) in chunks(d.c, lanes) {
                                 let mut acc = simd.splat_f32s(0.0);
                                 for t in 0..p.size {
                                     acc = simd.add_f32s(acc, load(simd, ws, c0 + t, len));
@@ -297,7 +301,6 @@ impl WithSimd for LrnForward<'_> {
                                 let s = simd.mul_add_e_f32s(alpha, acc, k);
                                 let out = simd.mul_f32s(load(simd, xp, c0, len), pow.inv(simd, s));
                                 store(simd, y.data_mut(), yo + c0, len, out);
-                                c0 += len;
                             }
                         }
                     }
@@ -340,9 +343,7 @@ impl WithSimd for LrnBackward<'_> {
                 let (wa, wt) = ws.split_at_mut(d.c * MAX_LANES);
                 for n in 0..d.n {
                     for h in 0..d.h {
-                        let mut p0 = 0;
-                        while p0 < d.w {
-                            let len = lanes.min(d.w - p0);
+                        for (p0, len) in chunks(d.w, lanes) {
                             for c in 0..d.c {
                                 let (lo, hi) = p.window(c, d.c);
                                 let mut acc = simd.splat_f32s(0.0);
@@ -375,7 +376,6 @@ impl WithSimd for LrnBackward<'_> {
                                 let o = dx.offset(n, j, h, 0) + p0;
                                 store(simd, dx.data_mut(), o, len, out);
                             }
-                            p0 += len;
                         }
                     }
                 }
@@ -400,9 +400,7 @@ impl WithSimd for LrnBackward<'_> {
                             for (q, &v) in wq[before_q..before_q + d.c].iter_mut().zip(xp) {
                                 *q = v * v;
                             }
-                            let mut c0 = 0;
-                            while c0 < d.c {
-                                let len = lanes.min(d.c - c0);
+                            for (c0, len) in chunks(d.c, lanes) {
                                 let mut acc = simd.splat_f32s(0.0);
                                 for t in 0..p.size {
                                     acc = simd.add_f32s(acc, load(simd, wq, c0 + t, len));
@@ -414,12 +412,9 @@ impl WithSimd for LrnBackward<'_> {
                                 let t = simd.div_f32s(simd.mul_f32s(simd.mul_f32s(g, xc), a), s);
                                 store(simd, wa, c0, len, a);
                                 store(simd, wtp, before_t + c0, len, t);
-                                c0 += len;
                             }
                             let oo = dx.offset(n, 0, h, w);
-                            let mut c0 = 0;
-                            while c0 < d.c {
-                                let len = lanes.min(d.c - c0);
+                            for (c0, len) in chunks(d.c, lanes) {
                                 // Tp[j + t] for t < size covers c in [j - (size-1)/2, j + size/2].
                                 let mut cross = simd.splat_f32s(0.0);
                                 for t in 0..p.size {
@@ -434,7 +429,6 @@ impl WithSimd for LrnBackward<'_> {
                                     simd.mul_f32s(g, a),
                                 );
                                 store(simd, dx.data_mut(), oo + c0, len, out);
-                                c0 += len;
                             }
                         }
                     }
