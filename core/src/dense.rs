@@ -7,7 +7,8 @@
 //! `[batch][inputs]` and `W` `[outputs][inputs]` (PyTorch's `Linear`). Two algorithms:
 //! [`DenseAlgorithm::Gemm`] (the `gemm` crate, needs `std`) and [`DenseAlgorithm::Direct`]
 //! (SIMD dot products and `axpy`s on the [`Exec`]'s instruction set, no `std`, no
-//! workspace). Neither needs scratch memory.
+//! workspace). Neither needs scratch memory. The direct path runs on the calling thread;
+//! the gemm path splits over the [`Exec`]'s threads (feature `rayon`).
 
 use pulp::{Simd, WithSimd};
 
