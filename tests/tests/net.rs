@@ -1102,3 +1102,18 @@ proptest! {
         }
     }
 }
+
+/// The cases proptest shrank to when the kernels were deliberately broken (a 0.1% error
+/// in LRN's cross term; h and w swapped in the CHW flattening), kept as named tests.
+#[test]
+fn regressions_found_by_mutation() {
+    lrn_case(
+        Dims::new(1, 1, 1, 1),
+        Lrn { size: 1, k: 1.0, alpha: 0.1, beta: 0.75 },
+        Layout::Nchw,
+        6_941_200_131_678,
+        1.0,
+    )
+    .unwrap();
+    fc_to_conv_case(1, 1, 2, 1, 0, Layout::Nchw, FilterLayout::Oihw);
+}
