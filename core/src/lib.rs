@@ -48,12 +48,17 @@ extern crate std;
 mod activation;
 mod backward;
 mod conv;
+mod dense;
 mod error;
 mod geometry;
 mod isa;
+mod local;
+mod lrn;
 mod params;
+pub mod plan;
 mod pool;
 pub mod reference;
+mod simd_util;
 mod tensor;
 
 pub use activation::{relu, relu_backward, relu_in_place};
@@ -65,12 +70,20 @@ pub use backward::{
 #[cfg(feature = "alloc")]
 pub use conv::conv2d_alloc;
 pub use conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
+pub use dense::{
+    fc_to_conv_filter, fully_connected, fully_connected_backward, DenseAlgorithm, FcOptions, FlattenOrder,
+};
 pub use error::{Axis, Dim, Error, Operand, Param, Result, Unsupported};
 pub use geometry::{
     input_coord, output_extent, AxisWindow, Conv2d, ConvGeometry, Dims, FcGeometry, FilterDims, Lrn, Padding,
     Pool2d, PoolGeometry, Rounding, Window2d,
 };
 pub use isa::{dispatch_count, max_isa, set_max_isa, Exec, Isa};
+pub use local::{
+    locally_connected, locally_connected_backward_data, locally_connected_backward_filter,
+    locally_connected_workspace_len,
+};
+pub use lrn::{lrn, lrn_backward, lrn_backward_workspace_len, lrn_workspace_len};
 pub use params::{Activation, AvgPoolOptions, Epilogue};
 pub use pool::{
     avg_pool2d, avg_pool2d_backward, global_avg_pool, global_max_pool, l2_pool2d, l2_pool2d_backward,

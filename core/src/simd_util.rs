@@ -1,0 +1,151 @@
+//! Small SIMD building blocks shared by the dense, locally-connected and LRN kernels.
+//! Every function is `#[inline(always)]` so it is compiled inside the caller's
+//! `with_simd` for the instruction set at hand.
+
+use pulp::Simd;
+
+use crate::params::Activation;
+
+/// `sum_i a[i] * b[i]` (`a` and `b` of one length), four vector accumulators.
+#[inline(always)]
+pub(crate) fn dot<S: Simd>(simd: S, a: &[f32], b: &[f32]) -> f32 {
+    let (ah, at) = S::as_simd_f32s(a);
+    let (bh, bt) = S::as_simd_f32s(b);
+    let z = simd.splat_f32s(0.0);
+    let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
+    let mut ac = ah.chunks_exact(4);
+    let mut bc = bh.chunks_exact(4);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        s0 = simd.mul_add_e_f32s(x[0], y[0], s0);
+        s1 = simd.mul_add_e_f32s(x[1], y[1], s1);
+        s2 = simd.mul_add_e_f32s(x[2], y[2], s2);
+        s3 = simd.mul_add_e_f32s(x[3], y[3], s3);
+    }
+    for (&x, &y) in ac.remainder().iter().zip(bc.remainder()) {
+        s0 = simd.mul_add_e_f32s(x, y, s0);
+    }
+    let s = simd.add_f32s(simd.add_f32s(s0, s1), simd.add_f32s(s2, s3));
+    let mut acc = simd.reduce_sum_f32s(s);
+    for (&x, &y) in at.iter().zip(bt) {
+        acc += x * y;
+    }
+    acc
+}
+
+/// Four dot products of one vector `x` with four rows `w0..w3` (all of `x`'s length),
+/// sharing the loads of `x`.
+#[inline(always)]
+pub(crate) fn dot4<S: Simd>(simd: S, x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    let (xh, xt) = S::as_simd_f32s(x);
+    let (w0, t0) = S::as_simd_f32s(w[0]);
+    let (w1, t1) = S::as_simd_f32s(w[1]);
+    let (w2, t2) = S::as_simd_f32s(w[2]);
+    let (w3, t3) = S::as_simd_f32s(w[3]);
+    let z = simd.splat_f32s(0.0);
+    let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
+    for ((((&v, &a), &b), &c), &d) in xh.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
+        s0 = simd.mul_add_e_f32s(v, a, s0);
+        s1 = simd.mul_add_e_f32s(v, b, s1);
+        s2 = simd.mul_add_e_f32s(v, c, s2);
+        s3 = simd.mul_add_e_f32s(v, d, s3);
+    }
+    let mut r = [
+        simd.reduce_sum_f32s(s0),
+        simd.reduce_sum_f32s(s1),
+        simd.reduce_sum_f32s(s2),
+        simd.reduce_sum_f32s(s3),
+    ];
+    for (k, &v) in xt.iter().enumerate() {
+        r[0] += v * t0[k];
+        r[1] += v * t1[k];
+        r[2] += v * t2[k];
+        r[3] += v * t3[k];
+    }
+    r
+}
+
+/// `y += alpha * x` (`x` and `y` of one length).
+#[inline(always)]
+pub(crate) fn axpy<S: Simd>(simd: S, alpha: f32, x: &[f32], y: &mut [f32]) {
+    let a = simd.splat_f32s(alpha);
+    let (xh, xt) = S::as_simd_f32s(x);
+    let (yh, yt) = S::as_mut_simd_f32s(y);
+    for (d, &v) in yh.iter_mut().zip(xh) {
+        *d = simd.mul_add_e_f32s(a, v, *d);
+    }
+    for (d, &v) in yt.iter_mut().zip(xt) {
+        *d += alpha * v;
+    }
+}
+
+/// `y += x` (`x` and `y` of one length).
+#[inline(always)]
+pub(crate) fn add_to<S: Simd>(simd: S, x: &[f32], y: &mut [f32]) {
+    let (xh, xt) = S::as_simd_f32s(x);
+    let (yh, yt) = S::as_mut_simd_f32s(y);
+    for (d, &v) in yh.iter_mut().zip(xh) {
+        *d = simd.add_f32s(*d, v);
+    }
+    for (d, &v) in yt.iter_mut().zip(xt) {
+        *d += v;
+    }
+}
+
+/// Applies `act` in place; NaN stays NaN on every instruction set (compare + select).
+#[inline(always)]
+pub(crate) fn activate<S: Simd>(simd: S, act: Activation, y: &mut [f32]) {
+    let (lo, hi) = match act {
+        Activation::Identity => return,
+        Activation::Relu => (0.0, f32::INFINITY),
+        Activation::Clamp { min, max } => (min, max),
+    };
+    let vlo = simd.splat_f32s(lo);
+    let vhi = simd.splat_f32s(hi);
+    let (yh, yt) = S::as_mut_simd_f32s(y);
+    for v in yh {
+        let below = simd.less_than_f32s(*v, vlo);
+        let t = simd.select_f32s(below, vlo, *v);
+        let above = simd.greater_than_f32s(t, vhi);
+        *v = simd.select_f32s(above, vhi, t);
+    }
+    for v in yt {
+        *v = act.apply(*v);
+    }
+}
+
+/// `R x C` dot products of rows `x[r]` with rows `w[c]` (all of one length `len`),
+/// register-blocked so each loaded weight vector serves `R` rows and each input vector
+/// `C` weights.
+#[inline(always)]
+pub(crate) fn dot_block<S: Simd, const R: usize, const C: usize>(
+    simd: S,
+    len: usize,
+    x: [&[f32]; R],
+    w: [&[f32]; C],
+) -> [[f32; C]; R] {
+    let heads = len / S::F32_LANES;
+    let body = heads * S::F32_LANES;
+    let xh: [&[S::f32s]; R] = core::array::from_fn(|r| &S::as_simd_f32s(&x[r][..body]).0[..heads]);
+    let wh: [&[S::f32s]; C] = core::array::from_fn(|c| &S::as_simd_f32s(&w[c][..body]).0[..heads]);
+    let mut acc = [[simd.splat_f32s(0.0); C]; R];
+    for k in 0..heads {
+        let wv: [S::f32s; C] = core::array::from_fn(|c| wh[c][k]);
+        for r in 0..R {
+            let xv = xh[r][k];
+            for c in 0..C {
+                acc[r][c] = simd.mul_add_e_f32s(xv, wv[c], acc[r][c]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            let mut s = simd.reduce_sum_f32s(acc[r][c]);
+            for (&a, &b) in x[r][body..len].iter().zip(&w[c][body..len]) {
+                s += a * b;
+            }
+            out[r][c] = s;
+        }
+    }
+    out
+}
