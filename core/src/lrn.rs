@@ -49,13 +49,7 @@ fn padded(c: usize, size: usize) -> Result<usize> {
     c.checked_add(size - 1).ok_or(Error::Overflow { dim: Dim::LrnSize })
 }
 
-/// True when `layout`'s innermost dimension is contiguous (or of extent 1) in a view.
-fn fits(dims: Dims, strides: [usize; 4], layout: Layout) -> bool {
-    match layout {
-        Layout::Nchw => strides[3] == 1 || dims.w == 1,
-        Layout::Nhwc => strides[1] == 1 || dims.c == 1,
-    }
-}
+use crate::tensor::fits_layout as fits;
 
 /// The layout to run: one whose innermost dimension is contiguous in every view and whose
 /// workspace fits, preferring the first view's own layout. A view with a trivial inner

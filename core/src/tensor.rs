@@ -209,15 +209,70 @@ impl<'a, T> TensorView<'a, T> {
 }
 
 fn inner_layout(d: Dims, s: [usize; 4]) -> Option<Layout> {
-    let nchw = s[3] == 1 || d.w == 1;
-    let nhwc = s[1] == 1 || d.c == 1;
+    let nchw = fits_layout(d, s, Layout::Nchw);
+    let nhwc = fits_layout(d, s, Layout::Nhwc);
     match (nchw, nhwc) {
         (true, false) => Some(Layout::Nchw),
         (false, true) => Some(Layout::Nhwc),
-        // Both inner dims are contiguous or trivial: prefer an exact dense match.
+        // Both fit: vectorise along the longer contiguous run. One channel with contiguous
+        // rows is a row-major plane (NCHW); one column with contiguous channels is NHWC.
+        (true, true) if d.c == 1 && s[3] == 1 => Some(Layout::Nchw),
+        (true, true) if d.w == 1 && s[1] == 1 => Some(Layout::Nhwc),
         (true, true) if s == Layout::Nhwc.strides(d) && s != Layout::Nchw.strides(d) => Some(Layout::Nhwc),
         (true, true) => Some(Layout::Nchw),
         (false, false) => None,
+    }
+}
+
+/// True when `layout`'s innermost dim (`w` for NCHW, `c` for NHWC) has stride 1 or
+/// extent 1, which is all the fast kernels need.
+pub(crate) fn fits_layout(d: Dims, s: [usize; 4], layout: Layout) -> bool {
+    match layout {
+        Layout::Nchw => s[3] == 1 || d.w == 1,
+        Layout::Nhwc => s[1] == 1 || d.c == 1,
+    }
+}
+
+/// One operand of a kernel call, for [`shared_layout`]: which operand, dims, strides.
+pub(crate) type LayoutProbe = (Operand, Dims, [usize; 4]);
+
+/// The layout in which every operand is inner-contiguous, preferring the first operand's
+/// own ([`TensorView::layout`]): a one-channel or one-column tensor fits both layouts, so
+/// a partner's different guess is no real conflict. Errors name the first operand that
+/// fits neither layout, else report [`Unsupported::MixedLayouts`](crate::Unsupported).
+pub(crate) fn shared_layout(ops: &[LayoutProbe]) -> Result<Layout> {
+    let first = ops.first().and_then(|&(_, d, s)| inner_layout(d, s)).unwrap_or(Layout::Nchw);
+    let other = match first {
+        Layout::Nchw => Layout::Nhwc,
+        Layout::Nhwc => Layout::Nchw,
+    };
+    if let Some(l) = [first, other].into_iter().find(|&l| ops.iter().all(|&(_, d, s)| fits_layout(d, s, l))) {
+        return Ok(l);
+    }
+    let unsupported = |u| Err(Error::Unsupported(u));
+    match ops.iter().find(|&&(_, d, s)| inner_layout(d, s).is_none()) {
+        Some(&(op, _, _)) => unsupported(crate::Unsupported::NonContiguous(op)),
+        None => unsupported(crate::Unsupported::MixedLayouts),
+    }
+}
+
+/// Fills every element of `t` with `v`, one contiguous run at a time (`t`'s inner dim is
+/// contiguous in `layout`).
+pub(crate) fn fill_runs(t: &mut TensorViewMut<'_, f32>, layout: Layout, v: f32) {
+    let d = t.dims();
+    let s = t.strides();
+    let (outer, run) = match layout {
+        Layout::Nchw => ([d.n, d.c, d.h, s[0], s[1], s[2]], d.w),
+        Layout::Nhwc => ([d.n, d.h, d.w, s[0], s[2], s[3]], d.c),
+    };
+    let data = t.data_mut();
+    for a in 0..outer[0] {
+        for b in 0..outer[1] {
+            for c in 0..outer[2] {
+                let o = a * outer[3] + b * outer[4] + c * outer[5];
+                data[o..o + run].fill(v);
+            }
+        }
     }
 }
 

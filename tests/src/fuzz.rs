@@ -209,3 +209,418 @@ fn views_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     }
     Ok(())
 }
+
+use simdconv::{
+    reference, Activation, Algorithm, Conv2dOptions, Epilogue, Exec, FilterLayout, FilterView, Isa, Layout,
+};
+
+fn small(u: &mut Unstructured<'_>, lo: usize, hi: usize) -> AResult<usize> {
+    u.int_in_range(lo..=hi)
+}
+
+fn isa(u: &mut Unstructured<'_>) -> AResult<Exec> {
+    let avail: Vec<Isa> = Isa::available().collect();
+    let isa = *u.choose(&avail)?;
+    Ok(Exec::new().with_isa(isa).expect("available ISA refused"))
+}
+
+fn layout(u: &mut Unstructured<'_>) -> AResult<Layout> {
+    Ok(*u.choose(&[Layout::Nchw, Layout::Nhwc])?)
+}
+
+fn data(u: &mut Unstructured<'_>, n: usize) -> AResult<Vec<f32>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(f32::from(u.arbitrary::<i8>()?) / 16.0);
+    }
+    Ok(v)
+}
+
+/// A small convolution problem built from bytes: geometry (possibly invalid), data, layout,
+/// filter layout, epilogue, algorithm and ISA.
+pub struct ConvCase {
+    /// The geometry, if valid.
+    pub geometry: Result<ConvGeometry, Error>,
+    /// Activations layout.
+    pub layout: Layout,
+    /// Filter layout.
+    pub filter_layout: FilterLayout,
+    /// Algorithm asked for.
+    pub algorithm: Algorithm,
+    /// Execution context.
+    pub exec: Exec,
+    /// Activation of the epilogue.
+    pub activation: Activation,
+    /// Whether a bias / residual is fused.
+    pub bias: bool,
+    /// Whether a residual is fused.
+    pub residual: bool,
+}
+
+fn conv_case(u: &mut Unstructured<'_>) -> AResult<ConvCase> {
+    let g = small(u, 0, 3)?.max(1);
+    let c = small(u, 0, 3)? * g;
+    let k = small(u, 0, 3)? * g;
+    let (n, h, w) = (small(u, 0, 2)?, small(u, 0, 9)?, small(u, 0, 9)?);
+    let (kh, kw) = (small(u, 0, 4)?, small(u, 0, 4)?);
+    let (sh, sw, dh, dw) = (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?);
+    let p = Padding::new(small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?);
+    let conv =
+        Conv2d::new(kh, kw).stride_hw(sh, sw).dilation_hw(dh, dw).padding(p).groups(g).rounding(rounding(u)?);
+    let geometry = ConvGeometry::new(Dims::new(n, c, h, w), k, conv);
+    let activation =
+        *u.choose(&[Activation::Identity, Activation::Relu, Activation::Clamp { min: -0.5, max: 0.75 }])?;
+    Ok(ConvCase {
+        geometry,
+        layout: layout(u)?,
+        filter_layout: *u.choose(&[FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio])?,
+        algorithm: *u.choose(&[
+            Algorithm::Auto,
+            Algorithm::Direct,
+            Algorithm::Im2colGemm,
+            Algorithm::Pointwise,
+            Algorithm::Depthwise,
+        ])?,
+        exec: isa(u)?,
+        activation,
+        bias: u.arbitrary()?,
+        residual: u.arbitrary()?,
+    })
+}
+
+/// Forward convolution: every algorithm, ISA, layout and epilogue on small shapes.
+pub fn conv(data_bytes: &[u8]) {
+    let mut u = Unstructured::new(data_bytes);
+    let _ = conv_inner(&mut u);
+}
+
+fn conv_inner(u: &mut Unstructured<'_>) -> AResult<()> {
+    let case = conv_case(u)?;
+    let Ok(g) = case.geometry else { return Ok(()) };
+    let x = data(u, g.input().count().unwrap())?;
+    let w = data(u, g.filter().count().unwrap())?;
+    let b = data(u, g.output().c)?;
+    let r = data(u, g.output().count().unwrap())?;
+    let short_ws: bool = u.ratio(1u8, 8u8)?;
+    let xv = TensorView::new(&x, g.input(), case.layout).unwrap();
+    let wv = FilterView::new(&w, g.filter(), case.filter_layout).unwrap();
+    let rv = TensorView::new(&r, g.output(), case.layout).unwrap();
+    let mut epi = Epilogue::new().activation(case.activation);
+    if case.bias {
+        epi = epi.bias(&b);
+    }
+    if case.residual {
+        epi = epi.residual(rv);
+    }
+    let opts = Conv2dOptions { algorithm: case.algorithm, epilogue: epi };
+    let supported = case.algorithm.supports(&g);
+    let ws_len = simdconv::conv2d_workspace_len(&g, case.algorithm, case.layout);
+    assert_eq!(ws_len.is_ok(), supported.is_ok(), "workspace query and support disagree");
+    let Ok(ws_len) = ws_len else {
+        // Unsupported by name: the call must say so too.
+        let mut y = vec![0.0f32; g.output().count().unwrap()];
+        let yv = TensorViewMut::new(&mut y, g.output(), case.layout).unwrap();
+        let e = simdconv::conv2d(&case.exec, &g, &opts, xv, wv, yv, &mut []).unwrap_err();
+        assert_eq!(Err(e), supported);
+        return Ok(());
+    };
+    let mut ws = vec![0.0f32; if short_ws && ws_len > 0 { ws_len - 1 } else { ws_len }];
+    let mut y = vec![f32::NAN; g.output().count().unwrap()];
+    let yv = TensorViewMut::new(&mut y, g.output(), case.layout).unwrap();
+    let got = simdconv::conv2d(&case.exec, &g, &opts, xv, wv, yv, &mut ws);
+    if short_ws && ws_len > 0 {
+        assert_eq!(got, Err(Error::WorkspaceTooSmall { needed: ws_len, actual: ws_len - 1 }));
+        return Ok(());
+    }
+    got.unwrap_or_else(|e| panic!("{:?} failed on a valid problem: {e}", case.algorithm));
+    // Reference in f64, epilogue applied afterwards; bound from |x|, |w|.
+    let want = conv_reference(
+        &g,
+        &x,
+        &w,
+        case.bias.then_some(&b[..]),
+        case.residual.then_some(&r[..]),
+        case.activation,
+        case.layout,
+        case.filter_layout,
+    );
+    let mag = conv_magnitude(
+        &g,
+        &x,
+        &w,
+        case.bias.then_some(&b[..]),
+        case.residual.then_some(&r[..]),
+        case.layout,
+        case.filter_layout,
+    );
+    let terms = g.filter().i * g.filter().kh * g.filter().kw;
+    if let Err(msg) = crate::check_close(&y, &want, &mag, terms) {
+        panic!("{:?} on {} disagrees with the reference: {msg}\n{g:?}", case.algorithm, case.exec.isa());
+    }
+    Ok(())
+}
+
+/// The f64 reference of `activation(conv(x, w) + b + r)` in `layout`.
+#[allow(clippy::too_many_arguments)]
+#[must_use]
+pub fn conv_reference(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    r: Option<&[f32]>,
+    act: Activation,
+    layout: Layout,
+    fl: FilterLayout,
+) -> Vec<f64> {
+    let x64 = crate::to_f64(x);
+    let w64 = crate::to_f64(w);
+    let b64 = b.map(crate::to_f64);
+    let mut y = vec![0.0f64; g.output().count().unwrap()];
+    reference::conv2d(
+        g,
+        TensorView::new(&x64, g.input(), layout).unwrap(),
+        FilterView::new(&w64, g.filter(), fl).unwrap(),
+        b64.as_deref(),
+        TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
+    )
+    .unwrap();
+    if let Some(r) = r {
+        for (v, &rv) in y.iter_mut().zip(r) {
+            *v += f64::from(rv);
+        }
+    }
+    for v in &mut y {
+        *v = match act {
+            Activation::Identity => *v,
+            Activation::Relu => v.max(0.0),
+            Activation::Clamp { min, max } => v.max(f64::from(min)).min(f64::from(max)),
+        };
+    }
+    y
+}
+
+/// The magnitude `sum |w x| + |b| + |r|` each output's error bound scales with.
+#[must_use]
+pub fn conv_magnitude(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    r: Option<&[f32]>,
+    layout: Layout,
+    fl: FilterLayout,
+) -> Vec<f64> {
+    let x64 = crate::abs_f64(x);
+    let w64 = crate::abs_f64(w);
+    let b64 = b.map(crate::abs_f64);
+    let mut y = vec![0.0f64; g.output().count().unwrap()];
+    reference::conv2d(
+        g,
+        TensorView::new(&x64, g.input(), layout).unwrap(),
+        FilterView::new(&w64, g.filter(), fl).unwrap(),
+        b64.as_deref(),
+        TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
+    )
+    .unwrap();
+    if let Some(r) = r {
+        for (v, &rv) in y.iter_mut().zip(r) {
+            *v += f64::from(rv).abs();
+        }
+    }
+    y
+}
+
+fn pool_data(u: &mut Unstructured<'_>, n: usize) -> AResult<Vec<f32>> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(match u.int_in_range(0u8..=40)? {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            3 => -0.0,
+            _ => f32::from(u.arbitrary::<i8>()?) / 8.0,
+        });
+    }
+    Ok(v)
+}
+
+fn same_f32(a: f32, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || f64::from(a) == b
+}
+
+/// Pooling forward and backward: every kernel, ISA and layout on small shapes, including
+/// infinities and NaN.
+pub fn pool(data_bytes: &[u8]) {
+    let mut u = Unstructured::new(data_bytes);
+    let _ = pool_inner(&mut u);
+}
+
+fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
+    let (n, c, h, w) = (small(u, 0, 2)?, small(u, 0, 5)?, small(u, 0, 9)?, small(u, 0, 9)?);
+    let (kh, kw) = (small(u, 0, 4)?, small(u, 0, 4)?);
+    let (sh, sw, dh, dw) = (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 1, 2)?, small(u, 1, 2)?);
+    let p = Padding::new(small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?);
+    let pool = Pool2d::new(kh, kw).stride_hw(sh, sw).dilation_hw(dh, dw).padding(p).rounding(rounding(u)?);
+    let Ok(g) = PoolGeometry::new(Dims::new(n, c, h, w), pool) else { return Ok(()) };
+    let exec = isa(u)?;
+    let layout = layout(u)?;
+    let x = pool_data(u, g.input().count().unwrap())?;
+    let dy = data(u, g.output().count().unwrap())?;
+    let x64 = crate::to_f64(&x);
+    let dy64 = crate::to_f64(&dy);
+    let xv = TensorView::new(&x, g.input(), layout).unwrap();
+    let xv64 = TensorView::new(&x64, g.input(), layout).unwrap();
+    let out_len = g.output().count().unwrap();
+    let in_len = g.input().count().unwrap();
+    let taps = pool.window().kernel()[0] * pool.window().kernel()[1];
+    match u.int_in_range(0u8..=3)? {
+        0 => {
+            // Max with switches, then both backward flavours.
+            let (mut y, mut idx) = (vec![0.0f32; out_len], vec![0usize; out_len]);
+            let (mut y64, mut idx64) = (vec![0.0f64; out_len], vec![0usize; out_len]);
+            simdconv::max_pool2d(
+                &exec,
+                &g,
+                xv,
+                TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
+                Some(TensorViewMut::new(&mut idx, g.output(), layout).unwrap()),
+            )
+            .unwrap();
+            reference::max_pool2d(
+                &g,
+                xv64,
+                TensorViewMut::new(&mut y64, g.output(), layout).unwrap(),
+                Some(TensorViewMut::new(&mut idx64, g.output(), layout).unwrap()),
+            )
+            .unwrap();
+            for i in 0..out_len {
+                assert!(same_f32(y[i], y64[i]), "max {i}: {} vs {} on {}", y[i], y64[i], exec.isa());
+            }
+            assert_eq!(idx, idx64, "switches differ on {}", exec.isa());
+            let mut dx = vec![0.0f32; in_len];
+            let mut dx64 = vec![0.0f64; in_len];
+            simdconv::max_pool2d_backward(
+                &exec,
+                &g,
+                TensorView::new(&dy, g.output(), layout).unwrap(),
+                TensorView::new(&idx, g.output(), layout).unwrap(),
+                TensorViewMut::new(&mut dx, g.input(), layout).unwrap(),
+            )
+            .unwrap();
+            reference::max_pool2d_backward(
+                &g,
+                TensorView::new(&dy64, g.output(), layout).unwrap(),
+                TensorView::new(&idx64, g.output(), layout).unwrap(),
+                TensorViewMut::new(&mut dx64, g.input(), layout).unwrap(),
+            )
+            .unwrap();
+            let dy_abs = crate::abs_f64(&dy);
+            let mut mag = vec![0.0f64; in_len];
+            reference::max_pool2d_backward(
+                &g,
+                TensorView::new(&dy_abs, g.output(), layout).unwrap(),
+                TensorView::new(&idx64, g.output(), layout).unwrap(),
+                TensorViewMut::new(&mut mag, g.input(), layout).unwrap(),
+            )
+            .unwrap();
+            crate::check_close(&dx, &dx64, &mag, taps + 1).unwrap();
+            let mut dx2 = vec![0.0f32; in_len];
+            simdconv::max_pool2d_backward_recompute(
+                &exec,
+                &g,
+                xv,
+                TensorView::new(&dy, g.output(), layout).unwrap(),
+                TensorViewMut::new(&mut dx2, g.input(), layout).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(dx, dx2, "recomputed switches differ on {}", exec.isa());
+        }
+        1 => {
+            let opts = simdconv::AvgPoolOptions {
+                count_include_pad: u.arbitrary()?,
+                divisor: if u.ratio(1u8, 4u8)? { std::num::NonZeroUsize::new(small(u, 1, 9)?) } else { None },
+            };
+            let mut y = vec![0.0f32; out_len];
+            let mut y64 = vec![0.0f64; out_len];
+            simdconv::avg_pool2d(
+                &exec,
+                &g,
+                xv,
+                TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
+                opts,
+            )
+            .unwrap();
+            reference::avg_pool2d(&g, xv64, TensorViewMut::new(&mut y64, g.output(), layout).unwrap(), opts)
+                .unwrap();
+            let x_abs = crate::abs_f64(&x);
+            let mut mag = vec![0.0f64; out_len];
+            reference::avg_pool2d(
+                &g,
+                TensorView::new(&x_abs, g.input(), layout).unwrap(),
+                TensorViewMut::new(&mut mag, g.output(), layout).unwrap(),
+                opts,
+            )
+            .unwrap();
+            crate::check_close(&y, &y64, &mag, taps + 1).unwrap();
+            let mut dx = vec![0.0f32; in_len];
+            let mut dx64 = vec![0.0f64; in_len];
+            simdconv::avg_pool2d_backward(
+                &exec,
+                &g,
+                TensorView::new(&dy, g.output(), layout).unwrap(),
+                TensorViewMut::new(&mut dx, g.input(), layout).unwrap(),
+                opts,
+            )
+            .unwrap();
+            reference::avg_pool2d_backward(
+                &g,
+                TensorView::new(&dy64, g.output(), layout).unwrap(),
+                TensorViewMut::new(&mut dx64, g.input(), layout).unwrap(),
+                opts,
+            )
+            .unwrap();
+            let dy_abs = crate::abs_f64(&dy);
+            let mut dmag = vec![0.0f64; in_len];
+            reference::avg_pool2d_backward(
+                &g,
+                TensorView::new(&dy_abs, g.output(), layout).unwrap(),
+                TensorViewMut::new(&mut dmag, g.input(), layout).unwrap(),
+                opts,
+            )
+            .unwrap();
+            crate::check_close(&dx, &dx64, &dmag, taps + 1).unwrap();
+        }
+        2 => {
+            let mut y = vec![0.0f32; out_len];
+            let mut y64 = vec![0.0f64; out_len];
+            simdconv::l2_pool2d(&exec, &g, xv, TensorViewMut::new(&mut y, g.output(), layout).unwrap())
+                .unwrap();
+            reference::l2_pool2d(&g, xv64, TensorViewMut::new(&mut y64, g.output(), layout).unwrap())
+                .unwrap();
+            // sqrt halves the relative error of the sum of squares.
+            crate::check_close(&y, &y64, &y64.iter().map(|v| v.abs()).collect::<Vec<_>>(), taps + 2).unwrap();
+        }
+        _ => {
+            let gd = Dims::new(n, c, 1, 1);
+            let mut y = vec![0.0f32; n * c];
+            let mut y64 = vec![0.0f64; n * c];
+            simdconv::global_max_pool(&exec, xv, TensorViewMut::new(&mut y, gd, layout).unwrap()).unwrap();
+            reference::global_max_pool(xv64, TensorViewMut::new(&mut y64, gd, layout).unwrap()).unwrap();
+            for i in 0..n * c {
+                assert!(same_f32(y[i], y64[i]), "global max {i}: {} vs {}", y[i], y64[i]);
+            }
+            simdconv::global_avg_pool(&exec, xv, TensorViewMut::new(&mut y, gd, layout).unwrap()).unwrap();
+            reference::global_avg_pool(xv64, TensorViewMut::new(&mut y64, gd, layout).unwrap()).unwrap();
+            let x_abs = crate::abs_f64(&x);
+            let mut mag = vec![0.0f64; n * c];
+            reference::global_avg_pool(
+                TensorView::new(&x_abs, g.input(), layout).unwrap(),
+                TensorViewMut::new(&mut mag, gd, layout).unwrap(),
+            )
+            .unwrap();
+            crate::check_close(&y, &y64, &mag, h * w + 1).unwrap();
+        }
+    }
+    Ok(())
+}

@@ -41,3 +41,13 @@ fn replay_geometry() {
 fn replay_views() {
     assert!(replay("views", fuzz::views) >= 200);
 }
+
+#[test]
+fn replay_conv() {
+    assert!(replay("conv", fuzz::conv) >= 200);
+}
+
+#[test]
+fn replay_pool() {
+    assert!(replay("pool", fuzz::pool) >= 200);
+}

@@ -8,7 +8,7 @@
 
 use pulp::{Simd, WithSimd};
 
-use super::simd::{axpy, dot, fill};
+use super::simd::{axpy, dot};
 use super::{DataArgs, FilterArgs};
 use crate::geometry::{input_coord, FilterDims};
 use crate::tensor::{FilterViewMut, Layout, TensorViewMut};
@@ -32,7 +32,7 @@ impl WithSimd for Data<'_, '_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let Data { args, mut dx } = self;
         let DataArgs { p, layout, dy, w, .. } = args;
-        fill(&mut dx, layout, 0.0);
+        crate::tensor::fill_runs(&mut dx, layout, 0.0);
         let (cg, og) = (p.cg(), p.og());
         let [kh, kw] = p.k;
         let [sh, sw] = p.s;

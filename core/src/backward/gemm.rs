@@ -18,7 +18,7 @@
 use gemm::Parallelism;
 use pulp::{Simd, WithSimd};
 
-use super::simd::{add, copy, fill};
+use super::simd::{add, copy};
 use super::{collapse, DataArgs, FilterArgs, Problem};
 use crate::error::{Dim, Error, Result};
 use crate::geometry::input_coord;
@@ -184,7 +184,7 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
     if p.is_pointwise() {
         // dx[c, oy * sh, ox * sw] = sum_o w[o, c] dy[o, oy, ox]; other positions are 0.
         if !(sh == 1 && sw == 1 && oh == p.x.h && ow == p.x.w) {
-            fill(&mut dx, layout, 0.0);
+            crate::tensor::fill_runs(&mut dx, layout, 0.0);
         }
         let (xr, xc) = (sh.saturating_mul(xs[2]), sw.saturating_mul(xs[3]));
         let xd = dx.data_mut();
@@ -200,7 +200,7 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
         }
         return;
     }
-    fill(&mut dx, layout, 0.0);
+    crate::tensor::fill_runs(&mut dx, layout, 0.0);
     let rows_per = rows_per_tile(rr * ow, oh);
     let r_w = filter_r_stride(layout, p, fs);
     for n in 0..p.x.n {

@@ -168,28 +168,12 @@ pub(crate) fn collapse(dims: &[(usize, usize)]) -> Option<usize> {
     Some(inner.map_or(1, |(s, _)| s))
 }
 
-/// Whether a tensor of `d` with strides `s` is inner-contiguous in `layout`.
-fn fits_layout(d: Dims, s: [usize; 4], layout: Layout) -> bool {
-    match layout {
-        Layout::Nchw => s[3] == 1 || d.w == 1,
-        Layout::Nhwc => s[1] == 1 || d.c == 1,
-    }
-}
-
 /// A tensor's preferred inner-contiguous layout, dims and strides.
 type Shape = (Option<Layout>, Dims, [usize; 4]);
 
-/// The layout two tensors share. A tensor with one column or one channel fits both
-/// layouts, so a layout either tensor prefers is accepted if the other fits it too.
+/// The layout two tensors share (see `tensor::shared_layout`).
 fn shared_layout(a: Shape, a_op: Operand, b: Shape, b_op: Operand) -> Result<Layout> {
-    let (la, da, sa) = a;
-    let (lb, db, sb) = b;
-    let la = la.ok_or(Error::Unsupported(Unsupported::NonContiguous(a_op)))?;
-    let lb = lb.ok_or(Error::Unsupported(Unsupported::NonContiguous(b_op)))?;
-    [la, lb]
-        .into_iter()
-        .find(|&l| fits_layout(da, sa, l) && fits_layout(db, sb, l))
-        .ok_or(Error::Unsupported(Unsupported::MixedLayouts))
+    crate::tensor::shared_layout(&[(a_op, a.1, a.2), (b_op, b.1, b.2)])
 }
 
 fn check_workspace(need: usize, workspace: &[f32]) -> Result<()> {

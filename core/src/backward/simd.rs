@@ -101,35 +101,6 @@ pub(crate) fn copy(x: &[f32], xs: usize, y: &mut [f32], ys: usize, len: usize) {
     }
 }
 
-/// Fills every element of `t` with `v`, one contiguous run at a time.
-pub(crate) fn fill(t: &mut TensorViewMut<'_, f32>, layout: Layout, v: f32) {
-    let d = t.dims();
-    let s = t.strides();
-    let data = t.data_mut();
-    match layout {
-        Layout::Nchw => {
-            for n in 0..d.n {
-                for c in 0..d.c {
-                    for h in 0..d.h {
-                        let o = n * s[0] + c * s[1] + h * s[2];
-                        data[o..o + d.w].fill(v);
-                    }
-                }
-            }
-        }
-        Layout::Nhwc => {
-            for n in 0..d.n {
-                for h in 0..d.h {
-                    for w in 0..d.w {
-                        let o = n * s[0] + h * s[2] + w * s[3];
-                        data[o..o + d.c].fill(v);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// `db[c] = sum over n, h, w of dy[n, c, h, w]`.
 pub(crate) struct BiasGrad<'a, 'b> {
     pub dy: TensorView<'a, f32>,

@@ -24,7 +24,7 @@ mod pointwise;
 pub(crate) mod store;
 
 use crate::error::{Error, Operand, Result, Unsupported};
-use crate::geometry::{ConvGeometry, Dims};
+use crate::geometry::ConvGeometry;
 use crate::isa::Exec;
 use crate::params::Epilogue;
 use crate::tensor::{expect_dims, FilterView, Layout, TensorView, TensorViewMut};
@@ -192,9 +192,7 @@ pub fn conv2d(
     expect_dims(Operand::Filter, g.filter().to_array(), w.dims().to_array())?;
     expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
     opts.epilogue.validate(g.output())?;
-    let residual = opts.epilogue.residual.map(|r| (r.dims(), r.strides()));
-    let layout =
-        shared_layout((x.dims(), x.strides()), (y.dims(), y.strides()), residual, [x.layout(), y.layout()])?;
+    let layout = shared_layout(&x, &y, &opts.epilogue)?;
     let algorithm = resolve(g, opts.algorithm, layout)?;
     let need = conv2d_workspace_len(g, algorithm, layout)?;
     if workspace.len() < need {
@@ -239,47 +237,26 @@ pub fn conv2d_alloc(
     w: FilterView<'_, f32>,
     y: TensorViewMut<'_, f32>,
 ) -> Result<()> {
-    let residual = opts.epilogue.residual.map(|r| (r.dims(), r.strides()));
-    let layout =
-        shared_layout((x.dims(), x.strides()), (y.dims(), y.strides()), residual, [x.layout(), y.layout()])?;
+    let layout = shared_layout(&x, &y, &opts.epilogue)?;
     let need = conv2d_workspace_len(g, opts.algorithm, layout)?;
     let mut workspace = alloc::vec![0.0f32; need];
     conv2d(exec, g, opts, x, w, y, &mut workspace)
 }
 
-/// True when `layout`'s innermost dim (`w` for NCHW, `c` for NHWC) is contiguous or trivial.
-fn inner_contiguous(d: Dims, s: [usize; 4], layout: Layout) -> bool {
-    match layout {
-        Layout::Nchw => s[3] == 1 || d.w == 1,
-        Layout::Nhwc => s[1] == 1 || d.c == 1,
-    }
-}
-
-/// The layout in which input, output and residual are all inner-contiguous, preferring
-/// the ones the views report (a one-channel or one-column tensor fits both layouts, so a
-/// view's own guess may differ from its partner's without any real conflict).
+/// The layout input, output and residual share (see `tensor::shared_layout`).
 fn shared_layout(
-    x: (Dims, [usize; 4]),
-    y: (Dims, [usize; 4]),
-    residual: Option<(Dims, [usize; 4])>,
-    preferred: [Option<Layout>; 2],
+    x: &TensorView<'_, f32>,
+    y: &TensorViewMut<'_, f32>,
+    epilogue: &Epilogue<'_>,
 ) -> Result<Layout> {
-    let fits = |t: (Dims, [usize; 4]), l: Layout| inner_contiguous(t.0, t.1, l);
-    let all = |l: Layout| fits(x, l) && fits(y, l) && residual.is_none_or(|r| fits(r, l));
-    let candidates = preferred.into_iter().flatten().chain([Layout::Nchw, Layout::Nhwc]);
-    if let Some(l) = candidates.into_iter().find(|&l| all(l)) {
-        return Ok(l);
-    }
-    let any = |t: (Dims, [usize; 4])| fits(t, Layout::Nchw) || fits(t, Layout::Nhwc);
-    Err(Error::Unsupported(if !any(x) {
-        Unsupported::NonContiguous(Operand::Input)
-    } else if !any(y) {
-        Unsupported::NonContiguous(Operand::Output)
-    } else if residual.is_some_and(|r| !any(r)) {
-        Unsupported::NonContiguous(Operand::Residual)
-    } else {
-        Unsupported::MixedLayouts
-    }))
+    let probes = [
+        (Operand::Input, x.dims(), x.strides()),
+        (Operand::Output, y.dims(), y.strides()),
+        epilogue
+            .residual
+            .map_or((Operand::Output, y.dims(), y.strides()), |r| (Operand::Residual, r.dims(), r.strides())),
+    ];
+    crate::tensor::shared_layout(&probes)
 }
 
 /// Everything an algorithm needs, already validated: dims match the geometry, the

@@ -27,7 +27,7 @@ mod nhwc;
 mod plan;
 mod simd;
 
-use crate::error::{Error, Operand, Result, Unsupported};
+use crate::error::{Error, Operand, Result};
 use crate::geometry::{Dims, Pool2d, PoolGeometry};
 use crate::isa::Exec;
 use crate::params::AvgPoolOptions;
@@ -35,42 +35,6 @@ use crate::tensor::{expect_dims, Layout, TensorView, TensorViewMut};
 
 use plan::Plan;
 use simd::{AvgR, MaxR, Red, L2R};
-
-fn inner_ok(layout: Layout, d: Dims, s: [usize; 4]) -> bool {
-    match layout {
-        Layout::Nchw => s[3] == 1 || d.w == 1,
-        Layout::Nhwc => s[1] == 1 || d.c == 1,
-    }
-}
-
-/// The layout every operand is contiguous in, preferring the first operand's.
-fn pick_layout(first: Option<Layout>, ops: &[(Operand, Dims, [usize; 4])]) -> Result<Layout> {
-    let Some(pref) = first else {
-        return Err(Error::Unsupported(Unsupported::NonContiguous(ops[0].0)));
-    };
-    let other = match pref {
-        Layout::Nchw => Layout::Nhwc,
-        Layout::Nhwc => Layout::Nchw,
-    };
-    // One channel: rows are the better vector direction.
-    let order = if ops[0].1.c == 1 { [Layout::Nchw, Layout::Nhwc] } else { [pref, other] };
-    for l in order {
-        if ops.iter().all(|&(_, d, s)| inner_ok(l, d, s)) {
-            return Ok(l);
-        }
-    }
-    for &(op, d, s) in ops {
-        if !inner_ok(pref, d, s) {
-            return Err(if inner_ok(other, d, s) {
-                Error::Unsupported(Unsupported::MixedLayouts)
-            } else {
-                Error::Unsupported(Unsupported::NonContiguous(op))
-            });
-        }
-    }
-    // Unreachable: if every operand is contiguous under `pref`, the loop above returned.
-    Err(Error::Unsupported(Unsupported::MixedLayouts))
-}
 
 fn desc<T>(op: Operand, v: &TensorView<'_, T>) -> (Operand, Dims, [usize; 4]) {
     (op, v.dims(), v.strides())
@@ -82,37 +46,13 @@ fn desc_mut<T>(op: Operand, v: &TensorViewMut<'_, T>) -> (Operand, Dims, [usize;
 
 /// Zeroes a tensor whose inner dimension (for `layout`) is contiguous.
 fn zero(t: &mut TensorViewMut<'_, f32>, layout: Layout) {
-    let d = t.dims();
-    let s = t.strides();
-    let data = t.data_mut();
-    match layout {
-        Layout::Nchw => {
-            for n in 0..d.n {
-                for c in 0..d.c {
-                    for h in 0..d.h {
-                        let o = n * s[0] + c * s[1] + h * s[2];
-                        data[o..o + d.w].fill(0.0);
-                    }
-                }
-            }
-        }
-        Layout::Nhwc => {
-            for n in 0..d.n {
-                for h in 0..d.h {
-                    for w in 0..d.w {
-                        let o = n * s[0] + h * s[2] + w * s[3];
-                        data[o..o + d.c].fill(0.0);
-                    }
-                }
-            }
-        }
-    }
+    crate::tensor::fill_runs(t, layout, 0.0);
 }
 
 fn check_io(g: &PoolGeometry, x: &TensorView<'_, f32>, y: &TensorViewMut<'_, f32>) -> Result<Layout> {
     expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
     expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
-    pick_layout(x.layout(), &[desc(Operand::Input, x), desc_mut(Operand::Output, y)])
+    crate::tensor::shared_layout(&[desc(Operand::Input, x), desc_mut(Operand::Output, y)])
 }
 
 fn forward<R: Red>(
@@ -274,7 +214,7 @@ pub fn max_pool2d_backward(
     expect_dims(Operand::Indices, g.output().to_array(), indices.dims().to_array())?;
     expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
     let layout =
-        pick_layout(dy.layout(), &[desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)])?;
+        crate::tensor::shared_layout(&[desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)])?;
     zero(&mut dx, layout);
     let Dims { h, w, .. } = g.input();
     let plane = h * w;
@@ -331,10 +271,11 @@ pub fn max_pool2d_backward_recompute(
     expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
     expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
     expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
-    let layout = pick_layout(
-        x.layout(),
-        &[desc(Operand::Input, &x), desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)],
-    )?;
+    let layout = crate::tensor::shared_layout(&[
+        desc(Operand::Input, &x),
+        desc(Operand::OutputGrad, &dy),
+        desc_mut(Operand::InputGrad, &dx),
+    ])?;
     zero(&mut dx, layout);
     let p = Plan::new(g);
     let (xs, dys, dxs) = (x.strides(), dy.strides(), dx.strides());
@@ -369,7 +310,7 @@ pub fn avg_pool2d_backward(
     expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
     expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
     let layout =
-        pick_layout(dy.layout(), &[desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)])?;
+        crate::tensor::shared_layout(&[desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)])?;
     zero(&mut dx, layout);
     let p = Plan::new(g);
     let (dys, dxs) = (dy.strides(), dx.strides());
@@ -401,15 +342,12 @@ pub fn l2_pool2d_backward(
     expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
     expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
     expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
-    let layout = pick_layout(
-        x.layout(),
-        &[
-            desc(Operand::Input, &x),
-            desc(Operand::Output, &y),
-            desc(Operand::OutputGrad, &dy),
-            desc_mut(Operand::InputGrad, &dx),
-        ],
-    )?;
+    let layout = crate::tensor::shared_layout(&[
+        desc(Operand::Input, &x),
+        desc(Operand::Output, &y),
+        desc(Operand::OutputGrad, &dy),
+        desc_mut(Operand::InputGrad, &dx),
+    ])?;
     zero(&mut dx, layout);
     let p = Plan::new(g);
     let l2 = Some((x.data(), x.strides(), y.data(), y.strides()));
