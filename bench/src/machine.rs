@@ -1,0 +1,308 @@
+//! This machine's limits: peak FMA throughput per instruction set and thread count, and
+//! copy bandwidth over buffers larger than the last-level cache.
+//!
+//! The FMA loop keeps its accumulators in registers (more independent chains than the
+//! FMA latency times the number of FMA ports), so it runs at the core's issue limit. One
+//! fused multiply-add counts as 2 flops; the scalar loop issues an unfused multiply and
+//! add per step (what the scalar kernel path does) and also counts 2.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use simdconv::Isa;
+
+/// Measured limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// The instruction set the FMA loop ran on.
+    pub isa: Isa,
+    /// `(threads, GFLOP/s)` for each measured thread count, ascending.
+    pub peak_gflops: Vec<(usize, f64)>,
+    /// `(threads, GB/s)` of copying (bytes read + bytes written per second).
+    pub copy_gbps: Vec<(usize, f64)>,
+    /// The size of each copy buffer, bytes.
+    pub copy_buffer_bytes: usize,
+}
+
+impl Limits {
+    /// Peak GFLOP/s at `threads` (if measured).
+    #[must_use]
+    pub fn peak_at(&self, threads: usize) -> Option<f64> {
+        self.peak_gflops.iter().find(|(t, _)| *t == threads).map(|(_, v)| *v)
+    }
+    /// Copy GB/s at `threads` (if measured).
+    #[must_use]
+    pub fn copy_at(&self, threads: usize) -> Option<f64> {
+        self.copy_gbps.iter().find(|(t, _)| *t == threads).map(|(_, v)| *v)
+    }
+}
+
+/// The CPU's model name (from `/proc/cpuinfo` on Linux), or `"unknown"`.
+#[must_use]
+pub fn cpu_name() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            let k = k.trim();
+            (k == "model name" || k == "Model" || k == "Processor").then(|| v.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The largest cache's size in bytes (Linux sysfs), if known.
+#[must_use]
+pub fn last_level_cache_bytes() -> Option<usize> {
+    let mut best = None;
+    for i in 0..8 {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let Ok(size) = std::fs::read_to_string(format!("{dir}/size")) else { continue };
+        let size = size.trim();
+        let (num, mult) = match size.chars().last() {
+            Some('K') => (&size[..size.len() - 1], 1usize << 10),
+            Some('M') => (&size[..size.len() - 1], 1 << 20),
+            Some('G') => (&size[..size.len() - 1], 1 << 30),
+            _ => (size, 1),
+        };
+        if let Ok(n) = num.parse::<usize>() {
+            let bytes = n.saturating_mul(mult);
+            best = Some(best.map_or(bytes, |b: usize| b.max(bytes)));
+        }
+    }
+    best
+}
+
+/// Flops one call of [`fma_loop`] does per iteration on `isa`.
+#[must_use]
+pub fn fma_flops_per_iter(isa: Isa) -> u64 {
+    let (chains, lanes) = match isa {
+        Isa::Avx512 => (AVX512_CHAINS, 16),
+        Isa::Avx2 => (AVX2_CHAINS, 8),
+        Isa::Neon => (NEON_CHAINS, 4),
+        Isa::Scalar => (SCALAR_CHAINS, 1),
+    };
+    2 * chains as u64 * lanes
+}
+
+const AVX512_CHAINS: usize = 16;
+const AVX2_CHAINS: usize = 12;
+const NEON_CHAINS: usize = 16;
+const SCALAR_CHAINS: usize = 8;
+
+/// Runs `iters` iterations of the register-resident FMA loop for `isa` (which must be
+/// supported here; otherwise the scalar loop runs) and returns a value derived from the
+/// accumulators so that nothing is optimised away.
+#[must_use]
+pub fn fma_loop(isa: Isa, iters: u64) -> f32 {
+    let iters = black_box(iters);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if isa.is_supported() => {
+            // SAFETY: `is_supported` checked the CPU's AVX-512F flag and that the OS saves
+            // the ZMM state, which is all `fma_avx512` needs.
+            unsafe { x86::fma_avx512(iters) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa.is_supported() => {
+            // SAFETY: `is_supported` checked AVX2 and FMA and the OS's YMM state.
+            unsafe { x86::fma_avx2(iters) }
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if isa.is_supported() => {
+            // SAFETY: `is_supported` checked NEON.
+            unsafe { arm::fma_neon(iters) }
+        }
+        _ => fma_scalar(iters),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    use super::{AVX2_CHAINS, AVX512_CHAINS};
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn fma_avx512(iters: u64) -> f32 {
+        let a = _mm512_set1_ps(0.999_99);
+        let b = _mm512_set1_ps(1e-5);
+        let mut acc = [_mm512_set1_ps(1.0); AVX512_CHAINS];
+        for _ in 0..iters {
+            for r in &mut acc {
+                *r = _mm512_fmadd_ps(*r, a, b);
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for r in acc {
+            s = _mm512_add_ps(s, r);
+        }
+        _mm512_reduce_add_ps(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn fma_avx2(iters: u64) -> f32 {
+        let a = _mm256_set1_ps(0.999_99);
+        let b = _mm256_set1_ps(1e-5);
+        let mut acc = [_mm256_set1_ps(1.0); AVX2_CHAINS];
+        for _ in 0..iters {
+            for r in &mut acc {
+                *r = _mm256_fmadd_ps(*r, a, b);
+            }
+        }
+        let mut s = _mm256_setzero_ps();
+        for r in acc {
+            s = _mm256_add_ps(s, r);
+        }
+        let mut out = [0.0f32; 8];
+        // SAFETY: `out` holds 8 f32, exactly one unaligned 256-bit store.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
+        out.iter().sum()
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use core::arch::aarch64::*;
+
+    use super::NEON_CHAINS;
+
+    #[target_feature(enable = "neon")]
+    pub(super) fn fma_neon(iters: u64) -> f32 {
+        let a = vdupq_n_f32(0.999_99);
+        let b = vdupq_n_f32(1e-5);
+        let mut acc = [vdupq_n_f32(1.0); NEON_CHAINS];
+        for _ in 0..iters {
+            for r in &mut acc {
+                *r = vfmaq_f32(b, *r, a);
+            }
+        }
+        let mut s = vdupq_n_f32(0.0);
+        for r in acc {
+            s = vaddq_f32(s, r);
+        }
+        vaddvq_f32(s)
+    }
+}
+
+/// Scalar: independent `x = x * a + b` chains (unfused, as the scalar kernels run).
+/// Each chain uses its own constants so the compiler cannot pack the chains into one
+/// vector instruction and turn the scalar measurement into an SSE one.
+fn fma_scalar(iters: u64) -> f32 {
+    let mut acc = [1.0f32; SCALAR_CHAINS];
+    let a = black_box([0.999_99f32, 0.999_98, 0.999_97, 0.999_96, 0.999_95, 0.999_94, 0.999_93, 0.999_92]);
+    let b = black_box(1e-5f32);
+    for _ in 0..iters {
+        acc[0] = acc[0] * a[0] + b;
+        acc[1] = acc[1] * a[1] + b;
+        acc[2] = acc[2] * a[2] + b;
+        acc[3] = acc[3] * a[3] + b;
+        acc[4] = acc[4] * a[4] + b;
+        acc[5] = acc[5] * a[5] + b;
+        acc[6] = acc[6] * a[6] + b;
+        acc[7] = acc[7] * a[7] + b;
+        // One opaque chain per iteration keeps the loop scalar (see the doc comment).
+        acc[0] = black_box(acc[0]);
+    }
+    acc.iter().sum()
+}
+
+/// Peak FMA GFLOP/s on `isa` with `threads` threads running the loop at once: the best of
+/// a few runs of about `run` each.
+#[must_use]
+pub fn peak_gflops(isa: Isa, threads: usize, run: Duration) -> f64 {
+    let threads = threads.max(1);
+    // Calibrate on one thread: iterations for `run`.
+    let mut iters = 1u64 << 16;
+    loop {
+        let t = Instant::now();
+        black_box(fma_loop(isa, iters));
+        let e = t.elapsed();
+        if e >= run / 8 || iters >= 1 << 40 {
+            let scale = run.as_secs_f64() / e.as_secs_f64().max(1e-9);
+            iters = ((iters as f64 * scale) as u64).max(1);
+            break;
+        }
+        iters *= 4;
+    }
+    let flops = fma_flops_per_iter(isa) as f64 * iters as f64 * threads as f64;
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| black_box(fma_loop(isa, iters)));
+            }
+        });
+        best = best.max(flops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// Two buffers of this many bytes each: at least 1.5 x the last-level cache (so the copy
+/// streams from memory), 64 MiB at least, 1 GiB at most.
+#[must_use]
+pub fn copy_buffer_bytes() -> usize {
+    let llc = last_level_cache_bytes().unwrap_or(128 << 20);
+    (llc + llc / 2).clamp(64 << 20, 1 << 30)
+}
+
+/// Copy bandwidth in GB/s (bytes read + bytes written per second) for each thread count,
+/// best of a few copies of `bytes`-sized buffers split evenly over the threads.
+#[must_use]
+pub fn copy_gbps(thread_counts: &[usize], bytes: usize) -> Vec<(usize, f64)> {
+    let n = bytes / 4;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    thread_counts
+        .iter()
+        .map(|&t| {
+            let t = t.max(1);
+            let chunk = n.div_ceil(t).max(1);
+            let mut best = 0.0f64;
+            for _ in 0..4 {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for (d, s_) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                        s.spawn(move || d.copy_from_slice(s_));
+                    }
+                });
+                let secs = start.elapsed().as_secs_f64();
+                black_box(&mut dst);
+                best = best.max(2.0 * (n * 4) as f64 / secs / 1e9);
+            }
+            (t, best)
+        })
+        .collect()
+}
+
+/// Measures the limits for `isa` at every thread count in `thread_counts`.
+#[must_use]
+pub fn measure(isa: Isa, thread_counts: &[usize]) -> Limits {
+    let run = Duration::from_millis(150);
+    let peak_gflops = thread_counts.iter().map(|&t| (t, peak_gflops(isa, t, run))).collect();
+    let copy_buffer_bytes = copy_buffer_bytes();
+    let copy_gbps = copy_gbps(thread_counts, copy_buffer_bytes);
+    Limits { isa, peak_gflops, copy_gbps, copy_buffer_bytes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fma_loops_run_and_stay_finite() {
+        for isa in Isa::available() {
+            let v = fma_loop(isa, 1000);
+            assert!(v.is_finite() && v > 0.0, "{isa}: {v}");
+            assert!(peak_gflops(isa, 1, Duration::from_millis(5)) > 0.0);
+        }
+    }
+
+    #[test]
+    fn copy_bandwidth_is_positive() {
+        let r = copy_gbps(&[1, 2], 1 << 20);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|(_, g)| *g > 0.0));
+    }
+}
