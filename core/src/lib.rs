@@ -51,10 +51,13 @@ mod error;
 mod geometry;
 mod isa;
 mod params;
+mod pool;
 pub mod reference;
 mod tensor;
 
 pub use activation::{relu, relu_backward, relu_in_place};
+#[cfg(feature = "alloc")]
+pub use conv::conv2d_alloc;
 pub use conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
 pub use error::{Axis, Dim, Error, Operand, Param, Result, Unsupported};
 pub use geometry::{
@@ -63,6 +66,10 @@ pub use geometry::{
 };
 pub use isa::{dispatch_count, max_isa, set_max_isa, Exec, Isa};
 pub use params::{Activation, AvgPoolOptions, Epilogue};
+pub use pool::{
+    avg_pool2d, avg_pool2d_backward, global_avg_pool, global_max_pool, l2_pool2d, l2_pool2d_backward, max_pool2d,
+    max_pool2d_backward, max_pool2d_backward_recompute,
+};
 pub use tensor::{
     repack_filter, repack_tensor, FilterLayout, FilterView, FilterViewMut, Layout, TensorView, TensorViewMut,
 };

@@ -1,9 +1,791 @@
-//! Placeholder: to be implemented.
+//! Direct convolution: register-blocked SIMD loops over the (dilated) window, no workspace,
+//! no allocation (the `no_std` path).
+//!
+//! Paths, picked per call:
+//! - NCHW, unit column stride: vectors over output columns (a block of `NR` vectors may
+//!   span several rows), `MR` output channels per block, weights broadcast from any filter
+//!   layout. Padding is handled per vector and tap with masked loads (no input copy).
+//! - NHWC, filter output-channel stride 1 (HWIO): vectors over output channels, `MR`
+//!   output pixels per block, input values broadcast.
+//! - NHWC, filter input-channel stride 1 (OHWI): vectors over input channels (dot
+//!   products), `MR` pixels x `NR` output channels per block, reduced at the end.
+//! - Anything else (column stride > 1 in NCHW, other filter strides in NHWC): a scalar loop
+//!   over any strides, still exact.
+//!
+//! The epilogue (bias, residual, activation) is applied to the accumulators before the
+//! only store of each output.
+
+use core::ptr;
+
+use pulp::{Simd, WithSimd};
+
 use super::ConvArgs;
 use crate::error::Result;
-use crate::tensor::TensorViewMut;
+use crate::geometry::input_coord;
+use crate::params::Activation;
+use crate::tensor::{Layout, TensorViewMut};
 
-pub(crate) fn run(args: ConvArgs<'_, '_>, y: TensorViewMut<'_, f32>) -> Result<()> {
-    let _ = (args, y);
-    Err(crate::Error::Unsupported(crate::Unsupported::NeedsStd))
+/// The activation as select bounds (NaN passes through on every ISA).
+#[derive(Clone, Copy)]
+pub(super) struct Act {
+    lo: f32,
+    hi: f32,
+    clamp: bool,
+    act: Activation,
+}
+
+impl Act {
+    pub(super) fn new(act: Activation) -> Self {
+        let (lo, hi, clamp) = match act {
+            Activation::Identity => (f32::NEG_INFINITY, f32::INFINITY, false),
+            Activation::Relu => (0.0, f32::INFINITY, true),
+            Activation::Clamp { min, max } => (min, max, true),
+        };
+        Act { lo, hi, clamp, act }
+    }
+
+    #[inline(always)]
+    pub(super) fn vec<S: Simd>(&self, simd: S, v: S::f32s) -> S::f32s {
+        if !self.clamp {
+            return v;
+        }
+        let lo = simd.splat_f32s(self.lo);
+        let hi = simd.splat_f32s(self.hi);
+        let below = simd.less_than_f32s(v, lo);
+        let v = simd.select_f32s(below, lo, v);
+        let above = simd.greater_than_f32s(v, hi);
+        simd.select_f32s(above, hi, v)
+    }
+
+    #[inline(always)]
+    pub(super) fn scalar(&self, v: f32) -> f32 {
+        self.act.apply(v)
+    }
+}
+
+/// Loads lanes `lo..hi` from `p + lane` (zeros elsewhere).
+///
+/// # Safety
+/// For every lane `j` in `lo..hi`, `p.wrapping_add(j)` must be valid for reads. Other lanes
+/// are never read, so `p` itself may point outside the allocation.
+#[inline(always)]
+pub(super) unsafe fn load_lanes<S: Simd>(simd: S, p: *const f32, lo: usize, hi: usize) -> S::f32s {
+    if lo == 0 && hi == S::F32_LANES {
+        // SAFETY: all lanes are readable (caller); f32s is plain data, read unaligned.
+        unsafe { ptr::read_unaligned(p as *const S::f32s) }
+    } else if lo >= hi {
+        simd.splat_f32s(0.0)
+    } else {
+        let mask = simd.mask_between_m32s(lo as u32, hi as u32);
+        // SAFETY: only lanes lo..hi are enabled, and those are readable (caller).
+        unsafe { simd.mask_load_ptr_f32s(mask, p) }
+    }
+}
+
+/// Stores lanes `0..n` of `v` to `p + lane`.
+///
+/// # Safety
+/// `p.add(j)` must be valid for writes for every `j < n`.
+#[inline(always)]
+pub(super) unsafe fn store_lanes<S: Simd>(simd: S, p: *mut f32, n: usize, v: S::f32s) {
+    if n == S::F32_LANES {
+        // SAFETY: all lanes are writable (caller).
+        unsafe { ptr::write_unaligned(p as *mut S::f32s, v) }
+    } else if n > 0 {
+        let mask = simd.mask_between_m32s(0, n as u32);
+        // SAFETY: only lanes 0..n are enabled, and those are writable (caller).
+        unsafe { simd.mask_store_ptr_f32s(mask, p, v) }
+    }
+}
+
+/// Everything a kernel needs, as raw pointers and strides. Built from validated views:
+/// every offset of an in-range logical index lies inside the matching slice.
+#[derive(Clone, Copy)]
+pub(super) struct Ctx<'a> {
+    pub x: *const f32,
+    pub w: *const f32,
+    pub y: *mut f32,
+    pub r: *const f32,
+    pub has_r: bool,
+    pub bias: Option<&'a [f32]>,
+    pub sx: [usize; 4],
+    pub sw: [usize; 4],
+    pub sy: [usize; 4],
+    pub sr: [usize; 4],
+    /// Input n, c, h, w.
+    pub xd: [usize; 4],
+    /// Output n, k, h, w.
+    pub yd: [usize; 4],
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sww: usize,
+    pub dh: usize,
+    pub dw: usize,
+    pub pt: usize,
+    pub pl: usize,
+    /// Input channels per group.
+    pub cig: usize,
+    /// Output channels per group.
+    pub cog: usize,
+    pub act: Act,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(args: &ConvArgs<'a, '_>, y: &mut TensorViewMut<'_, f32>) -> Self {
+        let g = args.g;
+        let win = g.window();
+        let [kh, kw] = win.kernel();
+        let [sh, sww] = win.stride();
+        let [dh, dw] = win.dilation();
+        let p = win.padding();
+        let (r, sr, has_r) = match &args.epilogue.residual {
+            Some(r) => (r.data().as_ptr(), r.strides(), true),
+            None => (ptr::null(), [0; 4], false),
+        };
+        Ctx {
+            x: args.x.data().as_ptr(),
+            w: args.w.data().as_ptr(),
+            sy: y.strides(),
+            y: y.data_mut().as_mut_ptr(),
+            r,
+            has_r,
+            bias: args.epilogue.bias,
+            sx: args.x.strides(),
+            sw: args.w.strides(),
+            sr,
+            xd: g.input().to_array(),
+            yd: g.output().to_array(),
+            kh,
+            kw,
+            sh,
+            sww,
+            dh,
+            dw,
+            pt: p.top,
+            pl: p.left,
+            cig: g.filter().i,
+            cog: g.output().c / g.groups(),
+            act: Act::new(args.epilogue.activation),
+        }
+    }
+
+    /// Epilogue of one scalar output `[n, o, oy, ox]` with accumulated `acc`, stored.
+    ///
+    /// # Safety
+    /// `[n, o, oy, ox]` must be in range of the output.
+    #[inline(always)]
+    pub(super) unsafe fn store_scalar(&self, n: usize, o: usize, oy: usize, ox: usize, acc: f32) {
+        let mut v = acc;
+        if let Some(b) = self.bias {
+            v += b[o];
+        }
+        if self.has_r {
+            let ro = n * self.sr[0] + o * self.sr[1] + oy * self.sr[2] + ox * self.sr[3];
+            // SAFETY: in-range index of the residual view (same dims as the output).
+            v += unsafe { *self.r.add(ro) };
+        }
+        let yo = n * self.sy[0] + o * self.sy[1] + oy * self.sy[2] + ox * self.sy[3];
+        // SAFETY: in-range index of the output view (caller).
+        unsafe { *self.y.add(yo) = self.act.scalar(v) };
+    }
+}
+
+pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
+    let ctx = Ctx::new(&args, &mut y);
+    let sw = ctx.sw;
+    let fd = args.w.dims();
+    match args.layout {
+        Layout::Nchw if ctx.sww == 1 => args.exec.dispatch(NchwCols { c: ctx }),
+        Layout::Nhwc if sw[0] == 1 || fd.o == 1 => args.exec.dispatch(NhwcOc { c: ctx }),
+        Layout::Nhwc if sw[1] == 1 || fd.i == 1 => args.exec.dispatch(NhwcDot { c: ctx }),
+        _ => generic(&ctx),
+    }
+    Ok(())
+}
+
+/// Scalar convolution over any strides (the fallback path).
+pub(super) fn generic(c: &Ctx<'_>) {
+    let [n_, k_, oh, ow] = c.yd;
+    let [_, _, h, w] = c.xd;
+    for n in 0..n_ {
+        for o in 0..k_ {
+            let ic0 = (o / c.cog) * c.cig;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0.0f32;
+                    for i in 0..c.cig {
+                        for ky in 0..c.kh {
+                            let Some(iy) = input_coord(oy, c.sh, ky, c.dh, c.pt, h) else { continue };
+                            for kx in 0..c.kw {
+                                let Some(ix) = input_coord(ox, c.sww, kx, c.dw, c.pl, w) else { continue };
+                                let xo = n * c.sx[0] + (ic0 + i) * c.sx[1] + iy * c.sx[2] + ix * c.sx[3];
+                                let wo = o * c.sw[0] + i * c.sw[1] + ky * c.sw[2] + kx * c.sw[3];
+                                // SAFETY: in-range indices of the input and filter views.
+                                acc += unsafe { *c.x.add(xo) * *c.w.add(wo) };
+                            }
+                        }
+                    }
+                    // SAFETY: in-range output index.
+                    unsafe { c.store_scalar(n, o, oy, ox, acc) };
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// NCHW: vectors over output columns.
+
+/// One output vector: row `oy`, columns `ox..ox + nl` (`nl <= lanes`).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Cols {
+    pub oy: usize,
+    pub ox: usize,
+    pub nl: usize,
+}
+
+/// The `j`-th output vector of a plane: each row has `per_row` vectors; the last one of a
+/// row overlaps its predecessor so that every vector is full when the row is at least one
+/// vector wide.
+#[inline(always)]
+pub(super) fn plane_vector(j: usize, per_row: usize, ow: usize, lanes: usize) -> Cols {
+    let oy = j / per_row;
+    let k = j % per_row;
+    if ow < lanes {
+        Cols { oy, ox: 0, nl: ow }
+    } else {
+        Cols { oy, ox: (k * lanes).min(ow - lanes), nl: lanes }
+    }
+}
+
+/// True when every tap of vector `v` reads inside the input (no masks needed).
+#[inline(always)]
+pub(super) fn cols_interior(c: &Ctx<'_>, v: &Cols, lanes: usize) -> bool {
+    let [_, _, h, w] = c.xd;
+    let y0 = v.oy * c.sh;
+    let y1 = y0 + (c.kh - 1) * c.dh;
+    let x1 = v.ox + lanes - 1 + (c.kw - 1) * c.dw;
+    v.nl == lanes && y0 >= c.pt && y1 < h + c.pt && v.ox >= c.pl && x1 < w + c.pl
+}
+
+struct NchwCols<'a> {
+    c: Ctx<'a>,
+}
+
+impl WithSimd for NchwCols<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = &self.c;
+        match S::F32_LANES {
+            16 | 4 => nchw_plane::<S, 8, 3>(simd, c),
+            8 => nchw_plane::<S, 4, 3>(simd, c),
+            _ => nchw_plane::<S, 4, 4>(simd, c),
+        }
+    }
+}
+
+#[inline(always)]
+fn nchw_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
+    let lanes = S::F32_LANES;
+    let [nb, _, oh, ow] = c.yd;
+    let groups = c.yd[1] / c.cog;
+    let per_row = if ow < lanes { 1 } else { ow.div_ceil(lanes) };
+    let total = oh * per_row;
+    for n in 0..nb {
+        for g in 0..groups {
+            let ic0 = g * c.cig;
+            let mut o = g * c.cog;
+            let oend = o + c.cog;
+            while o < oend {
+                let m = if oend - o >= MR { MR } else { 1 };
+                let mut j = 0;
+                while j < total {
+                    if total - j >= NR {
+                        let mut vs = [Cols::default(); NR];
+                        let mut inner = true;
+                        for (i, v) in vs.iter_mut().enumerate() {
+                            *v = plane_vector(j + i, per_row, ow, lanes);
+                            inner &= cols_interior(c, v, lanes);
+                        }
+                        // SAFETY: n, channels o..o+m, ic0..ic0+cig and the vectors are in range.
+                        unsafe {
+                            match (m == MR, inner) {
+                                (true, true) => nchw_block::<S, MR, NR, false>(simd, c, n, ic0, o, &vs),
+                                (true, false) => nchw_block::<S, MR, NR, true>(simd, c, n, ic0, o, &vs),
+                                (false, true) => nchw_block::<S, 1, NR, false>(simd, c, n, ic0, o, &vs),
+                                (false, false) => nchw_block::<S, 1, NR, true>(simd, c, n, ic0, o, &vs),
+                            }
+                        }
+                        j += NR;
+                    } else {
+                        let vs = [plane_vector(j, per_row, ow, lanes)];
+                        let inner = cols_interior(c, &vs[0], lanes);
+                        // SAFETY: as above.
+                        unsafe {
+                            match (m == MR, inner) {
+                                (true, true) => nchw_block::<S, MR, 1, false>(simd, c, n, ic0, o, &vs),
+                                (true, false) => nchw_block::<S, MR, 1, true>(simd, c, n, ic0, o, &vs),
+                                (false, true) => nchw_block::<S, 1, 1, false>(simd, c, n, ic0, o, &vs),
+                                (false, false) => nchw_block::<S, 1, 1, true>(simd, c, n, ic0, o, &vs),
+                            }
+                        }
+                        j += 1;
+                    }
+                }
+                o += m;
+            }
+        }
+    }
+}
+
+/// `MR` output channels from `o0` x `NR` column vectors. With `EDGE = false` every tap of
+/// every vector must read inside the input ([`cols_interior`]).
+///
+/// # Safety
+/// `n`, `o0..o0 + MR` (within one group starting at input channel `ic0`) and the vectors
+/// must be in range of the output.
+#[inline(always)]
+unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool>(
+    simd: S,
+    c: &Ctx<'_>,
+    n: usize,
+    ic0: usize,
+    o0: usize,
+    vs: &[Cols; NR],
+) {
+    let lanes = S::F32_LANES;
+    let [_, _, h, w] = c.xd;
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; NR]; MR];
+    let xb = c.x.wrapping_add(n * c.sx[0] + ic0 * c.sx[1]);
+    let wb = c.w.wrapping_add(o0 * c.sw[0]);
+    let (sxc, swi, swo) = (c.sx[1], c.sw[1], c.sw[0]);
+    for ky in 0..c.kh {
+        let mut rowp = [xb; NR];
+        let mut rowok = [true; NR];
+        let mut any = false;
+        for v in 0..NR {
+            match input_coord(vs[v].oy, c.sh, ky, c.dh, c.pt, h) {
+                Some(iy) => {
+                    rowp[v] = xb.wrapping_add(iy * c.sx[2]);
+                    any = true;
+                }
+                None => rowok[v] = false,
+            }
+        }
+        if !any {
+            continue;
+        }
+        for kx in 0..c.kw {
+            let mut xp = [xb; NR];
+            let mut lo = [0usize; NR];
+            let mut hi = [lanes; NR];
+            for v in 0..NR {
+                // Column of lane 0; may be negative (left padding).
+                let off = vs[v].ox + kx * c.dw;
+                xp[v] = rowp[v].wrapping_add(off).wrapping_sub(c.pl);
+                if EDGE {
+                    if rowok[v] {
+                        // Lanes j with 0 <= off + j - pl < w.
+                        lo[v] = c.pl.saturating_sub(off).min(lanes);
+                        hi[v] = (w + c.pl).saturating_sub(off).min(lanes);
+                    } else {
+                        hi[v] = 0;
+                    }
+                }
+            }
+            let wp = wb.wrapping_add(ky * c.sw[2] + kx * c.sw[3]);
+            for i in 0..c.cig {
+                let mut xv = [zero; NR];
+                for v in 0..NR {
+                    let p = xp[v].wrapping_add(i * sxc);
+                    xv[v] = if EDGE {
+                        // SAFETY: lanes lo..hi are columns inside the row of an in-range
+                        // input row and channel; the row is contiguous (NCHW, or width 1
+                        // where only column 0 is a valid lane).
+                        unsafe { load_lanes(simd, p, lo[v], hi[v]) }
+                    } else {
+                        // SAFETY: interior vector: all lanes are in-range columns.
+                        unsafe { ptr::read_unaligned(p as *const S::f32s) }
+                    };
+                }
+                let wpi = wp.wrapping_add(i * swi);
+                for (m, am) in acc.iter_mut().enumerate() {
+                    // SAFETY: weight [o0 + m, i, ky, kx] is in range.
+                    let wv = simd.splat_f32s(unsafe { *wpi.add(m * swo) });
+                    for v in 0..NR {
+                        am[v] = simd.mul_add_e_f32s(wv, xv[v], am[v]);
+                    }
+                }
+            }
+        }
+    }
+    for (m, am) in acc.iter().enumerate() {
+        let o = o0 + m;
+        let b = c.bias.map(|b| simd.splat_f32s(b[o]));
+        for v in 0..NR {
+            let Cols { oy, ox, nl } = vs[v];
+            let mut val = am[v];
+            if let Some(b) = b {
+                val = simd.add_f32s(val, b);
+            }
+            if c.has_r {
+                let ro = n * c.sr[0] + o * c.sr[1] + oy * c.sr[2] + ox;
+                // SAFETY: columns ox..ox+nl of an in-range residual row (contiguous).
+                val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
+            }
+            val = c.act.vec(simd, val);
+            let yo = n * c.sy[0] + o * c.sy[1] + oy * c.sy[2] + ox;
+            // SAFETY: columns ox..ox+nl of an in-range output row (contiguous).
+            unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// NHWC, filter o-stride 1: vectors over output channels.
+
+struct NhwcOc<'a> {
+    c: Ctx<'a>,
+}
+
+impl WithSimd for NhwcOc<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = &self.c;
+        match S::F32_LANES {
+            16 | 4 => nhwc_oc_plane::<S, 8, 3>(simd, c),
+            8 => nhwc_oc_plane::<S, 4, 3>(simd, c),
+            _ => nhwc_oc_plane::<S, 4, 4>(simd, c),
+        }
+    }
+}
+
+/// True when every tap of output pixel `(oy, ox)` reads inside the input.
+#[inline(always)]
+pub(super) fn pixel_interior(c: &Ctx<'_>, oy: usize, ox: usize) -> bool {
+    let [_, _, h, w] = c.xd;
+    let y0 = oy * c.sh;
+    let x0 = ox * c.sww;
+    y0 >= c.pt && y0 + (c.kh - 1) * c.dh < h + c.pt && x0 >= c.pl && x0 + (c.kw - 1) * c.dw < w + c.pl
+}
+
+#[inline(always)]
+fn nhwc_oc_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
+    let lanes = S::F32_LANES;
+    let [nb, _, oh, ow] = c.yd;
+    let groups = c.yd[1] / c.cog;
+    let total = oh * ow;
+    for n in 0..nb {
+        for g in 0..groups {
+            let ic0 = g * c.cig;
+            let o_start = g * c.cog;
+            let oend = o_start + c.cog;
+            let mut p = 0;
+            while p < total {
+                let m = if total - p >= MR { MR } else { 1 };
+                let mut px = [(0usize, 0usize); MR];
+                let mut inner = true;
+                for (i, q) in px.iter_mut().enumerate().take(m) {
+                    *q = ((p + i) / ow, (p + i) % ow);
+                    inner &= pixel_interior(c, q.0, q.1);
+                }
+                let mut o = o_start;
+                while o < oend {
+                    let left = oend - o;
+                    // SAFETY: pixels, n, the group and channels o.. are in range.
+                    unsafe {
+                        if left >= NR * lanes {
+                            match (m == MR, inner) {
+                                (true, true) => {
+                                    nhwc_oc_block::<S, MR, NR, false>(simd, c, n, ic0, o, lanes, &px)
+                                }
+                                (true, false) => {
+                                    nhwc_oc_block::<S, MR, NR, true>(simd, c, n, ic0, o, lanes, &px)
+                                }
+                                (false, true) => {
+                                    nhwc_oc_block::<S, 1, NR, false>(simd, c, n, ic0, o, lanes, &px)
+                                }
+                                (false, false) => {
+                                    nhwc_oc_block::<S, 1, NR, true>(simd, c, n, ic0, o, lanes, &px)
+                                }
+                            }
+                            o += NR * lanes;
+                        } else {
+                            let nl = left.min(lanes);
+                            match (m == MR, inner) {
+                                (true, true) => nhwc_oc_block::<S, MR, 1, false>(simd, c, n, ic0, o, nl, &px),
+                                (true, false) => nhwc_oc_block::<S, MR, 1, true>(simd, c, n, ic0, o, nl, &px),
+                                (false, true) => nhwc_oc_block::<S, 1, 1, false>(simd, c, n, ic0, o, nl, &px),
+                                (false, false) => nhwc_oc_block::<S, 1, 1, true>(simd, c, n, ic0, o, nl, &px),
+                            }
+                            o += nl;
+                        }
+                    }
+                }
+                p += m;
+            }
+        }
+    }
+}
+
+/// `MR` pixels x `NR` vectors of output channels from `o0`; the last vector has `nl_last`
+/// lanes (the others are full).
+///
+/// # Safety
+/// The first `MR` entries of `px`, `n`, and channels `o0..o0 + (NR-1)*lanes + nl_last`
+/// (inside the group of input channel `ic0`) must be in range.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool>(
+    simd: S,
+    c: &Ctx<'_>,
+    n: usize,
+    ic0: usize,
+    o0: usize,
+    nl_last: usize,
+    px: &[(usize, usize)],
+) {
+    let lanes = S::F32_LANES;
+    let [_, _, h, w] = c.xd;
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; NR]; MR];
+    let full = nl_last == lanes;
+    let xb = c.x.wrapping_add(n * c.sx[0] + ic0);
+    let wb = c.w.wrapping_add(o0);
+    for ky in 0..c.kh {
+        for kx in 0..c.kw {
+            let mut xp = [xb; MR];
+            let mut ok = [true; MR];
+            let mut any = false;
+            for m in 0..MR {
+                let (oy, ox) = px[m];
+                match (input_coord(oy, c.sh, ky, c.dh, c.pt, h), input_coord(ox, c.sww, kx, c.dw, c.pl, w)) {
+                    (Some(iy), Some(ix)) => {
+                        xp[m] = xb.wrapping_add(iy * c.sx[2] + ix * c.sx[3]);
+                        any = true;
+                    }
+                    _ => ok[m] = false,
+                }
+            }
+            if EDGE && !any {
+                continue;
+            }
+            let wp = wb.wrapping_add(ky * c.sw[2] + kx * c.sw[3]);
+            for i in 0..c.cig {
+                let wpi = wp.wrapping_add(i * c.sw[1]);
+                let mut wv = [zero; NR];
+                for (v, wvv) in wv.iter_mut().enumerate() {
+                    let p = wpi.wrapping_add(v * lanes);
+                    *wvv = if NR == 1 && !full {
+                        // SAFETY: channels o0..o0+nl_last of an in-range filter row (o-stride 1,
+                        // or a single output channel).
+                        unsafe { load_lanes(simd, p, 0, nl_last) }
+                    } else {
+                        // SAFETY: full vectors of in-range output channels, o-stride 1.
+                        unsafe { ptr::read_unaligned(p as *const S::f32s) }
+                    };
+                }
+                for m in 0..MR {
+                    if EDGE && !ok[m] {
+                        continue;
+                    }
+                    // SAFETY: input [n, ic0 + i, iy, ix] is in range (c-stride 1, or one channel).
+                    let xv = simd.splat_f32s(unsafe { *xp[m].add(i) });
+                    for v in 0..NR {
+                        acc[m][v] = simd.mul_add_e_f32s(xv, wv[v], acc[m][v]);
+                    }
+                }
+            }
+        }
+    }
+    for (m, am) in acc.iter().enumerate() {
+        let (oy, ox) = px[m];
+        for v in 0..NR {
+            let o = o0 + v * lanes;
+            let nl = if v == NR - 1 { nl_last } else { lanes };
+            let mut val = am[v];
+            if let Some(b) = c.bias {
+                // SAFETY: bias has one entry per output channel; o..o+nl are in range.
+                val = simd.add_f32s(val, unsafe { load_lanes(simd, b.as_ptr().add(o), 0, nl) });
+            }
+            if c.has_r {
+                let ro = n * c.sr[0] + o + oy * c.sr[2] + ox * c.sr[3];
+                // SAFETY: channels o..o+nl of an in-range residual pixel (c-stride 1).
+                val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
+            }
+            val = c.act.vec(simd, val);
+            let yo = n * c.sy[0] + o + oy * c.sy[2] + ox * c.sy[3];
+            // SAFETY: channels o..o+nl of an in-range output pixel (c-stride 1).
+            unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// NHWC, filter i-stride 1: dot products over input channels.
+
+struct NhwcDot<'a> {
+    c: Ctx<'a>,
+}
+
+impl WithSimd for NhwcDot<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = &self.c;
+        match S::F32_LANES {
+            16 | 4 => nhwc_dot_plane::<S, 4, 4>(simd, c),
+            8 => nhwc_dot_plane::<S, 3, 3>(simd, c),
+            _ => nhwc_dot_plane::<S, 4, 4>(simd, c),
+        }
+    }
+}
+
+#[inline(always)]
+fn nhwc_dot_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
+    let [nb, _, oh, ow] = c.yd;
+    let groups = c.yd[1] / c.cog;
+    let total = oh * ow;
+    for n in 0..nb {
+        for g in 0..groups {
+            let ic0 = g * c.cig;
+            let o_start = g * c.cog;
+            let oend = o_start + c.cog;
+            let mut p = 0;
+            while p < total {
+                let m = if total - p >= MR { MR } else { 1 };
+                let mut px = [(0usize, 0usize); MR];
+                for (i, q) in px.iter_mut().enumerate().take(m) {
+                    *q = ((p + i) / ow, (p + i) % ow);
+                }
+                let mut o = o_start;
+                while o < oend {
+                    // SAFETY: pixels, n, the group and channels are in range.
+                    unsafe {
+                        if oend - o >= NR {
+                            if m == MR {
+                                nhwc_dot_block::<S, MR, NR>(simd, c, n, ic0, o, &px);
+                            } else {
+                                nhwc_dot_block::<S, 1, NR>(simd, c, n, ic0, o, &px);
+                            }
+                            o += NR;
+                        } else {
+                            if m == MR {
+                                nhwc_dot_block::<S, MR, 1>(simd, c, n, ic0, o, &px);
+                            } else {
+                                nhwc_dot_block::<S, 1, 1>(simd, c, n, ic0, o, &px);
+                            }
+                            o += 1;
+                        }
+                    }
+                }
+                p += m;
+            }
+        }
+    }
+}
+
+/// `MR` pixels x `NR` output channels from `o0`, vectors over input channels.
+///
+/// # Safety
+/// The first `MR` pixels, `n` and channels `o0..o0 + NR` (group of `ic0`) are in range.
+#[inline(always)]
+unsafe fn nhwc_dot_block<S: Simd, const MR: usize, const NR: usize>(
+    simd: S,
+    c: &Ctx<'_>,
+    n: usize,
+    ic0: usize,
+    o0: usize,
+    px: &[(usize, usize)],
+) {
+    let lanes = S::F32_LANES;
+    let [_, _, h, w] = c.xd;
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; NR]; MR];
+    let xb = c.x.wrapping_add(n * c.sx[0] + ic0);
+    let nfull = c.cig / lanes;
+    let rem = c.cig % lanes;
+    for ky in 0..c.kh {
+        for kx in 0..c.kw {
+            let mut xp = [xb; MR];
+            let mut ok = [true; MR];
+            let mut any = false;
+            for m in 0..MR {
+                let (oy, ox) = px[m];
+                match (input_coord(oy, c.sh, ky, c.dh, c.pt, h), input_coord(ox, c.sww, kx, c.dw, c.pl, w)) {
+                    (Some(iy), Some(ix)) => {
+                        xp[m] = xb.wrapping_add(iy * c.sx[2] + ix * c.sx[3]);
+                        any = true;
+                    }
+                    _ => ok[m] = false,
+                }
+            }
+            if !any {
+                continue;
+            }
+            let all = ok.iter().all(|&b| b);
+            let mut wp = [c.w; NR];
+            for (v, q) in wp.iter_mut().enumerate() {
+                *q = c.w.wrapping_add((o0 + v) * c.sw[0] + ky * c.sw[2] + kx * c.sw[3]);
+            }
+            let mut step = |off: usize, hi: usize| {
+                let mut xv = [zero; MR];
+                for m in 0..MR {
+                    if all || ok[m] {
+                        // SAFETY: input channels ic0+off.. +hi of an in-range pixel (c-stride 1,
+                        // or one channel with hi <= 1).
+                        xv[m] = unsafe { load_lanes(simd, xp[m].add(off), 0, hi) };
+                    }
+                }
+                for v in 0..NR {
+                    // SAFETY: weights [o0 + v, off..off+hi, ky, kx], i-stride 1 (or one input).
+                    let wv = unsafe { load_lanes(simd, wp[v].add(off), 0, hi) };
+                    for m in 0..MR {
+                        acc[m][v] = simd.mul_add_e_f32s(xv[m], wv, acc[m][v]);
+                    }
+                }
+            };
+            for k in 0..nfull {
+                step(k * lanes, lanes);
+            }
+            if rem > 0 {
+                step(nfull * lanes, rem);
+            }
+        }
+    }
+    for (m, am) in acc.iter().enumerate() {
+        let (oy, ox) = px[m];
+        for (v, a) in am.iter().enumerate() {
+            // SAFETY: in-range output index.
+            unsafe { c.store_scalar(n, o0 + v, oy, ox, simd.reduce_sum_f32s(*a)) };
+        }
+    }
+}
+
+/// The vectors-over-output-channels NHWC path (filter o-stride 1), for depthwise layers
+/// with a channel multiplier.
+pub(super) fn run_nhwc_oc(exec: &crate::Exec, c: Ctx<'_>) {
+    exec.dispatch(NhwcOc { c });
+}
+
+struct NchwSingle<'a> {
+    c: Ctx<'a>,
+}
+
+impl WithSimd for NchwSingle<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        nchw_plane::<S, 1, 4>(simd, &self.c);
+    }
+}
+
+/// The NCHW column path with one output channel per block (depthwise layers: one input
+/// channel per group, memory-bound).
+pub(super) fn run_nchw_single(exec: &crate::Exec, c: Ctx<'_>) {
+    exec.dispatch(NchwSingle { c });
 }

@@ -12,12 +12,19 @@
 
 mod depthwise;
 mod direct;
+#[cfg(feature = "std")]
 mod im2col;
+#[cfg(feature = "std")]
+mod matmul;
+#[cfg(feature = "std")]
 mod pointwise;
+// `apply_all` (a whole-tensor epilogue pass) is for algorithms that cannot fuse per tile;
+// the GEMM paths here use `apply_run` per tile instead.
+#[allow(dead_code)]
 pub(crate) mod store;
 
 use crate::error::{Error, Operand, Result, Unsupported};
-use crate::geometry::ConvGeometry;
+use crate::geometry::{ConvGeometry, Dims};
 use crate::isa::Exec;
 use crate::params::Epilogue;
 use crate::tensor::{expect_dims, FilterView, Layout, TensorView, TensorViewMut};
@@ -104,6 +111,20 @@ pub struct Conv2dOptions<'a> {
 }
 
 /// The algorithm [`Algorithm::Auto`] runs for `g` in `layout`.
+///
+/// The heuristic, first match wins:
+/// 1. `groups == in_channels > 1` (depthwise): [`Algorithm::Depthwise`]. One input channel
+///    per group makes every GEMM a dot product of `KH * KW` terms; a memory-bound SIMD
+///    loop is the only fast way.
+/// 2. With `std`, a 1x1 kernel without padding (any stride): [`Algorithm::Pointwise`]. It
+///    is the same GEMM as im2col without writing the column matrix (which would be a copy
+///    of the input), and needs no workspace.
+/// 3. With `std`, everything else: [`Algorithm::Im2colGemm`]; `gemm` reaches 100-150
+///    GFLOP/s on one core for the usual layer shapes, which a direct loop does not.
+/// 4. Without `std` (where `gemm` runs scalar code): [`Algorithm::Direct`].
+///
+/// The layout does not change the choice: both GEMM paths read either layout through
+/// strides at about the same speed.
 #[must_use]
 pub fn select_algorithm(g: &ConvGeometry, layout: Layout) -> Algorithm {
     let _ = layout;
@@ -120,9 +141,23 @@ pub fn select_algorithm(g: &ConvGeometry, layout: Layout) -> Algorithm {
 }
 
 /// f32 elements of workspace [`conv2d`] needs for `g` with `algorithm` in `layout`.
+///
+/// Only [`Algorithm::Im2colGemm`] needs any: one tile of the column matrix, at most
+/// 2^20 floats (4 MiB) unless one filter has more than 16384 weights (then 64 columns
+/// of `C / groups * KH * KW` floats), and never more than the whole column matrix.
+///
+/// ```
+/// use simdconv::{conv2d_workspace_len, Algorithm, Conv2d, ConvGeometry, Dims, Layout};
+/// // VGG's conv1_2: the full column matrix would be 576 x 50176 floats (115 MB).
+/// let g = ConvGeometry::new(Dims::new(1, 64, 224, 224), 64, Conv2d::new(3, 3).pad(1))?;
+/// let len = conv2d_workspace_len(&g, Algorithm::Im2colGemm, Layout::Nchw)?;
+/// assert!(len * 4 <= 4 << 20);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
 pub fn conv2d_workspace_len(g: &ConvGeometry, algorithm: Algorithm, layout: Layout) -> Result<usize> {
     let algorithm = resolve(g, algorithm, layout)?;
     match algorithm {
+        #[cfg(feature = "std")]
         Algorithm::Im2colGemm => im2col::workspace_len(g, layout),
         _ => Ok(0),
     }
@@ -154,19 +189,13 @@ pub fn conv2d(
     expect_dims(Operand::Filter, g.filter().to_array(), w.dims().to_array())?;
     expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
     opts.epilogue.validate(g.output())?;
-    let layout = x.layout().ok_or(Error::Unsupported(Unsupported::NonContiguous(Operand::Input)))?;
-    if y.layout() != Some(layout) {
-        return Err(Error::Unsupported(if y.layout().is_none() {
-            Unsupported::NonContiguous(Operand::Output)
-        } else {
-            Unsupported::MixedLayouts
-        }));
-    }
-    if let Some(r) = &opts.epilogue.residual {
-        if r.layout() != Some(layout) {
-            return Err(Error::Unsupported(Unsupported::NonContiguous(Operand::Residual)));
-        }
-    }
+    let residual = opts.epilogue.residual.map(|r| (r.dims(), r.strides()));
+    let layout = shared_layout(
+        (x.dims(), x.strides()),
+        (y.dims(), y.strides()),
+        residual,
+        [x.layout(), y.layout()],
+    )?;
     let algorithm = resolve(g, opts.algorithm, layout)?;
     let need = conv2d_workspace_len(g, algorithm, layout)?;
     if workspace.len() < need {
@@ -175,10 +204,83 @@ pub fn conv2d(
     let args = ConvArgs { exec, g, layout, x, w, epilogue: &opts.epilogue };
     match algorithm {
         Algorithm::Direct | Algorithm::Auto => direct::run(args, y),
+        #[cfg(feature = "std")]
         Algorithm::Im2colGemm => im2col::run(args, y, &mut workspace[..need]),
+        #[cfg(feature = "std")]
         Algorithm::Pointwise => pointwise::run(args, y),
+        #[cfg(not(feature = "std"))]
+        Algorithm::Im2colGemm | Algorithm::Pointwise => Err(Error::Unsupported(Unsupported::NeedsStd)),
         Algorithm::Depthwise => depthwise::run(args, y),
     }
+}
+
+/// [`conv2d`] with a workspace it allocates itself (feature `alloc`): for one-off calls;
+/// a loop over many calls should keep one workspace of [`conv2d_workspace_len`] elements.
+///
+/// ```
+/// use simdconv::{conv2d_alloc, Conv2d, Conv2dOptions, ConvGeometry, Dims, Exec, FilterLayout,
+///                FilterView, Layout, TensorView, TensorViewMut};
+/// let g = ConvGeometry::new(Dims::new(1, 3, 8, 8), 4, Conv2d::new(3, 3).pad(1))?;
+/// let x = vec![1.0f32; g.input().count()?];
+/// let w = vec![0.5f32; g.filter().count()?];
+/// let mut y = vec![0.0f32; g.output().count()?];
+/// conv2d_alloc(&Exec::new(), &g, &Conv2dOptions::default(),
+///     TensorView::new(&x, g.input(), Layout::Nchw)?,
+///     FilterView::new(&w, g.filter(), FilterLayout::Oihw)?,
+///     TensorViewMut::new(&mut y, g.output(), Layout::Nchw)?)?;
+/// assert_eq!(y[8 + 1], 13.5); // an interior output: 27 taps of 0.5
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+#[cfg(feature = "alloc")]
+pub fn conv2d_alloc(
+    exec: &Exec,
+    g: &ConvGeometry,
+    opts: &Conv2dOptions<'_>,
+    x: TensorView<'_, f32>,
+    w: FilterView<'_, f32>,
+    y: TensorViewMut<'_, f32>,
+) -> Result<()> {
+    let residual = opts.epilogue.residual.map(|r| (r.dims(), r.strides()));
+    let layout =
+        shared_layout((x.dims(), x.strides()), (y.dims(), y.strides()), residual, [x.layout(), y.layout()])?;
+    let need = conv2d_workspace_len(g, opts.algorithm, layout)?;
+    let mut workspace = alloc::vec![0.0f32; need];
+    conv2d(exec, g, opts, x, w, y, &mut workspace)
+}
+
+/// True when `layout`'s innermost dim (`w` for NCHW, `c` for NHWC) is contiguous or trivial.
+fn inner_contiguous(d: Dims, s: [usize; 4], layout: Layout) -> bool {
+    match layout {
+        Layout::Nchw => s[3] == 1 || d.w == 1,
+        Layout::Nhwc => s[1] == 1 || d.c == 1,
+    }
+}
+
+/// The layout in which input, output and residual are all inner-contiguous, preferring
+/// the ones the views report (a one-channel or one-column tensor fits both layouts, so a
+/// view's own guess may differ from its partner's without any real conflict).
+fn shared_layout(
+    x: (Dims, [usize; 4]),
+    y: (Dims, [usize; 4]),
+    residual: Option<(Dims, [usize; 4])>,
+    preferred: [Option<Layout>; 2],
+) -> Result<Layout> {
+    let fits = |t: (Dims, [usize; 4]), l: Layout| inner_contiguous(t.0, t.1, l);
+    let all = |l: Layout| fits(x, l) && fits(y, l) && residual.is_none_or(|r| fits(r, l));
+    let candidates = preferred.into_iter().flatten().chain([Layout::Nchw, Layout::Nhwc]);
+    if let Some(l) = candidates.into_iter().find(|&l| all(l)) {
+        return Ok(l);
+    }
+    let any = |t: (Dims, [usize; 4])| fits(t, Layout::Nchw) || fits(t, Layout::Nhwc);
+    Err(Error::Unsupported(if !any(x) {
+        Unsupported::NonContiguous(Operand::Input)
+    } else if !any(y) {
+        Unsupported::NonContiguous(Operand::Output)
+    } else if residual.is_some_and(|r| !any(r)) {
+        Unsupported::NonContiguous(Operand::Residual)
+    } else {
+        Unsupported::MixedLayouts
+    }))
 }
 
 /// Everything an algorithm needs, already validated: dims match the geometry, the

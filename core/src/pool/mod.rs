@@ -1,0 +1,420 @@
+//! Pooling kernels: max (with the notes' "switches"), average, L2 and global pooling, and
+//! their backward passes, for f32.
+//!
+//! Results match [`crate::reference`]'s pooling functions: maxima exactly, with the same
+//! flat indices `iy * W + ix` and the same rules (padding never wins, the first maximum in
+//! scan order wins ties, NaN propagates on every instruction set); averages and L2 norms
+//! within a few rounding errors (sums run in f32, in a different order, and the divisor is
+//! applied as a reciprocal).
+//!
+//! The input and output views (and gradients) must all be contiguous in the same inner
+//! dimension: `w` (NCHW-like) or `c` (NHWC-like); other strides are free. Index views may
+//! have any strides. NHWC kernels vectorise over channels; NCHW kernels vectorise over
+//! output columns for windows of stride 1 and 2 (stride 2 splits even and odd columns),
+//! and fall back to a scalar loop for other strides and for columns next to padding. The
+//! kernels run on the calling thread, whatever [`Exec::threads`] says, and never allocate.
+
+mod nchw;
+mod nhwc;
+mod plan;
+mod simd;
+
+use crate::error::{Error, Operand, Result, Unsupported};
+use crate::geometry::{Dims, Pool2d, PoolGeometry};
+use crate::isa::Exec;
+use crate::params::AvgPoolOptions;
+use crate::tensor::{expect_dims, Layout, TensorView, TensorViewMut};
+
+use plan::Plan;
+use simd::{AvgR, L2R, MaxR, Red};
+
+fn inner_ok(layout: Layout, d: Dims, s: [usize; 4]) -> bool {
+    match layout {
+        Layout::Nchw => s[3] == 1 || d.w == 1,
+        Layout::Nhwc => s[1] == 1 || d.c == 1,
+    }
+}
+
+/// The layout every operand is contiguous in, preferring the first operand's.
+fn pick_layout(first: Option<Layout>, ops: &[(Operand, Dims, [usize; 4])]) -> Result<Layout> {
+    let Some(pref) = first else {
+        return Err(Error::Unsupported(Unsupported::NonContiguous(ops[0].0)));
+    };
+    let other = match pref {
+        Layout::Nchw => Layout::Nhwc,
+        Layout::Nhwc => Layout::Nchw,
+    };
+    // One channel: rows are the better vector direction.
+    let order = if ops[0].1.c == 1 { [Layout::Nchw, Layout::Nhwc] } else { [pref, other] };
+    for l in order {
+        if ops.iter().all(|&(_, d, s)| inner_ok(l, d, s)) {
+            return Ok(l);
+        }
+    }
+    for &(op, d, s) in ops {
+        if !inner_ok(pref, d, s) {
+            return Err(if inner_ok(other, d, s) {
+                Error::Unsupported(Unsupported::MixedLayouts)
+            } else {
+                Error::Unsupported(Unsupported::NonContiguous(op))
+            });
+        }
+    }
+    // Unreachable: if every operand is contiguous under `pref`, the loop above returned.
+    Err(Error::Unsupported(Unsupported::MixedLayouts))
+}
+
+fn desc<T>(op: Operand, v: &TensorView<'_, T>) -> (Operand, Dims, [usize; 4]) {
+    (op, v.dims(), v.strides())
+}
+
+fn desc_mut<T>(op: Operand, v: &TensorViewMut<'_, T>) -> (Operand, Dims, [usize; 4]) {
+    (op, v.dims(), v.strides())
+}
+
+/// Zeroes a tensor whose inner dimension (for `layout`) is contiguous.
+fn zero(t: &mut TensorViewMut<'_, f32>, layout: Layout) {
+    let d = t.dims();
+    let s = t.strides();
+    let data = t.data_mut();
+    match layout {
+        Layout::Nchw => {
+            for n in 0..d.n {
+                for c in 0..d.c {
+                    for h in 0..d.h {
+                        let o = n * s[0] + c * s[1] + h * s[2];
+                        data[o..o + d.w].fill(0.0);
+                    }
+                }
+            }
+        }
+        Layout::Nhwc => {
+            for n in 0..d.n {
+                for h in 0..d.h {
+                    for w in 0..d.w {
+                        let o = n * s[0] + h * s[2] + w * s[3];
+                        data[o..o + d.c].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn check_io(g: &PoolGeometry, x: &TensorView<'_, f32>, y: &TensorViewMut<'_, f32>) -> Result<Layout> {
+    expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
+    expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
+    pick_layout(x.layout(), &[desc(Operand::Input, x), desc_mut(Operand::Output, y)])
+}
+
+fn forward<R: Red>(
+    exec: &Exec,
+    g: &PoolGeometry,
+    layout: Layout,
+    x: TensorView<'_, f32>,
+    mut y: TensorViewMut<'_, f32>,
+    r: R,
+) {
+    let p = Plan::new(g);
+    let (xs, ys) = (x.strides(), y.strides());
+    let (x, y) = (x.data(), y.data_mut());
+    match layout {
+        Layout::Nhwc => exec.dispatch(nhwc::Fwd { p: &p, x, xs, y, ys, r }),
+        Layout::Nchw => exec.dispatch(nchw::Fwd { p: &p, x, xs, y, ys, r }),
+    }
+}
+
+/// Max pooling, the notes' downsampling layer: each output is the largest input in its
+/// window. Padding never wins (only input elements compete); among equal maxima the first
+/// in scan order (rows, then columns) wins; a NaN in a window makes the output NaN.
+///
+/// If `indices` is given it receives each maximum's flat index `iy * W + ix` into its
+/// input plane (PyTorch's `return_indices`), the "switches" [`max_pool2d_backward`] routes
+/// gradients through.
+///
+/// Errors: shapes that differ from `g` ([`Error::ShapeMismatch`]); `x` and `y` not both
+/// contiguous in `w` or both in `c` ([`Error::Unsupported`]).
+///
+/// ```
+/// use simdconv::{max_pool2d, Dims, Exec, Layout, Pool2d, PoolGeometry, TensorView, TensorViewMut};
+/// // The notes' figure: a 4x4 input, 2x2 windows with stride 2.
+/// let g = PoolGeometry::new(Dims::new(1, 1, 4, 4), Pool2d::new(2, 2).stride(2))?;
+/// let x = [1.0f32, 1.0, 2.0, 4.0, 5.0, 6.0, 7.0, 8.0, 3.0, 2.0, 1.0, 0.0, 1.0, 2.0, 3.0, 4.0];
+/// let mut y = [0.0f32; 4];
+/// let mut idx = [0usize; 4];
+/// max_pool2d(&Exec::new(), &g,
+///     TensorView::new(&x, g.input(), Layout::Nchw)?,
+///     TensorViewMut::new(&mut y, g.output(), Layout::Nchw)?,
+///     Some(TensorViewMut::new(&mut idx, g.output(), Layout::Nchw)?))?;
+/// assert_eq!(y, [6.0, 8.0, 3.0, 4.0]);
+/// assert_eq!(idx, [5, 7, 8, 15]);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn max_pool2d(
+    exec: &Exec,
+    g: &PoolGeometry,
+    x: TensorView<'_, f32>,
+    mut y: TensorViewMut<'_, f32>,
+    indices: Option<TensorViewMut<'_, usize>>,
+) -> Result<()> {
+    let layout = check_io(g, &x, &y)?;
+    let Some(mut idx) = indices else {
+        forward(exec, g, layout, x, y, MaxR);
+        return Ok(());
+    };
+    expect_dims(Operand::Indices, g.output().to_array(), idx.dims().to_array())?;
+    let p = Plan::new(g);
+    let (xs, ys, is) = (x.strides(), y.strides(), idx.strides());
+    let (xd, yd, id) = (x.data(), y.data_mut(), idx.data_mut());
+    match layout {
+        Layout::Nhwc => exec.dispatch(nhwc::FwdIdx { p: &p, x: xd, xs, y: yd, ys, idx: id, is }),
+        Layout::Nchw => {
+            for n in 0..p.n {
+                for c in 0..p.c {
+                    let xp = n * xs[0] + c * xs[1];
+                    for oy in 0..p.oh {
+                        for ox in 0..p.ow {
+                            let (v, i) = nchw::argmax(&p, xd, xp, xs, oy, ox);
+                            yd[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]] = v;
+                            id[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]] = i;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Average pooling: the sum of each window's input elements divided by the divisor
+/// `opts` selects (padded taps counted or not; taps past the trailing padding of a
+/// ceil-mode window never count; or a fixed divisor).
+///
+/// Errors as [`max_pool2d`].
+pub fn avg_pool2d(
+    exec: &Exec,
+    g: &PoolGeometry,
+    x: TensorView<'_, f32>,
+    y: TensorViewMut<'_, f32>,
+    opts: AvgPoolOptions,
+) -> Result<()> {
+    let layout = check_io(g, &x, &y)?;
+    forward(exec, g, layout, x, y, AvgR(opts));
+    Ok(())
+}
+
+/// L2-norm pooling: `sqrt(sum of squares)` over each window (padding adds zero). Sums of
+/// squares are f32, so inputs beyond about `1.8e19` in magnitude overflow to infinity.
+///
+/// Errors as [`max_pool2d`].
+pub fn l2_pool2d(exec: &Exec, g: &PoolGeometry, x: TensorView<'_, f32>, y: TensorViewMut<'_, f32>) -> Result<()> {
+    let layout = check_io(g, &x, &y)?;
+    forward(exec, g, layout, x, y, L2R);
+    Ok(())
+}
+
+fn global<R: Red>(exec: &Exec, x: TensorView<'_, f32>, mut y: TensorViewMut<'_, f32>, r: R) -> Result<()> {
+    let d = x.dims();
+    let g = PoolGeometry::new(d, Pool2d::new(d.h, d.w))?;
+    let layout = check_io(&g, &x, &y)?;
+    match layout {
+        Layout::Nhwc => forward(exec, &g, layout, x, y, r),
+        Layout::Nchw => {
+            let p = Plan::new(&g);
+            let (xs, ys) = (x.strides(), y.strides());
+            exec.dispatch(nchw::GlobalPlanes { p: &p, x: x.data(), xs, y: y.data_mut(), ys, r });
+        }
+    }
+    Ok(())
+}
+
+/// Global max pooling: one maximum per channel plane, `y` is `[n, c, 1, 1]`. Same rules
+/// as [`max_pool2d`], except that the sign of a zero maximum is unspecified.
+pub fn global_max_pool(exec: &Exec, x: TensorView<'_, f32>, y: TensorViewMut<'_, f32>) -> Result<()> {
+    global(exec, x, y, MaxR)
+}
+
+/// Global average pooling (the GoogLeNet / ResNet head): `y` is `[n, c, 1, 1]`.
+///
+/// ```
+/// use simdconv::{global_avg_pool, Dims, Exec, Layout, TensorView, TensorViewMut};
+/// let x: Vec<f32> = (0..2 * 3 * 3).map(|i| i as f32).collect(); // 2 channels of 3x3
+/// let mut y = [0.0f32; 2];
+/// global_avg_pool(&Exec::new(),
+///     TensorView::new(&x, Dims::new(1, 2, 3, 3), Layout::Nchw)?,
+///     TensorViewMut::new(&mut y, Dims::new(1, 2, 1, 1), Layout::Nchw)?)?;
+/// assert_eq!(y, [4.0, 13.0]);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn global_avg_pool(exec: &Exec, x: TensorView<'_, f32>, y: TensorViewMut<'_, f32>) -> Result<()> {
+    global(exec, x, y, AvgR(AvgPoolOptions::PYTORCH))
+}
+
+/// Max pooling backward from saved switches: each output gradient goes to the input its
+/// index names, accumulating where overlapping windows chose the same input. `dx` is
+/// overwritten.
+///
+/// Errors: shapes ([`Error::ShapeMismatch`]), layouts ([`Error::Unsupported`]) and an index
+/// outside its plane ([`Error::IndexOutOfRange`], after which `dx` is partly written).
+pub fn max_pool2d_backward(
+    exec: &Exec,
+    g: &PoolGeometry,
+    dy: TensorView<'_, f32>,
+    indices: TensorView<'_, usize>,
+    mut dx: TensorViewMut<'_, f32>,
+) -> Result<()> {
+    let _ = exec;
+    expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
+    expect_dims(Operand::Indices, g.output().to_array(), indices.dims().to_array())?;
+    expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
+    let layout =
+        pick_layout(dy.layout(), &[desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)])?;
+    zero(&mut dx, layout);
+    let Dims { h, w, .. } = g.input();
+    let plane = h * w;
+    let out = g.output();
+    let (gs, is, ds) = (dy.strides(), indices.strides(), dx.strides());
+    let (gd, id, dd) = (dy.data(), indices.data(), dx.data_mut());
+    // Per (n, c), outputs are visited in (oy, ox) order in both layouts, like the reference.
+    let mut one = |n: usize, c: usize, oy: usize, ox: usize| -> Result<()> {
+        let i = id[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]];
+        if i >= plane {
+            return Err(Error::IndexOutOfRange { index: i, len: plane });
+        }
+        dd[n * ds[0] + c * ds[1] + (i / w) * ds[2] + (i % w) * ds[3]] +=
+            gd[n * gs[0] + c * gs[1] + oy * gs[2] + ox * gs[3]];
+        Ok(())
+    };
+    for n in 0..out.n {
+        match layout {
+            Layout::Nchw => {
+                for c in 0..out.c {
+                    for oy in 0..out.h {
+                        for ox in 0..out.w {
+                            one(n, c, oy, ox)?;
+                        }
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                for oy in 0..out.h {
+                    for ox in 0..out.w {
+                        for c in 0..out.c {
+                            one(n, c, oy, ox)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Max pooling backward without saved switches: each window's argmax is recomputed from
+/// `x` (same rules as [`max_pool2d`]) and receives the window's output gradient. `dx` is
+/// overwritten.
+///
+/// Errors as [`max_pool2d`], for `x`, `dy` and `dx`.
+pub fn max_pool2d_backward_recompute(
+    exec: &Exec,
+    g: &PoolGeometry,
+    x: TensorView<'_, f32>,
+    dy: TensorView<'_, f32>,
+    mut dx: TensorViewMut<'_, f32>,
+) -> Result<()> {
+    expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
+    expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
+    expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
+    let layout = pick_layout(
+        x.layout(),
+        &[desc(Operand::Input, &x), desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)],
+    )?;
+    zero(&mut dx, layout);
+    let p = Plan::new(g);
+    let (xs, dys, dxs) = (x.strides(), dy.strides(), dx.strides());
+    let (xd, gd, dd) = (x.data(), dy.data(), dx.data_mut());
+    match layout {
+        Layout::Nhwc => {
+            exec.dispatch(nhwc::MaxBackRecompute { p: &p, x: xd, xs, dy: gd, dys, dx: dd, dxs });
+        }
+        Layout::Nchw => {
+            for n in 0..p.n {
+                for c in 0..p.c {
+                    let xp = n * xs[0] + c * xs[1];
+                    let dp = n * dxs[0] + c * dxs[1];
+                    for oy in 0..p.oh {
+                        for ox in 0..p.ow {
+                            let (_, i) = nchw::argmax(&p, xd, xp, xs, oy, ox);
+                            dd[dp + (i / p.w) * dxs[2] + (i % p.w) * dxs[3]] +=
+                                gd[n * dys[0] + c * dys[1] + oy * dys[2] + ox * dys[3]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Average pooling backward: each output gradient is spread evenly (by the same divisor
+/// as [`avg_pool2d`]) over its window's input elements. `dx` is overwritten.
+///
+/// Errors as [`max_pool2d`], for `dy` and `dx`.
+pub fn avg_pool2d_backward(
+    exec: &Exec,
+    g: &PoolGeometry,
+    dy: TensorView<'_, f32>,
+    mut dx: TensorViewMut<'_, f32>,
+    opts: AvgPoolOptions,
+) -> Result<()> {
+    expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
+    expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
+    let layout =
+        pick_layout(dy.layout(), &[desc(Operand::OutputGrad, &dy), desc_mut(Operand::InputGrad, &dx)])?;
+    zero(&mut dx, layout);
+    let p = Plan::new(g);
+    let (dys, dxs) = (dy.strides(), dx.strides());
+    let (gd, dd) = (dy.data(), dx.data_mut());
+    match layout {
+        Layout::Nhwc => exec.dispatch(nhwc::SpreadBack { p: &p, avg: Some(opts), l2: None, dy: gd, dys, dx: dd, dxs }),
+        Layout::Nchw => nchw::spread_back(&p, Some(opts), None, gd, dys, dd, dxs),
+    }
+    Ok(())
+}
+
+/// L2 pooling backward: `dx += dy * x / y` over each window, nothing where `y == 0`.
+/// `dx` is overwritten.
+///
+/// Errors as [`max_pool2d`], for `x`, `y`, `dy` and `dx`.
+pub fn l2_pool2d_backward(
+    exec: &Exec,
+    g: &PoolGeometry,
+    x: TensorView<'_, f32>,
+    y: TensorView<'_, f32>,
+    dy: TensorView<'_, f32>,
+    mut dx: TensorViewMut<'_, f32>,
+) -> Result<()> {
+    expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
+    expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
+    expect_dims(Operand::OutputGrad, g.output().to_array(), dy.dims().to_array())?;
+    expect_dims(Operand::InputGrad, g.input().to_array(), dx.dims().to_array())?;
+    let layout = pick_layout(
+        x.layout(),
+        &[
+            desc(Operand::Input, &x),
+            desc(Operand::Output, &y),
+            desc(Operand::OutputGrad, &dy),
+            desc_mut(Operand::InputGrad, &dx),
+        ],
+    )?;
+    zero(&mut dx, layout);
+    let p = Plan::new(g);
+    let l2 = Some((x.data(), x.strides(), y.data(), y.strides()));
+    let (dys, dxs) = (dy.strides(), dx.strides());
+    let (gd, dd) = (dy.data(), dx.data_mut());
+    match layout {
+        Layout::Nhwc => exec.dispatch(nhwc::SpreadBack { p: &p, avg: None, l2, dy: gd, dys, dx: dd, dxs }),
+        Layout::Nchw => nchw::spread_back(&p, None, l2, gd, dys, dd, dxs),
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! NCHW kernels: rows are contiguous, so the kernels vectorise over output columns. A
+//! window of stride 1 reads each tap as one unaligned vector; stride 2 loads `2L`
+//! consecutive values and splits them into even and odd columns (with dilation 1 the odd
+//! half is the next tap, so 2x2 and 3x3 stride-2 windows cost one split per two taps).
+//! Columns whose window touches padding, and other strides, take a scalar path.
+
+use pulp::{Simd, WithSimd};
+
+use super::plan::Plan;
+use super::simd::{even_odd, Red, MAX_LANES};
+
+/// Lane indices `0, 1, 2, ..` as f32, to build lane masks.
+static IOTA: [f32; MAX_LANES] = [0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.];
+
+/// The even and odd columns of `row[col..col + 2L]`: `(row[col + 2j], row[col + 2j + 1])`
+/// for `j < L`. Only the even half is valid when the last odd column lies past the row
+/// (`col + 2L == row.len() + 1`, the most a stride-2 window reads): the second vector is
+/// then loaded one column early and its odd lanes are the even columns. `low` is the
+/// mask of lanes `< L / 2`.
+#[inline(always)]
+fn split2<S: Simd>(simd: S, row: &[f32], col: usize, low: S::m32s) -> (S::f32s, S::f32s) {
+    let l = S::F32_LANES;
+    if col + 2 * l <= row.len() {
+        let (v, _) = S::as_simd_f32s(&row[col..col + 2 * l]);
+        even_odd(simd, v[0], v[1])
+    } else {
+        let a = S::as_simd_f32s(&row[col..col + l]).0[0];
+        let n = row.len();
+        let b = S::as_simd_f32s(&row[n - l..n]).0[0];
+        let (e, o) = even_odd(simd, a, b);
+        let e = simd.select_f32s(low, e, o);
+        (e, e)
+    }
+}
+
+/// Forward values-only pooling.
+pub(crate) struct Fwd<'a, R> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub r: R,
+}
+
+impl<R: Red> WithSimd for Fwd<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Fwd { p, x, xs, y, ys, r } = self;
+        let l = S::F32_LANES;
+        let aw = p.aw;
+        let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+        // Interior columns go through the vector path when it exists for this stride.
+        let (lo, hi) = if (sw == 1 || sw == 2) && aw.hi - aw.lo >= l { (aw.lo, aw.hi) } else { (0, 0) };
+        let w = p.w;
+        let low = simd.less_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s(l as f32 / 2.0));
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1];
+                let yp = n * ys[0] + c * ys[1];
+                for oy in 0..p.oh {
+                    let (ky0, ky1, py) = p.ah.taps(oy);
+                    let yo = yp + oy * ys[2];
+                    let yrow = &mut y[yo..yo + p.ow];
+                    let scalar = |ox: usize| -> f32 {
+                        let (taps, padded) = p.counts(oy, ox);
+                        let mut acc = R::INIT;
+                        p.for_taps(oy, ox, |iy, ix| acc = R::s(acc, x[xp + iy * xs[2] + ix * xs[3]]));
+                        R::sfin(acc, r.scale(taps, padded))
+                    };
+                    for ox in (0..lo).chain(hi..p.ow) {
+                        yrow[ox] = scalar(ox);
+                    }
+                    if hi == lo {
+                        continue;
+                    }
+                    let vscale = simd.splat_f32s(r.scale((ky1 - ky0) * kw, py * kw));
+                    let mut ox = lo;
+                    loop {
+                        // The last block overlaps the previous one rather than leaving a tail.
+                        if ox + l > hi {
+                            ox = hi - l;
+                        }
+                        let mut acc = simd.splat_f32s(R::INIT);
+                        for ky in ky0..ky1 {
+                            let ro = xp + p.ah.coord(oy, ky) * xs[2];
+                            let row = &x[ro..ro + w];
+                            if sw == 1 {
+                                for kx in 0..kw {
+                                    let col = ox + kx * dw - pl;
+                                    acc = R::v(simd, acc, S::as_simd_f32s(&row[col..col + l]).0[0]);
+                                }
+                            } else if dw == 1 {
+                                let col = 2 * ox - pl;
+                                let mut kx = 0;
+                                while kx < kw {
+                                    let (e, o) = split2(simd, row, col + kx, low);
+                                    acc = R::v(simd, acc, e);
+                                    if kx + 1 < kw {
+                                        acc = R::v(simd, acc, o);
+                                    }
+                                    kx += 2;
+                                }
+                            } else {
+                                for kx in 0..kw {
+                                    acc = R::v(simd, acc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
+                                }
+                            }
+                        }
+                        S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = R::vfin(simd, acc, vscale);
+                        ox += l;
+                        if ox >= hi {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The reference's argmax of output `(oy, ox)` of plane `xp`: `(value, flat index)`.
+#[inline(always)]
+pub(crate) fn argmax(p: &Plan, x: &[f32], xp: usize, xs: [usize; 4], oy: usize, ox: usize) -> (f32, usize) {
+    let (ky0, _, _) = p.ah.taps(oy);
+    let (kx0, _, _) = p.aw.taps(ox);
+    let mut best = f32::NEG_INFINITY;
+    let mut bi = p.ah.coord(oy, ky0) * p.w + p.aw.coord(ox, kx0);
+    p.for_taps(oy, ox, |iy, ix| {
+        let v = x[xp + iy * xs[2] + ix * xs[3]];
+        if (v > best || v.is_nan()) && !best.is_nan() {
+            best = v;
+            bi = iy * p.w + ix;
+        }
+    });
+    (best, bi)
+}
+
+/// Average or L2 pooling backward, one output at a time; `dx` must be zeroed.
+/// `l2` is `(x, xs, y, ys)` for L2 pooling, `None` for average pooling with `avg`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn spread_back(
+    p: &Plan,
+    avg: Option<crate::params::AvgPoolOptions>,
+    l2: Option<(&[f32], [usize; 4], &[f32], [usize; 4])>,
+    dy: &[f32],
+    dys: [usize; 4],
+    dx: &mut [f32],
+    dxs: [usize; 4],
+) {
+    for n in 0..p.n {
+        for c in 0..p.c {
+            let dp = n * dxs[0] + c * dxs[1];
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let g = dy[n * dys[0] + c * dys[1] + oy * dys[2] + ox * dys[3]];
+                    match l2 {
+                        Some((x, xs, y, ys)) => {
+                            let yv = y[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]];
+                            if yv == 0.0 {
+                                continue;
+                            }
+                            let share = g / yv;
+                            let xp = n * xs[0] + c * xs[1];
+                            p.for_taps(oy, ox, |iy, ix| {
+                                dx[dp + iy * dxs[2] + ix * dxs[3]] += x[xp + iy * xs[2] + ix * xs[3]] * share;
+                            });
+                        }
+                        None => {
+                            let (taps, padded) = p.counts(oy, ox);
+                            let d = avg.map_or(1, |o| super::simd::divisor(o, taps, padded));
+                            let share = g * (1.0 / d as f32);
+                            p.for_taps(oy, ox, |iy, ix| dx[dp + iy * dxs[2] + ix * dxs[3]] += share);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Global pooling of NCHW planes: one reduction per `(n, c)` plane, vectorised along it.
+pub(crate) struct GlobalPlanes<'a, R> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub r: R,
+}
+
+impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let GlobalPlanes { p, x, xs, y, ys, r } = self;
+        let (h, w) = (p.h, p.w);
+        let taps = h * w;
+        let scale = r.scale(taps, taps);
+        // Rows that follow each other in memory make one run of `h * w` values.
+        let (runs, run_len) = if h == 1 || xs[2] == w { (1, taps) } else { (h, w) };
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1];
+                let mut v0 = simd.splat_f32s(R::INIT);
+                let mut v1 = simd.splat_f32s(R::INIT);
+                let mut s = R::INIT;
+                for run in 0..runs {
+                    let ro = xp + run * xs[2];
+                    let (head, tail) = S::as_simd_f32s(&x[ro..ro + run_len]);
+                    let mut pairs = head.chunks_exact(2);
+                    for pr in &mut pairs {
+                        v0 = R::v(simd, v0, pr[0]);
+                        v1 = R::v(simd, v1, pr[1]);
+                    }
+                    for &v in pairs.remainder() {
+                        v0 = R::v(simd, v0, v);
+                    }
+                    for &t in tail {
+                        s = R::s(s, t);
+                    }
+                }
+                let total = R::smerge(R::vreduce(simd, R::vmerge(simd, v0, v1)), s);
+                y[n * ys[0] + c * ys[1]] = R::sfin(total, scale);
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! NHWC kernels: each pixel's channels are contiguous, so every window tap is a run of `C`
+//! values and the kernels vectorise over channels (4 vectors at a time, then 1, then a
+//! scalar tail). Any geometry (stride, dilation, padding, ceil windows) takes the same path.
+
+use pulp::{Simd, WithSimd};
+
+use super::plan::Plan;
+use super::simd::Red;
+
+/// Forward values-only pooling.
+pub(crate) struct Fwd<'a, R> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub r: R,
+}
+
+impl<R: Red> WithSimd for Fwd<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Fwd { p, x, xs, y, ys, r } = self;
+        let c = p.c;
+        let l = S::F32_LANES;
+        for n in 0..p.n {
+            let xn = n * xs[0];
+            for oy in 0..p.oh {
+                let (ky0, ky1, py) = p.ah.taps(oy);
+                for ox in 0..p.ow {
+                    let (kx0, kx1, px) = p.aw.taps(ox);
+                    let scale = r.scale((ky1 - ky0) * (kx1 - kx0), py * px);
+                    let vscale = simd.splat_f32s(scale);
+                    let yo = n * ys[0] + oy * ys[2] + ox * ys[3];
+                    let yrun = &mut y[yo..yo + c];
+                    let mut ci = 0;
+                    while ci + 4 * l <= c {
+                        let mut acc = [simd.splat_f32s(R::INIT); 4];
+                        for ky in ky0..ky1 {
+                            let xr = xn + p.ah.coord(oy, ky) * xs[2] + ci;
+                            for kx in kx0..kx1 {
+                                let off = xr + p.aw.coord(ox, kx) * xs[3];
+                                let (v, _) = S::as_simd_f32s(&x[off..off + 4 * l]);
+                                for (a, &v) in acc.iter_mut().zip(v) {
+                                    *a = R::v(simd, *a, v);
+                                }
+                            }
+                        }
+                        let (out, _) = S::as_mut_simd_f32s(&mut yrun[ci..ci + 4 * l]);
+                        for (o, &a) in out.iter_mut().zip(&acc) {
+                            *o = R::vfin(simd, a, vscale);
+                        }
+                        ci += 4 * l;
+                    }
+                    while ci + l <= c {
+                        let mut acc = simd.splat_f32s(R::INIT);
+                        for ky in ky0..ky1 {
+                            let xr = xn + p.ah.coord(oy, ky) * xs[2] + ci;
+                            for kx in kx0..kx1 {
+                                let off = xr + p.aw.coord(ox, kx) * xs[3];
+                                let (v, _) = S::as_simd_f32s(&x[off..off + l]);
+                                acc = R::v(simd, acc, v[0]);
+                            }
+                        }
+                        let (out, _) = S::as_mut_simd_f32s(&mut yrun[ci..ci + l]);
+                        out[0] = R::vfin(simd, acc, vscale);
+                        ci += l;
+                    }
+                    for (cc, yv) in yrun.iter_mut().enumerate().skip(ci) {
+                        let mut acc = R::INIT;
+                        for ky in ky0..ky1 {
+                            let xr = xn + p.ah.coord(oy, ky) * xs[2] + cc;
+                            for kx in kx0..kx1 {
+                                acc = R::s(acc, x[xr + p.aw.coord(ox, kx) * xs[3]]);
+                            }
+                        }
+                        *yv = R::sfin(acc, scale);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The argmax of every channel of one output pixel: calls `sink(c, value, flat_index)` per
+/// channel, with the reference's rules (first maximum in scan order, first NaN wins).
+/// Vectorised over channels when flat indices fit in `u32`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn argmax_pixel<S: Simd>(
+    simd: S,
+    p: &Plan,
+    x: &[f32],
+    xs: [usize; 4],
+    n: usize,
+    oy: usize,
+    ox: usize,
+    mut sink: impl FnMut(usize, f32, usize),
+) {
+    let l = S::F32_LANES;
+    let c = p.c;
+    let (ky0, ky1, _) = p.ah.taps(oy);
+    let (kx0, kx1, _) = p.aw.taps(ox);
+    let w = p.w;
+    let first = p.ah.coord(oy, ky0) * w + p.aw.coord(ox, kx0);
+    let xn = n * xs[0];
+    let mut ci = 0;
+    // Flat indices are below h * w; the vector path tracks them in u32 lanes.
+    let fits = u32::try_from(p.h * p.w).is_ok();
+    if fits && l > 1 {
+        let mut vals = [0.0f32; super::simd::MAX_LANES];
+        let mut idxs = [0u32; super::simd::MAX_LANES];
+        while ci + l <= c {
+            let mut best = simd.splat_f32s(f32::NEG_INFINITY);
+            let mut idx = simd.splat_u32s(first as u32);
+            for ky in ky0..ky1 {
+                let iy = p.ah.coord(oy, ky);
+                let xr = xn + iy * xs[2] + ci;
+                for kx in kx0..kx1 {
+                    let ix = p.aw.coord(ox, kx);
+                    let off = xr + ix * xs[3];
+                    let (v, _) = S::as_simd_f32s(&x[off..off + l]);
+                    let v = v[0];
+                    let better =
+                        simd.or_m32s(simd.greater_than_f32s(v, best), simd.not_m32s(simd.equal_f32s(v, v)));
+                    let take = simd.and_m32s(better, simd.equal_f32s(best, best));
+                    best = simd.select_f32s(take, v, best);
+                    idx = simd.select_u32s(take, simd.splat_u32s((iy * w + ix) as u32), idx);
+                }
+            }
+            S::as_mut_simd_f32s(&mut vals[..l]).0[0] = best;
+            S::as_mut_simd_u32s(&mut idxs[..l]).0[0] = idx;
+            for j in 0..l {
+                sink(ci + j, vals[j], idxs[j] as usize);
+            }
+            ci += l;
+        }
+    }
+    for cc in ci..c {
+        let mut best = f32::NEG_INFINITY;
+        let mut bi = first;
+        for ky in ky0..ky1 {
+            let iy = p.ah.coord(oy, ky);
+            let xr = xn + iy * xs[2] + cc;
+            for kx in kx0..kx1 {
+                let ix = p.aw.coord(ox, kx);
+                let v = x[xr + ix * xs[3]];
+                if (v > best || v.is_nan()) && !best.is_nan() {
+                    best = v;
+                    bi = iy * w + ix;
+                }
+            }
+        }
+        sink(cc, best, bi);
+    }
+}
+
+/// Forward max pooling with indices.
+pub(crate) struct FwdIdx<'a> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub idx: &'a mut [usize],
+    pub is: [usize; 4],
+}
+
+impl WithSimd for FwdIdx<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let FwdIdx { p, x, xs, y, ys, idx, is } = self;
+        for n in 0..p.n {
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let yo = n * ys[0] + oy * ys[2] + ox * ys[3];
+                    let io = n * is[0] + oy * is[2] + ox * is[3];
+                    argmax_pixel(simd, p, x, xs, n, oy, ox, |c, v, i| {
+                        y[yo + c] = v;
+                        idx[io + c * is[1]] = i;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Max pooling backward with switches recomputed from `x`: `dx` must be zeroed.
+pub(crate) struct MaxBackRecompute<'a> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub dy: &'a [f32],
+    pub dys: [usize; 4],
+    pub dx: &'a mut [f32],
+    pub dxs: [usize; 4],
+}
+
+impl WithSimd for MaxBackRecompute<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let MaxBackRecompute { p, x, xs, dy, dys, dx, dxs } = self;
+        let w = p.w;
+        for n in 0..p.n {
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let go = n * dys[0] + oy * dys[2] + ox * dys[3];
+                    argmax_pixel(simd, p, x, xs, n, oy, ox, |c, _, i| {
+                        let o = n * dxs[0] + c * dxs[1] + (i / w) * dxs[2] + (i % w) * dxs[3];
+                        dx[o] += dy[go + c * dys[1]];
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Average or L2 pooling backward, vectorised over channels; `dx` must be zeroed.
+/// Average: `dx += dy / divisor` over each window. L2 (`l2` is `(x, xs, y, ys)`):
+/// `dx += x * (dy / y)` over each window, nothing where `y == 0`.
+pub(crate) struct SpreadBack<'a> {
+    pub p: &'a Plan,
+    pub avg: Option<crate::params::AvgPoolOptions>,
+    pub l2: Option<(&'a [f32], [usize; 4], &'a [f32], [usize; 4])>,
+    pub dy: &'a [f32],
+    pub dys: [usize; 4],
+    pub dx: &'a mut [f32],
+    pub dxs: [usize; 4],
+}
+
+impl WithSimd for SpreadBack<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let SpreadBack { p, avg, l2, dy, dys, dx, dxs } = self;
+        let c = p.c;
+        let l = S::F32_LANES;
+        let zero = simd.splat_f32s(0.0);
+        for n in 0..p.n {
+            for oy in 0..p.oh {
+                let (ky0, ky1, py) = p.ah.taps(oy);
+                for ox in 0..p.ow {
+                    let (kx0, kx1, px) = p.aw.taps(ox);
+                    let go = n * dys[0] + oy * dys[2] + ox * dys[3];
+                    let g = &dy[go..go + c];
+                    let recip = match avg {
+                        Some(o) => 1.0 / super::simd::divisor(o, (ky1 - ky0) * (kx1 - kx0), py * px) as f32,
+                        None => 1.0,
+                    };
+                    let vrecip = simd.splat_f32s(recip);
+                    let yrun = l2.map(|(_, _, y, ys)| {
+                        let yo = n * ys[0] + oy * ys[2] + ox * ys[3];
+                        &y[yo..yo + c]
+                    });
+                    let mut ci = 0;
+                    while ci + l <= c {
+                        let gv = S::as_simd_f32s(&g[ci..ci + l]).0[0];
+                        let (share, yzero) = match yrun {
+                            Some(yr) => {
+                                let yv = S::as_simd_f32s(&yr[ci..ci + l]).0[0];
+                                (simd.div_f32s(gv, yv), simd.equal_f32s(yv, zero))
+                            }
+                            None => (simd.mul_f32s(gv, vrecip), simd.less_than_f32s(zero, zero)),
+                        };
+                        for ky in ky0..ky1 {
+                            let iy = p.ah.coord(oy, ky);
+                            for kx in kx0..kx1 {
+                                let ix = p.aw.coord(ox, kx);
+                                let off = n * dxs[0] + iy * dxs[2] + ix * dxs[3] + ci;
+                                let add = match l2 {
+                                    Some((x, xs, _, _)) => {
+                                        let xo = n * xs[0] + iy * xs[2] + ix * xs[3] + ci;
+                                        let xv = S::as_simd_f32s(&x[xo..xo + l]).0[0];
+                                        simd.select_f32s(yzero, zero, simd.mul_f32s(xv, share))
+                                    }
+                                    None => share,
+                                };
+                                let d = &mut S::as_mut_simd_f32s(&mut dx[off..off + l]).0[0];
+                                *d = simd.add_f32s(*d, add);
+                            }
+                        }
+                        ci += l;
+                    }
+                    for cc in ci..c {
+                        let (share, skip) = match yrun {
+                            Some(yr) => (g[cc] / yr[cc], yr[cc] == 0.0),
+                            None => (g[cc] * recip, false),
+                        };
+                        if skip {
+                            continue;
+                        }
+                        for ky in ky0..ky1 {
+                            let iy = p.ah.coord(oy, ky);
+                            for kx in kx0..kx1 {
+                                let ix = p.aw.coord(ox, kx);
+                                let add = match l2 {
+                                    Some((x, xs, _, _)) => x[n * xs[0] + iy * xs[2] + ix * xs[3] + cc] * share,
+                                    None => share,
+                                };
+                                dx[n * dxs[0] + iy * dxs[2] + ix * dxs[3] + cc] += add;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The reductions pooling folds a window with, written once over pulp's `Simd`, and the
+//! even/odd split that stride-2 NCHW kernels need.
+
+use pulp::Simd;
+
+use crate::params::AvgPoolOptions;
+
+/// A window reduction: `acc = combine(acc, x)` from `INIT` over the taps in scan order,
+/// then `finish(acc, scale)`.
+pub(crate) trait Red: Copy {
+    /// The identity the fold starts from.
+    const INIT: f32;
+    fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s;
+    fn s(acc: f32, x: f32) -> f32;
+    fn vfin<S: Simd>(simd: S, acc: S::f32s, scale: S::f32s) -> S::f32s;
+    fn sfin(acc: f32, scale: f32) -> f32;
+    /// Merges two partial accumulators.
+    fn vmerge<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s;
+    fn smerge(a: f32, b: f32) -> f32;
+    /// Merges the lanes of one accumulator.
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32;
+    /// The `scale` passed to the finish of a window of `taps` input taps and `padded` taps
+    /// in the padded input.
+    fn scale(&self, taps: usize, padded: usize) -> f32;
+}
+
+/// Maximum. `x` replaces `acc` when it is larger or NaN; a NaN `acc` is never replaced
+/// by a number, so NaN propagates, and equal values keep the earlier one (the reference's
+/// rules). Written as compare + select: pulp's `max` disagrees across ISAs on NaN.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MaxR;
+
+impl Red for MaxR {
+    const INIT: f32 = f32::NEG_INFINITY;
+    #[inline(always)]
+    fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
+        let take = simd.or_m32s(simd.greater_than_f32s(x, acc), simd.not_m32s(simd.equal_f32s(x, x)));
+        simd.select_f32s(take, x, acc)
+    }
+    #[inline(always)]
+    fn s(acc: f32, x: f32) -> f32 {
+        if x > acc || x.is_nan() {
+            x
+        } else {
+            acc
+        }
+    }
+    #[inline(always)]
+    fn vfin<S: Simd>(_: S, acc: S::f32s, _: S::f32s) -> S::f32s {
+        acc
+    }
+    #[inline(always)]
+    fn sfin(acc: f32, _: f32) -> f32 {
+        acc
+    }
+    #[inline(always)]
+    fn vmerge<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
+        Self::v(simd, a, b)
+    }
+    #[inline(always)]
+    fn smerge(a: f32, b: f32) -> f32 {
+        Self::s(a, b)
+    }
+    #[inline(always)]
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32 {
+        // pulp's reduce_max is only consistent across ISAs without NaN.
+        if simd.first_true_m32s(simd.not_m32s(simd.equal_f32s(a, a))) < S::F32_LANES {
+            f32::NAN
+        } else {
+            simd.reduce_max_f32s(a)
+        }
+    }
+    #[inline(always)]
+    fn scale(&self, _: usize, _: usize) -> f32 {
+        1.0
+    }
+}
+
+/// Sum, then multiplied by the reciprocal of the divisor [`AvgPoolOptions`] selects.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AvgR(pub AvgPoolOptions);
+
+/// The divisor of a window (the reference's rule).
+#[inline(always)]
+pub(crate) fn divisor(opts: AvgPoolOptions, taps: usize, padded: usize) -> usize {
+    match opts.divisor {
+        Some(d) => d.get(),
+        None if opts.count_include_pad => padded,
+        None => taps,
+    }
+}
+
+impl Red for AvgR {
+    const INIT: f32 = 0.0;
+    #[inline(always)]
+    fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
+        simd.add_f32s(acc, x)
+    }
+    #[inline(always)]
+    fn s(acc: f32, x: f32) -> f32 {
+        acc + x
+    }
+    #[inline(always)]
+    fn vfin<S: Simd>(simd: S, acc: S::f32s, scale: S::f32s) -> S::f32s {
+        simd.mul_f32s(acc, scale)
+    }
+    #[inline(always)]
+    fn sfin(acc: f32, scale: f32) -> f32 {
+        acc * scale
+    }
+    #[inline(always)]
+    fn vmerge<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
+        simd.add_f32s(a, b)
+    }
+    #[inline(always)]
+    fn smerge(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32 {
+        simd.reduce_sum_f32s(a)
+    }
+    #[inline(always)]
+    fn scale(&self, taps: usize, padded: usize) -> f32 {
+        1.0 / divisor(self.0, taps, padded) as f32
+    }
+}
+
+/// L2 norm: the sum of squares, then its square root.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct L2R;
+
+impl Red for L2R {
+    const INIT: f32 = 0.0;
+    #[inline(always)]
+    fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
+        simd.mul_add_e_f32s(x, x, acc)
+    }
+    #[inline(always)]
+    fn s(acc: f32, x: f32) -> f32 {
+        x * x + acc
+    }
+    #[inline(always)]
+    fn vfin<S: Simd>(simd: S, acc: S::f32s, _: S::f32s) -> S::f32s {
+        simd.sqrt_f32s(acc)
+    }
+    #[inline(always)]
+    fn sfin(acc: f32, _: f32) -> f32 {
+        num_traits::Float::sqrt(acc)
+    }
+    #[inline(always)]
+    fn vmerge<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
+        simd.add_f32s(a, b)
+    }
+    #[inline(always)]
+    fn smerge(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    fn vreduce<S: Simd>(simd: S, a: S::f32s) -> f32 {
+        simd.reduce_sum_f32s(a)
+    }
+    #[inline(always)]
+    fn scale(&self, _: usize, _: usize) -> f32 {
+        1.0
+    }
+}
+
+/// Largest f32 lane count of any ISA (AVX-512).
+pub(crate) const MAX_LANES: usize = 16;
+
+/// Splits the `2L` consecutive values in `a, b` into their even- and odd-indexed halves,
+/// in order: `([a0, a2, .., b0, b2, ..], [a1, a3, .., b1, b3, ..])`.
+///
+/// pulp's `deinterleave_shfl_f32s` pairs the lanes correctly but leaves them permuted on
+/// AVX2 / AVX-512, so the x86 paths use their own shuffles.
+#[inline(always)]
+pub(crate) fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S::f32s) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::any::TypeId;
+        use core::arch::x86_64::*;
+        use core::mem::transmute_copy;
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>() {
+            // SAFETY: `S` is `V4`, so `S::f32s` is `f32x16`, 64 bytes like `__m512`, and a
+            // value of `S` exists only if AVX-512F is available (the caller holds one).
+            unsafe {
+                let a: __m512 = transmute_copy(&a);
+                let b: __m512 = transmute_copy(&b);
+                let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+                let e = _mm512_permutex2var_ps(a, ie, b);
+                let o = _mm512_permutex2var_ps(a, io, b);
+                return (transmute_copy(&e), transmute_copy(&o));
+            }
+        }
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V3>() {
+            // SAFETY: `S` is `V3`, so `S::f32s` is `f32x8`, 32 bytes like `__m256`, and a
+            // value of `S` exists only if AVX2 is available.
+            unsafe {
+                let a: __m256 = transmute_copy(&a);
+                let b: __m256 = transmute_copy(&b);
+                // [a0 a2 b0 b2 | a4 a6 b4 b6], then swap the middle 64-bit quarters.
+                let e = _mm256_shuffle_ps::<0x88>(a, b);
+                let o = _mm256_shuffle_ps::<0xDD>(a, b);
+                let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(e)));
+                let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(o)));
+                return (transmute_copy(&e), transmute_copy(&o));
+            }
+        }
+    }
+    let _ = simd;
+    let l = S::F32_LANES;
+    if l == 1 {
+        return (a, b);
+    }
+    let mut buf = [0.0f32; 2 * MAX_LANES];
+    let mut out = [0.0f32; 2 * MAX_LANES];
+    {
+        let (v, _) = S::as_mut_simd_f32s(&mut buf[..2 * l]);
+        v[0] = a;
+        v[1] = b;
+    }
+    for i in 0..l {
+        out[i] = buf[2 * i];
+        out[l + i] = buf[2 * i + 1];
+    }
+    let (v, _) = S::as_simd_f32s(&out[..2 * l]);
+    (v[0], v[1])
+}

@@ -1,0 +1,505 @@
+//! The GEMM-based forward convolutions (im2col + GEMM, pointwise) and `Auto`, against the
+//! f64 reference: every ISA (it only changes the fused epilogue; `gemm` picks its own
+//! kernel) x both layouts x OIHW / OHWI / HWIO filters x random geometry and epilogue x
+//! one or two threads, with strided (channel-slice, padded-row) input and output views.
+
+use proptest::prelude::*;
+use simdconv::reference as r;
+use simdconv::{
+    conv2d, conv2d_alloc, conv2d_workspace_len, select_algorithm, Activation, Algorithm, Conv2d, Conv2dOptions,
+    ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout, Operand, Padding, Rounding,
+    TensorView, TensorViewMut, Unsupported,
+};
+use simdconv_tests::{abs_f64, check_close, isas, setup, Rng};
+
+const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
+const FILTERS: [FilterLayout; 3] = [FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio];
+/// Marks output elements outside the view; they must survive untouched.
+const SENTINEL: f32 = 12345.0;
+
+/// A convolution problem plus how its tensors are laid out in memory.
+#[derive(Clone, Debug)]
+struct Case {
+    input: Dims,
+    k: usize,
+    conv: Conv2d,
+    bias: bool,
+    residual: bool,
+    act: Activation,
+    /// Extra channels / columns around the input and output views (0 = dense).
+    pad_c: usize,
+    pad_w: usize,
+    threads: usize,
+    seed: u64,
+}
+
+/// Dims of the buffer that holds a view of `d` with `pad_c` more channels and `pad_w` more
+/// columns, and the view's strides into it.
+fn padded(d: Dims, layout: Layout, pad_c: usize, pad_w: usize) -> (usize, [usize; 4]) {
+    let big = Dims::new(d.n, d.c + pad_c, d.h, d.w + pad_w);
+    (big.count().unwrap(), layout.strides(big))
+}
+
+/// Copies a view into dense NCHW order.
+fn dense(v: &TensorView<'_, f32>) -> Vec<f32> {
+    let d = v.dims();
+    let mut out = Vec::with_capacity(d.count().unwrap());
+    for n in 0..d.n {
+        for c in 0..d.c {
+            for h in 0..d.h {
+                for w in 0..d.w {
+                    out.push(v.get(n, c, h, w));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs `algorithm` on `case` for every ISA x layout x filter layout and checks it.
+fn check_case(case: &Case, algorithm: Algorithm) -> Result<(), TestCaseError> {
+    let g = match ConvGeometry::new(case.input, case.k, case.conv) {
+        Ok(g) => g,
+        Err(e) => return Err(TestCaseError::reject(format!("{e}"))),
+    };
+    let (id, od, fd) = (g.input(), g.output(), g.filter());
+    let mut rng = Rng::new(case.seed);
+    let xs = rng.vec(id.count().unwrap());
+    let ws = rng.vec(fd.count().unwrap());
+    let bias = rng.vec(od.c);
+    let res = rng.vec(od.count().unwrap());
+    // Reference in f64 on dense NCHW / OIHW, and its magnitude on |x|, |w|.
+    let x64 = simdconv_tests::to_f64(&xs);
+    let w64 = simdconv_tests::to_f64(&ws);
+    let b64 = simdconv_tests::to_f64(&bias);
+    let mut want = vec![0.0f64; od.count().unwrap()];
+    let mut mag = vec![0.0f64; od.count().unwrap()];
+    let run_ref = |x: &[f64], w: &[f64], b: Option<&[f64]>, y: &mut [f64]| {
+        r::conv2d(
+            &g,
+            TensorView::new(x, id, Layout::Nchw).unwrap(),
+            FilterView::new(w, fd, FilterLayout::Oihw).unwrap(),
+            b,
+            TensorViewMut::new(y, od, Layout::Nchw).unwrap(),
+        )
+        .unwrap();
+    };
+    run_ref(&x64, &w64, case.bias.then_some(&b64[..]), &mut want);
+    let babs: Vec<f64> = b64.iter().map(|v| v.abs()).collect();
+    run_ref(&abs_f64(&xs), &abs_f64(&ws), case.bias.then_some(&babs[..]), &mut mag);
+    for (i, (y, m)) in want.iter_mut().zip(&mut mag).enumerate() {
+        if case.residual {
+            *y += f64::from(res[i]);
+            *m += f64::from(res[i]).abs();
+        }
+        *y = match case.act {
+            Activation::Identity => *y,
+            Activation::Relu => y.max(0.0),
+            Activation::Clamp { min, max } => y.clamp(f64::from(min), f64::from(max)),
+        };
+    }
+    let terms = fd.i * fd.kh * fd.kw;
+
+    for isa in isas() {
+        let exec = Exec::new().with_isa(isa).unwrap().with_threads(case.threads).unwrap();
+        for layout in LAYOUTS {
+            // The input as a (possibly padded) view in `layout`.
+            let (xlen, xstr) = padded(id, layout, case.pad_c, case.pad_w);
+            let mut xbuf = vec![f32::NAN; xlen];
+            {
+                let mut xv = TensorViewMut::with_strides(&mut xbuf, id, xstr).unwrap();
+                let src = TensorView::new(&xs, id, Layout::Nchw).unwrap();
+                for n in 0..id.n {
+                    for c in 0..id.c {
+                        for h in 0..id.h {
+                            for w in 0..id.w {
+                                *xv.get_mut(n, c, h, w) = src.get(n, c, h, w);
+                            }
+                        }
+                    }
+                }
+            }
+            let x = TensorView::with_strides(&xbuf, id, xstr).unwrap();
+            let mut rbuf = vec![0.0f32; res.len()];
+            simdconv::repack_tensor(&res, Layout::Nchw, &mut rbuf, layout, od).unwrap();
+            for fl in FILTERS {
+                let mut wbuf = vec![0.0f32; ws.len()];
+                simdconv::repack_filter(&ws, FilterLayout::Oihw, &mut wbuf, fl, fd).unwrap();
+                let w = FilterView::new(&wbuf, fd, fl).unwrap();
+                let mut epilogue = Epilogue::new().activation(case.act);
+                if case.bias {
+                    epilogue = epilogue.bias(&bias);
+                }
+                if case.residual {
+                    epilogue = epilogue.residual(TensorView::new(&rbuf, od, layout).unwrap());
+                }
+                let opts = Conv2dOptions { algorithm, epilogue };
+                let need = conv2d_workspace_len(&g, algorithm, layout).unwrap();
+                let mut work = vec![f32::NAN; need];
+                let (ylen, ystr) = padded(od, layout, case.pad_c, case.pad_w);
+                let mut ybuf = vec![SENTINEL; ylen];
+                let y = TensorViewMut::with_strides(&mut ybuf, od, ystr).unwrap();
+                // Every output element is overwritten: start them all at NaN.
+                let mut y = y;
+                for n in 0..od.n {
+                    for c in 0..od.c {
+                        for h in 0..od.h {
+                            for w in 0..od.w {
+                                *y.get_mut(n, c, h, w) = f32::NAN;
+                            }
+                        }
+                    }
+                }
+                conv2d(&exec, &g, &opts, x, w, y, &mut work)
+                    .map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?}: {e}")))?;
+                let yv = TensorView::with_strides(&ybuf, od, ystr).unwrap();
+                let got = dense(&yv);
+                check_close(&got, &want, &mag, terms)
+                    .map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?} {algorithm:?}: {e}")))?;
+                let written = od.count().unwrap();
+                let untouched = ybuf.iter().filter(|&&v| v == SENTINEL).count();
+                prop_assert_eq!(untouched, ylen - written, "{} {:?} {:?}: wrote outside the view", isa, layout, fl);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::Identity),
+        Just(Activation::Relu),
+        Just(Activation::Clamp { min: -0.5, max: 0.75 }),
+    ]
+}
+
+prop_compose! {
+    /// Any convolution: groups, dilation, asymmetric padding, stride up to 4 (beyond the
+    /// kernel), batch up to 3, Floor or Ceil rounding, inputs from 1x1 up.
+    fn any_case()(
+        n in 1usize..=3,
+        groups in 1usize..=3,
+        cg in 1usize..=5,
+        kg in 1usize..=5,
+        kh in 1usize..=4, kw in 1usize..=4,
+        sh in 1usize..=4, sw in 1usize..=4,
+        dh in 1usize..=3, dw in 1usize..=3,
+        pad in [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
+        extra in [0usize..=6, 0usize..=6],
+        ceil in any::<bool>(),
+        bias in any::<bool>(), residual in any::<bool>(), act in activation(),
+        pad_c in prop_oneof![Just(0usize), 1usize..=3],
+        pad_w in prop_oneof![Just(0usize), 1usize..=2],
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) -> Case {
+        // The smallest input the window fits in, plus `extra`.
+        let eh = dh * (kh - 1) + 1;
+        let ew = dw * (kw - 1) + 1;
+        let h = eh.saturating_sub(pad[0] + pad[1]).max(1) + extra[0];
+        let w = ew.saturating_sub(pad[2] + pad[3]).max(1) + extra[1];
+        let conv = Conv2d::new(kh, kw)
+            .stride_hw(sh, sw)
+            .dilation_hw(dh, dw)
+            .padding(Padding::new(pad[0], pad[1], pad[2], pad[3]))
+            .groups(groups)
+            .rounding(if ceil { Rounding::Ceil } else { Rounding::Floor });
+        Case { input: Dims::new(n, groups * cg, h, w), k: groups * kg, conv, bias, residual, act,
+               pad_c, pad_w, threads, seed }
+    }
+}
+
+prop_compose! {
+    /// 1x1 convolutions without padding: any stride and dilation, groups, up to 20
+    /// channels per group, planes from 1x1.
+    fn pointwise_case()(
+        n in 1usize..=3,
+        groups in 1usize..=3,
+        cg in 1usize..=20,
+        kg in 1usize..=20,
+        sh in 1usize..=3, sw in 1usize..=3,
+        d in 1usize..=2,
+        h in 1usize..=9, w in 1usize..=9,
+        ceil in any::<bool>(),
+        bias in any::<bool>(), residual in any::<bool>(), act in activation(),
+        pad_c in prop_oneof![Just(0usize), 1usize..=3],
+        pad_w in prop_oneof![Just(0usize), 1usize..=2],
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) -> Case {
+        let conv = Conv2d::new(1, 1).stride_hw(sh, sw).dilation(d).groups(groups)
+            .rounding(if ceil { Rounding::Ceil } else { Rounding::Floor });
+        Case { input: Dims::new(n, groups * cg, h, w), k: groups * kg, conv, bias, residual, act,
+               pad_c, pad_w, threads, seed }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn im2col_matches_reference(case in any_case()) {
+        check_case(&case, Algorithm::Im2colGemm)?;
+    }
+
+    #[test]
+    fn im2col_matches_reference_on_1x1(case in pointwise_case()) {
+        check_case(&case, Algorithm::Im2colGemm)?;
+    }
+
+    #[test]
+    fn pointwise_matches_reference(case in pointwise_case()) {
+        check_case(&case, Algorithm::Pointwise)?;
+    }
+
+    #[test]
+    fn auto_matches_reference(case in prop_oneof![any_case(), pointwise_case()]) {
+        let g = ConvGeometry::new(case.input, case.k, case.conv);
+        prop_assume!(g.is_ok());
+        let g = g.unwrap();
+        for layout in LAYOUTS {
+            let chosen = select_algorithm(&g, layout);
+            let expect = if g.is_depthwise() && g.groups() > 1 {
+                Algorithm::Depthwise
+            } else if g.is_pointwise() {
+                Algorithm::Pointwise
+            } else {
+                Algorithm::Im2colGemm
+            };
+            prop_assert_eq!(chosen, expect);
+        }
+        // Depthwise shapes go to the depthwise kernel, tested in its own suite.
+        if select_algorithm(&g, Layout::Nchw) != Algorithm::Depthwise {
+            check_case(&case, Algorithm::Auto)?;
+        }
+    }
+}
+
+fn geometry(input: Dims, k: usize, conv: Conv2d) -> ConvGeometry {
+    ConvGeometry::new(input, k, conv).unwrap()
+}
+
+fn case(input: Dims, k: usize, conv: Conv2d) -> Case {
+    Case {
+        input,
+        k,
+        conv,
+        bias: true,
+        residual: true,
+        act: Activation::Relu,
+        pad_c: 0,
+        pad_w: 0,
+        threads: 1,
+        seed: 7,
+    }
+}
+
+#[test]
+fn window_equals_padded_input_and_big_dilation() {
+    // The window covers the whole padded input: one output pixel.
+    let c = case(Dims::new(2, 3, 3, 2), 5, Conv2d::new(3, 4).padding(Padding::new(1, 1, 0, 2)));
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    // Dilation 5 on a 3x3 over an 11x11 input, stride larger than the kernel.
+    let c = case(Dims::new(1, 4, 11, 13), 6, Conv2d::new(3, 3).dilation(5).stride(4).groups(2));
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+}
+
+#[test]
+fn channel_counts_not_multiple_of_16_with_strided_views() {
+    let mut c = case(Dims::new(3, 17, 6, 7), 19, Conv2d::new(3, 3).pad(1).stride_hw(2, 1));
+    c.pad_c = 2;
+    c.pad_w = 1;
+    c.threads = 2;
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    let c = case(Dims::new(2, 33, 5, 6), 18, Conv2d::new(1, 1).stride(2));
+    check_case(&c, Algorithm::Pointwise).unwrap();
+}
+
+#[test]
+fn several_tiles_and_threads() {
+    // R = 64 * 9 = 576 rows: a tile is 2^20 / 576 = 1820 pixels, so 2 x 40 x 40 = 3200
+    // output pixels take two tiles (crossing the image boundary), or more per thread.
+    let input = Dims::new(2, 64, 40, 40);
+    let conv = Conv2d::new(3, 3).pad(1);
+    let g = geometry(input, 8, conv);
+    let len = conv2d_workspace_len(&g, Algorithm::Im2colGemm, Layout::Nchw).unwrap();
+    assert!(len < 576 * 3200, "{len}: one tile holds every pixel");
+    assert!(len >= 576 * 1000);
+    for threads in [1, 2] {
+        let mut c = case(input, 8, conv);
+        c.threads = threads;
+        check_case(&c, Algorithm::Im2colGemm).unwrap();
+    }
+}
+
+#[test]
+fn vgg_conv1_2_workspace_is_bounded() {
+    let g = geometry(Dims::new(1, 64, 224, 224), 64, Conv2d::new(3, 3).pad(1));
+    for layout in LAYOUTS {
+        let len = conv2d_workspace_len(&g, Algorithm::Im2colGemm, layout).unwrap();
+        // The whole column matrix would be 576 x 50176 floats = 115.6 MB.
+        assert!(len * 4 < 16 << 20, "{len} floats");
+        assert!(len * 4 <= 4 << 20, "{len} floats: more than the documented 4 MiB");
+        assert_eq!(conv2d_workspace_len(&g, Algorithm::Auto, layout).unwrap(), len);
+    }
+    // Pointwise needs none.
+    let g = geometry(Dims::new(1, 256, 56, 56), 64, Conv2d::new(1, 1));
+    assert_eq!(conv2d_workspace_len(&g, Algorithm::Pointwise, Layout::Nhwc).unwrap(), 0);
+    assert_eq!(conv2d_workspace_len(&g, Algorithm::Auto, Layout::Nchw).unwrap(), 0);
+}
+
+struct Buffers {
+    g: ConvGeometry,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    y: Vec<f32>,
+}
+
+fn buffers(input: Dims, k: usize, conv: Conv2d) -> Buffers {
+    let g = geometry(input, k, conv);
+    let mut rng = Rng::new(3);
+    Buffers {
+        x: rng.vec(g.input().count().unwrap()),
+        w: rng.vec(g.filter().count().unwrap()),
+        y: vec![0.0; g.output().count().unwrap()],
+        g,
+    }
+}
+
+fn run(b: &mut Buffers, algorithm: Algorithm, work: &mut [f32]) -> Result<(), Error> {
+    let g = b.g;
+    conv2d(
+        &Exec::new(),
+        &g,
+        &Conv2dOptions { algorithm, ..Conv2dOptions::default() },
+        TensorView::new(&b.x, g.input(), Layout::Nchw)?,
+        FilterView::new(&b.w, g.filter(), FilterLayout::Oihw)?,
+        TensorViewMut::new(&mut b.y, g.output(), Layout::Nchw)?,
+        work,
+    )
+}
+
+#[test]
+fn workspace_too_small_is_an_error_with_numbers() {
+    setup();
+    let mut b = buffers(Dims::new(1, 3, 8, 8), 4, Conv2d::new(3, 3).pad(1));
+    let need = conv2d_workspace_len(&b.g, Algorithm::Im2colGemm, Layout::Nchw).unwrap();
+    assert_eq!(need, 27 * 64);
+    let mut work = vec![0.0; need - 1];
+    assert_eq!(
+        run(&mut b, Algorithm::Im2colGemm, &mut work),
+        Err(Error::WorkspaceTooSmall { needed: need, actual: need - 1 })
+    );
+    assert_eq!(run(&mut b, Algorithm::Auto, &mut []), Err(Error::WorkspaceTooSmall { needed: need, actual: 0 }));
+    // A longer workspace is fine.
+    let mut work = vec![0.0; need + 5];
+    run(&mut b, Algorithm::Im2colGemm, &mut work).unwrap();
+}
+
+#[test]
+fn pointwise_refuses_other_kernels() {
+    setup();
+    let mut b = buffers(Dims::new(1, 3, 8, 8), 4, Conv2d::new(3, 3));
+    let e = Err(Error::Unsupported(Unsupported::PointwiseNeedsOneByOne));
+    assert_eq!(run(&mut b, Algorithm::Pointwise, &mut []), e);
+    assert_eq!(conv2d_workspace_len(&b.g, Algorithm::Pointwise, Layout::Nchw), e.map(|()| 0));
+    // A 1x1 with padding is not pointwise either.
+    let mut b = buffers(Dims::new(1, 3, 8, 8), 4, Conv2d::new(1, 1).pad(1));
+    assert_eq!(run(&mut b, Algorithm::Pointwise, &mut []), e);
+    assert_eq!(select_algorithm(&b.g, Layout::Nchw), Algorithm::Im2colGemm);
+}
+
+#[test]
+fn filter_strides_that_do_not_collapse_are_unsupported() {
+    setup();
+    let g = geometry(Dims::new(1, 2, 6, 6), 3, Conv2d::new(3, 3));
+    let fd = g.filter();
+    // OIHW with each 3-wide filter row padded to 4: neither (i, kh, kw) nor (kh, kw, i)
+    // is one stride.
+    let w = vec![0.5f32; 3 * 2 * 12];
+    let wv = FilterView::with_strides(&w, fd, [24, 12, 4, 1]).unwrap();
+    let x = vec![1.0f32; g.input().count().unwrap()];
+    let mut y = vec![0.0f32; g.output().count().unwrap()];
+    let need = conv2d_workspace_len(&g, Algorithm::Im2colGemm, Layout::Nchw).unwrap();
+    let mut work = vec![0.0; need];
+    let e = conv2d(
+        &Exec::new(),
+        &g,
+        &Conv2dOptions { algorithm: Algorithm::Im2colGemm, ..Conv2dOptions::default() },
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        wv,
+        TensorViewMut::new(&mut y, g.output(), Layout::Nchw).unwrap(),
+        &mut work,
+    );
+    assert_eq!(e, Err(Error::Unsupported(Unsupported::NonContiguous(Operand::Filter))));
+}
+
+#[test]
+fn auto_heuristic_and_names() {
+    let dw = geometry(Dims::new(1, 8, 6, 6), 16, Conv2d::new(3, 3).pad(1).groups(8));
+    let pw = geometry(Dims::new(1, 8, 6, 6), 16, Conv2d::new(1, 1).stride(2));
+    let k3 = geometry(Dims::new(1, 8, 6, 6), 16, Conv2d::new(3, 3).pad(1).groups(2));
+    let one = geometry(Dims::new(1, 1, 6, 6), 4, Conv2d::new(3, 3));
+    for layout in LAYOUTS {
+        assert_eq!(select_algorithm(&dw, layout), Algorithm::Depthwise);
+        assert_eq!(select_algorithm(&pw, layout), Algorithm::Pointwise);
+        assert_eq!(select_algorithm(&k3, layout), Algorithm::Im2colGemm);
+        // One input channel and one group is an ordinary convolution.
+        assert_eq!(select_algorithm(&one, layout), Algorithm::Im2colGemm);
+    }
+    for a in Algorithm::NAMED {
+        assert_eq!(Algorithm::from_name(a.name()), Some(a));
+    }
+    assert_eq!(Algorithm::from_name("IM2COL"), Some(Algorithm::Im2colGemm));
+}
+
+#[test]
+fn alloc_convenience_matches_workspace_call() {
+    setup();
+    let mut b = buffers(Dims::new(2, 5, 9, 7), 6, Conv2d::new(3, 2).pad(1).stride(2));
+    let need = conv2d_workspace_len(&b.g, Algorithm::Auto, Layout::Nchw).unwrap();
+    let mut work = vec![0.0; need];
+    run(&mut b, Algorithm::Auto, &mut work).unwrap();
+    let with_ws = b.y.clone();
+    let g = b.g;
+    let mut y = vec![f32::NAN; with_ws.len()];
+    conv2d_alloc(
+        &Exec::new(),
+        &g,
+        &Conv2dOptions::default(),
+        TensorView::new(&b.x, g.input(), Layout::Nchw).unwrap(),
+        FilterView::new(&b.w, g.filter(), FilterLayout::Oihw).unwrap(),
+        TensorViewMut::new(&mut y, g.output(), Layout::Nchw).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(y, with_ws);
+}
+
+#[test]
+fn fused_epilogue_runs_on_every_isa() {
+    let isas = isas();
+    let before: Vec<usize> = isas.iter().map(|&i| simdconv::dispatch_count(i)).collect();
+    let mut c = case(Dims::new(1, 3, 5, 5), 4, Conv2d::new(3, 3));
+    c.residual = false;
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    let c = case(Dims::new(1, 3, 5, 5), 4, Conv2d::new(1, 1));
+    check_case(&c, Algorithm::Pointwise).unwrap();
+    for (isa, b) in isas.into_iter().zip(before) {
+        assert!(simdconv::dispatch_count(isa) >= b + 2, "{isa} never ran the epilogue");
+    }
+}
+
+#[test]
+fn regression_one_output_channel_nhwc_with_residual() {
+    // Found by proptest: a one-channel NHWC output (and residual) is also a valid NCHW
+    // view, so the views' own layout guesses disagreed with the NHWC input.
+    for pad_w in [0, 1] {
+        let mut c = case(Dims::new(1, 3, 2, 3), 1, Conv2d::new(1, 1));
+        c.pad_w = pad_w;
+        check_case(&c, Algorithm::Pointwise).unwrap();
+        check_case(&c, Algorithm::Im2colGemm).unwrap();
+    }
+    // And a one-channel input (grayscale NHWC) with a many-channel output.
+    let c = case(Dims::new(2, 1, 5, 4), 6, Conv2d::new(3, 3).pad(1));
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+}

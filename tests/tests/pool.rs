@@ -1,0 +1,572 @@
+//! Pooling kernels against the f64 reference: every kernel x every ISA x both layouts,
+//! with strided views, padding, dilation, ceil windows and special values.
+
+use proptest::prelude::*;
+use simdconv::reference as r;
+use simdconv::{
+    AvgPoolOptions, Conv2d, ConvGeometry, Dims, Error, Exec, FilterLayout, FilterView, Isa, Layout, Operand,
+    Padding, Pool2d, PoolGeometry, Rounding, TensorView, TensorViewMut, Unsupported,
+};
+use simdconv_tests::{check_close, isas, Rng};
+
+const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
+
+/// Strides for `d` in `layout` with `extra` unused elements after each inner run.
+fn strides(layout: Layout, d: Dims, extra: usize) -> [usize; 4] {
+    match layout {
+        Layout::Nchw => {
+            let sh = d.w + extra;
+            [d.c * d.h * sh, d.h * sh, sh, 1]
+        }
+        Layout::Nhwc => {
+            let sw = d.c + extra;
+            [d.h * d.w * sw, 1, d.w * sw, sw]
+        }
+    }
+}
+
+fn span(d: Dims, s: [usize; 4]) -> usize {
+    (d.n - 1) * s[0] + (d.c - 1) * s[1] + (d.h - 1) * s[2] + (d.w - 1) * s[3] + 1
+}
+
+/// Places logical NCHW values into a strided buffer; the gaps hold NaN so that a kernel
+/// reading them would show.
+fn place<T: Copy>(v: &[T], d: Dims, s: [usize; 4], gap: T) -> Vec<T> {
+    let mut buf = vec![gap; span(d, s)];
+    let mut i = 0;
+    for n in 0..d.n {
+        for c in 0..d.c {
+            for h in 0..d.h {
+                for w in 0..d.w {
+                    buf[n * s[0] + c * s[1] + h * s[2] + w * s[3]] = v[i];
+                    i += 1;
+                }
+            }
+        }
+    }
+    buf
+}
+
+fn gather<T: Copy>(buf: &[T], d: Dims, s: [usize; 4]) -> Vec<T> {
+    let mut v = Vec::with_capacity(d.count().unwrap());
+    for n in 0..d.n {
+        for c in 0..d.c {
+            for h in 0..d.h {
+                for w in 0..d.w {
+                    v.push(buf[n * s[0] + c * s[1] + h * s[2] + w * s[3]]);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// A tensor of `d` in `layout` (with `extra` padding per inner run) and its strides.
+struct Buf<T> {
+    data: Vec<T>,
+    d: Dims,
+    s: [usize; 4],
+}
+
+impl<T: Copy> Buf<T> {
+    fn new(v: &[T], d: Dims, layout: Layout, extra: usize, gap: T) -> Self {
+        let s = strides(layout, d, extra);
+        Buf { data: place(v, d, s, gap), d, s }
+    }
+    fn view(&self) -> TensorView<'_, T> {
+        TensorView::with_strides(&self.data, self.d, self.s).unwrap()
+    }
+    fn view_mut(&mut self) -> TensorViewMut<'_, T> {
+        TensorViewMut::with_strides(&mut self.data, self.d, self.s).unwrap()
+    }
+    fn values(&self) -> Vec<T> {
+        gather(&self.data, self.d, self.s)
+    }
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn abs64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x).abs()).collect()
+}
+
+fn nchw<T>(v: &[T], d: Dims) -> TensorView<'_, T> {
+    TensorView::new(v, d, Layout::Nchw).unwrap()
+}
+
+fn nchw_mut<T>(v: &mut [T], d: Dims) -> TensorViewMut<'_, T> {
+    TensorViewMut::new(v, d, Layout::Nchw).unwrap()
+}
+
+/// Equal numbers (infinities included) pass; NaN must meet NaN; the rest must meet
+/// `check_close`'s bound.
+fn close(got: &[f32], want: &[f64], mag: &[f64], terms: usize) -> Result<(), String> {
+    let mut g = Vec::new();
+    let mut w = Vec::new();
+    let mut m = Vec::new();
+    for i in 0..got.len() {
+        if f64::from(got[i]) == want[i] || (got[i].is_nan() && want[i].is_nan()) {
+            continue;
+        }
+        if got[i].is_nan() != want[i].is_nan() {
+            return Err(format!("element {i}: got {}, want {}", got[i], want[i]));
+        }
+        g.push(got[i]);
+        w.push(want[i]);
+        m.push(mag[i]);
+    }
+    check_close(&g, &w, &m, terms)
+}
+
+/// Max results must be equal (NaN meets NaN).
+fn exact(got: &[f32], want: &[f64]) -> Result<(), String> {
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        if !(f64::from(a) == b || (a.is_nan() && b.is_nan())) {
+            return Err(format!("element {i}: got {a}, want {b}"));
+        }
+    }
+    Ok(())
+}
+
+/// Test data: `mode` 0 uniform, 1 small integers (ties, zero windows), 2 all negative,
+/// 3 with +-inf and NaN sprinkled in.
+fn data(rng: &mut Rng, n: usize, mode: u8) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u = rng.uniform();
+            match mode {
+                0 => u,
+                1 => (u * 2.5).round(),
+                2 => -1.0 - u.abs() * 100.0,
+                _ => match rng.next_u64() % 16 {
+                    0 => f32::INFINITY,
+                    1 => f32::NEG_INFINITY,
+                    2 => f32::NAN,
+                    3 => -0.0,
+                    _ => u,
+                },
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    g: PoolGeometry,
+    seed: u64,
+    mode: u8,
+    extra: usize,
+}
+
+fn geometry() -> impl Strategy<Value = PoolGeometry> {
+    (
+        (1usize..=2, prop_oneof![3 => 1usize..=20, 1 => 60usize..=68], 1usize..=7, 1usize..=40),
+        (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
+        (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2, prop::bool::ANY),
+    )
+        .prop_filter_map("invalid pooling geometry", |((n, c, h, w), (kh, kw, sh, sw, dh, dw), (t, b, l, rr, ceil))| {
+            let pool = Pool2d::new(kh, kw)
+                .stride_hw(sh, sw)
+                .dilation_hw(dh, dw)
+                .padding(Padding::new(t, b, l, rr))
+                .rounding(if ceil { Rounding::Ceil } else { Rounding::Floor });
+            PoolGeometry::new(Dims::new(n, c, h, w), pool).ok()
+        })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (geometry(), any::<u64>(), 0u8..4, prop_oneof![3 => Just(0usize), 1 => 1usize..=3])
+        .prop_map(|(g, seed, mode, extra)| Case { g, seed, mode, extra })
+}
+
+fn exec(isa: Isa) -> Exec {
+    Exec::new().with_isa(isa).unwrap()
+}
+
+fn taps(g: &PoolGeometry) -> usize {
+    let [kh, kw] = g.window().kernel();
+    kh * kw
+}
+
+fn check_max(c: &Case) -> Result<(), String> {
+    let (gi, go) = (c.g.input(), c.g.output());
+    let mut rng = Rng::new(c.seed);
+    let x = data(&mut rng, gi.count().unwrap(), c.mode);
+    let x64 = f64s(&x);
+    let mut y64 = vec![0.0; go.count().unwrap()];
+    let mut i64s = vec![0usize; go.count().unwrap()];
+    r::max_pool2d(&c.g, nchw(&x64, gi), nchw_mut(&mut y64, go), Some(nchw_mut(&mut i64s, go))).unwrap();
+    let dy = data(&mut rng, go.count().unwrap(), 0);
+    let mut dx64 = vec![0.0; gi.count().unwrap()];
+    r::max_pool2d_backward(&c.g, nchw(&f64s(&dy), go), nchw(&i64s, go), nchw_mut(&mut dx64, gi)).unwrap();
+    let mut mag = vec![0.0; gi.count().unwrap()];
+    r::max_pool2d_backward(&c.g, nchw(&abs64(&dy), go), nchw(&i64s, go), nchw_mut(&mut mag, gi)).unwrap();
+    for isa in isas() {
+        let e = exec(isa);
+        for layout in LAYOUTS {
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?}: {m}");
+            let xb = Buf::new(&x, gi, layout, c.extra, f32::NAN);
+            // Values only.
+            let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, c.extra, f32::NAN);
+            let before = simdconv::dispatch_count(isa);
+            simdconv::max_pool2d(&e, &c.g, xb.view(), yb.view_mut(), None).map_err(|e| e.to_string())?;
+            if simdconv::dispatch_count(isa) == before {
+                return Err(tag("max", "did not dispatch".into()));
+            }
+            exact(&yb.values(), &y64).map_err(|m| tag("max", m))?;
+            // With indices (strided differently from y on purpose).
+            let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, c.extra, f32::NAN);
+            let mut ib = Buf::new(&vec![usize::MAX; go.count().unwrap()], go, Layout::Nchw, 1, usize::MAX);
+            simdconv::max_pool2d(&e, &c.g, xb.view(), yb.view_mut(), Some(ib.view_mut()))
+                .map_err(|e| e.to_string())?;
+            exact(&yb.values(), &y64).map_err(|m| tag("max+idx", m))?;
+            if let Some(i) = ib.values().iter().zip(&i64s).position(|(a, b)| a != b) {
+                return Err(tag("indices", format!("element {i}: got {}, want {}", ib.values()[i], i64s[i])));
+            }
+            // Backward from the switches, and recomputed from x.
+            let dyb = Buf::new(&dy, go, layout, c.extra, f32::NAN);
+            let mut dxb = Buf::new(&vec![f32::NAN; gi.count().unwrap()], gi, layout, c.extra, f32::NAN);
+            simdconv::max_pool2d_backward(&e, &c.g, dyb.view(), ib.view(), dxb.view_mut())
+                .map_err(|e| e.to_string())?;
+            close(&dxb.values(), &dx64, &mag, taps(&c.g)).map_err(|m| tag("max backward", m))?;
+            let mut dxb = Buf::new(&vec![f32::NAN; gi.count().unwrap()], gi, layout, c.extra, f32::NAN);
+            simdconv::max_pool2d_backward_recompute(&e, &c.g, xb.view(), dyb.view(), dxb.view_mut())
+                .map_err(|e| e.to_string())?;
+            close(&dxb.values(), &dx64, &mag, taps(&c.g)).map_err(|m| tag("max backward recompute", m))?;
+        }
+    }
+    Ok(())
+}
+
+fn avg_opts(seed: u64) -> AvgPoolOptions {
+    match seed % 4 {
+        0 => AvgPoolOptions::PYTORCH,
+        1 => AvgPoolOptions::EXCLUDE_PAD,
+        2 => AvgPoolOptions { count_include_pad: true, divisor: core::num::NonZeroUsize::new(3) },
+        _ => AvgPoolOptions { count_include_pad: false, divisor: core::num::NonZeroUsize::new(1) },
+    }
+}
+
+fn check_avg(c: &Case) -> Result<(), String> {
+    let (gi, go) = (c.g.input(), c.g.output());
+    let mut rng = Rng::new(c.seed);
+    let opts = avg_opts(c.seed >> 7);
+    let x = data(&mut rng, gi.count().unwrap(), c.mode);
+    let mut y64 = vec![0.0; go.count().unwrap()];
+    r::avg_pool2d(&c.g, nchw(&f64s(&x), gi), nchw_mut(&mut y64, go), opts).unwrap();
+    let mut mag = vec![0.0; go.count().unwrap()];
+    r::avg_pool2d(&c.g, nchw(&abs64(&x), gi), nchw_mut(&mut mag, go), opts).unwrap();
+    let dy = data(&mut rng, go.count().unwrap(), 0);
+    let mut dx64 = vec![0.0; gi.count().unwrap()];
+    r::avg_pool2d_backward(&c.g, nchw(&f64s(&dy), go), nchw_mut(&mut dx64, gi), opts).unwrap();
+    let mut dmag = vec![0.0; gi.count().unwrap()];
+    r::avg_pool2d_backward(&c.g, nchw(&abs64(&dy), go), nchw_mut(&mut dmag, gi), opts).unwrap();
+    for isa in isas() {
+        let e = exec(isa);
+        for layout in LAYOUTS {
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?} {opts:?}: {m}");
+            let xb = Buf::new(&x, gi, layout, c.extra, f32::NAN);
+            let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, c.extra, f32::NAN);
+            simdconv::avg_pool2d(&e, &c.g, xb.view(), yb.view_mut(), opts).map_err(|e| e.to_string())?;
+            close(&yb.values(), &y64, &mag, taps(&c.g)).map_err(|m| tag("avg", m))?;
+            let dyb = Buf::new(&dy, go, layout, c.extra, f32::NAN);
+            let mut dxb = Buf::new(&vec![f32::NAN; gi.count().unwrap()], gi, layout, c.extra, f32::NAN);
+            simdconv::avg_pool2d_backward(&e, &c.g, dyb.view(), dxb.view_mut(), opts).map_err(|e| e.to_string())?;
+            close(&dxb.values(), &dx64, &dmag, taps(&c.g)).map_err(|m| tag("avg backward", m))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_l2(c: &Case) -> Result<(), String> {
+    let (gi, go) = (c.g.input(), c.g.output());
+    let mut rng = Rng::new(c.seed);
+    let x = data(&mut rng, gi.count().unwrap(), c.mode);
+    let mut y64 = vec![0.0; go.count().unwrap()];
+    r::l2_pool2d(&c.g, nchw(&f64s(&x), gi), nchw_mut(&mut y64, go)).unwrap();
+    let mut mag = vec![0.0; go.count().unwrap()];
+    r::l2_pool2d(&c.g, nchw(&abs64(&x), gi), nchw_mut(&mut mag, go)).unwrap();
+    // Backward on finite data, with the f32-rounded y both sides use.
+    let xf = data(&mut Rng::new(c.seed ^ 1), gi.count().unwrap(), c.mode.min(2));
+    let mut yf64 = vec![0.0; go.count().unwrap()];
+    r::l2_pool2d(&c.g, nchw(&f64s(&xf), gi), nchw_mut(&mut yf64, go)).unwrap();
+    let yf: Vec<f32> = yf64.iter().map(|&v| v as f32).collect();
+    let dy = data(&mut rng, go.count().unwrap(), 0);
+    let mut dx64 = vec![0.0; gi.count().unwrap()];
+    r::l2_pool2d_backward(
+        &c.g,
+        nchw(&f64s(&xf), gi),
+        nchw(&f64s(&yf), go),
+        nchw(&f64s(&dy), go),
+        nchw_mut(&mut dx64, gi),
+    )
+    .unwrap();
+    let mut dmag = vec![0.0; gi.count().unwrap()];
+    r::l2_pool2d_backward(&c.g, nchw(&abs64(&xf), gi), nchw(&f64s(&yf), go), nchw(&abs64(&dy), go), nchw_mut(&mut dmag, gi))
+        .unwrap();
+    for isa in isas() {
+        let e = exec(isa);
+        for layout in LAYOUTS {
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?}: {m}");
+            let xb = Buf::new(&x, gi, layout, c.extra, f32::NAN);
+            let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, c.extra, f32::NAN);
+            simdconv::l2_pool2d(&e, &c.g, xb.view(), yb.view_mut()).map_err(|e| e.to_string())?;
+            close(&yb.values(), &y64, &mag, taps(&c.g)).map_err(|m| tag("l2", m))?;
+            let xfb = Buf::new(&xf, gi, layout, c.extra, f32::NAN);
+            let yfb = Buf::new(&yf, go, layout, c.extra, f32::NAN);
+            let dyb = Buf::new(&dy, go, layout, c.extra, f32::NAN);
+            let mut dxb = Buf::new(&vec![f32::NAN; gi.count().unwrap()], gi, layout, c.extra, f32::NAN);
+            simdconv::l2_pool2d_backward(&e, &c.g, xfb.view(), yfb.view(), dyb.view(), dxb.view_mut())
+                .map_err(|e| e.to_string())?;
+            close(&dxb.values(), &dx64, &dmag, taps(&c.g)).map_err(|m| tag("l2 backward", m))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_global(d: Dims, seed: u64, mode: u8, extra: usize) -> Result<(), String> {
+    let go = Dims::new(d.n, d.c, 1, 1);
+    let mut rng = Rng::new(seed);
+    let x = data(&mut rng, d.count().unwrap(), mode);
+    let mut ymax = vec![0.0; go.count().unwrap()];
+    r::global_max_pool(nchw(&f64s(&x), d), nchw_mut(&mut ymax, go)).unwrap();
+    let mut yavg = vec![0.0; go.count().unwrap()];
+    r::global_avg_pool(nchw(&f64s(&x), d), nchw_mut(&mut yavg, go)).unwrap();
+    let mut mag = vec![0.0; go.count().unwrap()];
+    r::global_avg_pool(nchw(&abs64(&x), d), nchw_mut(&mut mag, go)).unwrap();
+    for isa in isas() {
+        let e = exec(isa);
+        for layout in LAYOUTS {
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?}: {m}");
+            let xb = Buf::new(&x, d, layout, extra, f32::NAN);
+            let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, extra, f32::NAN);
+            simdconv::global_max_pool(&e, xb.view(), yb.view_mut()).map_err(|e| e.to_string())?;
+            exact(&yb.values(), &ymax).map_err(|m| tag("global max", m))?;
+            simdconv::global_avg_pool(&e, xb.view(), yb.view_mut()).map_err(|e| e.to_string())?;
+            close(&yb.values(), &yavg, &mag, d.h * d.w).map_err(|m| tag("global avg", m))?;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn max_matches_reference(c in case()) {
+        check_max(&c).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn avg_matches_reference(c in case()) {
+        check_avg(&c).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn l2_matches_reference(c in case()) {
+        check_l2(&c).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn global_matches_reference(
+        n in 1usize..=2, c in prop_oneof![1usize..=20, 60usize..=70], h in 1usize..=9, w in 1usize..=9,
+        seed in any::<u64>(), mode in 0u8..4, extra in 0usize..=2,
+    ) {
+        check_global(Dims::new(n, c, h, w), seed, mode, extra).map_err(TestCaseError::fail)?;
+    }
+}
+
+fn named(d: Dims, pool: Pool2d, mode: u8) {
+    let g = PoolGeometry::new(d, pool).unwrap();
+    for (seed, extra) in [(1, 0), (2, 1)] {
+        let c = Case { g, seed, mode, extra };
+        check_max(&c).unwrap();
+        check_avg(&c).unwrap();
+        check_l2(&c).unwrap();
+    }
+}
+
+#[test]
+fn one_by_one_plane() {
+    named(Dims::new(1, 3, 1, 1), Pool2d::new(1, 1), 0);
+    named(Dims::new(2, 17, 1, 1), Pool2d::new(3, 3).pad(1), 3);
+}
+
+#[test]
+fn window_covers_padded_input() {
+    named(Dims::new(1, 5, 3, 3), Pool2d::new(5, 5).pad(1), 0);
+    named(Dims::new(1, 2, 2, 3), Pool2d::new(4, 5).padding(Padding::new(1, 1, 1, 1)), 2);
+}
+
+#[test]
+fn stride_larger_than_window() {
+    named(Dims::new(1, 18, 9, 40), Pool2d::new(2, 2).stride(3), 1);
+    named(Dims::new(1, 4, 11, 37), Pool2d::new(1, 2).stride_hw(2, 5), 0);
+}
+
+#[test]
+fn ceil_edge_windows() {
+    named(Dims::new(1, 16, 5, 37), Pool2d::new(3, 3).stride(2).rounding(Rounding::Ceil), 0);
+    named(Dims::new(2, 3, 6, 34), Pool2d::new(2, 2).stride(2).pad(1).rounding(Rounding::Ceil), 1);
+}
+
+#[test]
+fn big_dilation() {
+    named(Dims::new(1, 20, 7, 40), Pool2d::new(2, 3).dilation_hw(3, 7).pad(2), 0);
+}
+
+#[test]
+fn all_negative_and_specials() {
+    named(Dims::new(1, 33, 4, 36), Pool2d::new(2, 2).stride(2), 2);
+    named(Dims::new(1, 65, 5, 35), Pool2d::new(3, 3).stride(2).pad(1), 3);
+    named(Dims::new(1, 16, 6, 40), Pool2d::new(3, 3).stride(1).pad(1), 3);
+}
+
+#[test]
+fn vector_paths_of_the_benchmarks() {
+    // 2x2/2 and 3x3/2 with interiors wider than 16 lanes, odd widths and all channel tails.
+    named(Dims::new(1, 67, 4, 64), Pool2d::new(2, 2).stride(2), 0);
+    named(Dims::new(1, 5, 7, 55), Pool2d::new(3, 3).stride(2), 3);
+    named(Dims::new(1, 3, 3, 73), Pool2d::new(3, 3).stride(2).dilation_hw(1, 2), 1);
+    check_global(Dims::new(1, 67, 7, 7), 3, 0, 0).unwrap();
+    check_global(Dims::new(2, 33, 5, 7), 4, 3, 1).unwrap();
+}
+
+#[test]
+fn bad_layouts_are_typed_errors() {
+    let g = PoolGeometry::new(Dims::new(1, 3, 4, 4), Pool2d::new(2, 2).stride(2)).unwrap();
+    let x = vec![0.0f32; 48];
+    let mut y = vec![0.0f32; 12];
+    let e = Exec::new();
+    // NCHW input, NHWC output.
+    let r = simdconv::max_pool2d(
+        &e,
+        &g,
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        TensorViewMut::new(&mut y, g.output(), Layout::Nhwc).unwrap(),
+        None,
+    );
+    assert_eq!(r, Err(Error::Unsupported(Unsupported::MixedLayouts)));
+    // Neither w nor c contiguous.
+    let xs = vec![0.0f32; 200];
+    let r = simdconv::avg_pool2d(
+        &e,
+        &g,
+        TensorView::with_strides(&xs, g.input(), [96, 2, 24, 6]).unwrap(),
+        TensorViewMut::new(&mut y, g.output(), Layout::Nchw).unwrap(),
+        AvgPoolOptions::PYTORCH,
+    );
+    assert_eq!(r, Err(Error::Unsupported(Unsupported::NonContiguous(Operand::Input))));
+    // Wrong output shape.
+    let r = simdconv::l2_pool2d(
+        &e,
+        &g,
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        TensorViewMut::new(&mut y, Dims::new(1, 3, 2, 2), Layout::Nchw).unwrap(),
+    );
+    assert!(r.is_ok());
+    let r = simdconv::l2_pool2d(
+        &e,
+        &g,
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        TensorViewMut::new(&mut y, Dims::new(1, 3, 4, 1), Layout::Nchw).unwrap(),
+    );
+    assert_eq!(
+        r,
+        Err(Error::ShapeMismatch { operand: Operand::Output, expected: [1, 3, 2, 2], actual: [1, 3, 4, 1] })
+    );
+}
+
+#[test]
+fn switch_out_of_range_is_an_error() {
+    let g = PoolGeometry::new(Dims::new(1, 1, 2, 2), Pool2d::new(2, 2)).unwrap();
+    let dy = [1.0f32];
+    let idx = [4usize];
+    let mut dx = [0.0f32; 4];
+    for isa in isas() {
+        let r = simdconv::max_pool2d_backward(
+            &exec(isa),
+            &g,
+            TensorView::new(&dy, g.output(), Layout::Nchw).unwrap(),
+            TensorView::new(&idx, g.output(), Layout::Nchw).unwrap(),
+            TensorViewMut::new(&mut dx, g.input(), Layout::Nchw).unwrap(),
+        );
+        assert_eq!(r, Err(Error::IndexOutOfRange { index: 4, len: 4 }));
+    }
+}
+
+/// The notes' pipeline INPUT -> CONV -> RELU -> POOL on CIFAR-10 shapes: 32x32x3, 12
+/// filters of 3x3 with P = 1, ReLU, 2x2 max pooling -> 16x16x12.
+#[test]
+fn cifar_conv_relu_pool_pipeline() {
+    let input = Dims::new(1, 3, 32, 32);
+    let cg = ConvGeometry::new(input, 12, Conv2d::new(3, 3).pad(1)).unwrap();
+    let pg = PoolGeometry::new(cg.output(), Pool2d::new(2, 2).stride(2)).unwrap();
+    assert_eq!(pg.output(), Dims::new(1, 12, 16, 16));
+    let mut rng = Rng::new(10);
+    let x = rng.vec(input.count().unwrap());
+    let w = rng.vec(cg.filter().count().unwrap());
+    let b = rng.vec(12);
+    // All-reference pipeline in f64.
+    let mut conv64 = vec![0.0; cg.output().count().unwrap()];
+    r::conv2d(
+        &cg,
+        nchw(&f64s(&x), input),
+        FilterView::new(&f64s(&w), cg.filter(), FilterLayout::Oihw).unwrap(),
+        Some(&f64s(&b)),
+        nchw_mut(&mut conv64, cg.output()),
+    )
+    .unwrap();
+    let mut relu64 = vec![0.0; conv64.len()];
+    r::relu(&conv64, &mut relu64).unwrap();
+    let mut pool64 = vec![0.0; pg.output().count().unwrap()];
+    let mut idx64 = vec![0usize; pool64.len()];
+    r::max_pool2d(&pg, nchw(&relu64, pg.input()), nchw_mut(&mut pool64, pg.output()), Some(nchw_mut(&mut idx64, pg.output())))
+        .unwrap();
+    // The conv is the reference run in f32; then this crate's ReLU and pooling.
+    let mut conv32 = vec![0.0f32; conv64.len()];
+    r::conv2d(
+        &cg,
+        nchw(&x, input),
+        FilterView::new(&w, cg.filter(), FilterLayout::Oihw).unwrap(),
+        Some(&b),
+        nchw_mut(&mut conv32, cg.output()),
+    )
+    .unwrap();
+    // Bound of the conv outputs (27 products + bias), propagated through ReLU and max,
+    // which are 1-Lipschitz.
+    let mut mag = vec![0.0; conv64.len()];
+    let abs = |v: &[f32]| abs64(v);
+    r::conv2d(
+        &cg,
+        nchw(&abs(&x), input),
+        FilterView::new(&abs(&w), cg.filter(), FilterLayout::Oihw).unwrap(),
+        Some(&abs(&b)),
+        nchw_mut(&mut mag, cg.output()),
+    )
+    .unwrap();
+    let bound = simdconv_tests::gamma(27 + 2) * mag.iter().cloned().fold(0.0, f64::max);
+    for isa in isas() {
+        let e = exec(isa);
+        for layout in LAYOUTS {
+            let mut act = Buf::new(&conv32, cg.output(), layout, 0, 0.0);
+            simdconv::relu_in_place(&e, &mut act.data);
+            let mut yb = Buf::new(&vec![0.0f32; pool64.len()], pg.output(), layout, 0, 0.0);
+            simdconv::max_pool2d(&e, &pg, act.view(), yb.view_mut(), None).unwrap();
+            let y = yb.values();
+            for (i, (&a, &b)) in y.iter().zip(&pool64).enumerate() {
+                assert!((f64::from(a) - b).abs() <= bound, "{isa} {layout:?} element {i}: {a} vs {b}");
+                assert!(a >= 0.0);
+            }
+            // Same pipeline from the same f32 activations: exactly the reference's max.
+            let mut r32 = vec![0.0f32; pool64.len()];
+            r::max_pool2d(&pg, act.view(), nchw_mut(&mut r32, pg.output()), None).unwrap();
+            let mut yb2 = Buf::new(&vec![0.0f32; pool64.len()], pg.output(), Layout::Nchw, 0, 0.0);
+            let act_nchw = Buf::new(&act.values(), cg.output(), Layout::Nchw, 0, 0.0);
+            simdconv::max_pool2d(&e, &pg, act_nchw.view(), yb2.view_mut(), None).unwrap();
+            assert_eq!(yb2.values(), r32, "{isa} {layout:?}");
+        }
+    }
+}
