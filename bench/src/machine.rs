@@ -88,7 +88,7 @@ pub fn fma_flops_per_iter(isa: Isa) -> u64 {
 const AVX512_CHAINS: usize = 16;
 const AVX2_CHAINS: usize = 12;
 const NEON_CHAINS: usize = 16;
-const SCALAR_CHAINS: usize = 8;
+const SCALAR_CHAINS: usize = 12;
 
 /// Runs `iters` iterations of the register-resident FMA loop for `isa` (which must be
 /// supported here; otherwise the scalar loop runs) and returns a value derived from the
@@ -125,9 +125,10 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     pub(super) fn fma_avx512(iters: u64) -> f32 {
-        let a = _mm512_set1_ps(0.999_99);
-        let b = _mm512_set1_ps(1e-5);
-        let mut acc = [_mm512_set1_ps(1.0); AVX512_CHAINS];
+        let (a0, b0, init) = super::opaque_constants();
+        let a = _mm512_set1_ps(a0);
+        let b = _mm512_set1_ps(b0);
+        let mut acc = [_mm512_set1_ps(init); AVX512_CHAINS];
         for _ in 0..iters {
             for r in &mut acc {
                 *r = _mm512_fmadd_ps(*r, a, b);
@@ -142,9 +143,10 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn fma_avx2(iters: u64) -> f32 {
-        let a = _mm256_set1_ps(0.999_99);
-        let b = _mm256_set1_ps(1e-5);
-        let mut acc = [_mm256_set1_ps(1.0); AVX2_CHAINS];
+        let (a0, b0, init) = super::opaque_constants();
+        let a = _mm256_set1_ps(a0);
+        let b = _mm256_set1_ps(b0);
+        let mut acc = [_mm256_set1_ps(init); AVX2_CHAINS];
         for _ in 0..iters {
             for r in &mut acc {
                 *r = _mm256_fmadd_ps(*r, a, b);
@@ -169,9 +171,10 @@ mod arm {
 
     #[target_feature(enable = "neon")]
     pub(super) fn fma_neon(iters: u64) -> f32 {
-        let a = vdupq_n_f32(0.999_99);
-        let b = vdupq_n_f32(1e-5);
-        let mut acc = [vdupq_n_f32(1.0); NEON_CHAINS];
+        let (a0, b0, init) = super::opaque_constants();
+        let a = vdupq_n_f32(a0);
+        let b = vdupq_n_f32(b0);
+        let mut acc = [vdupq_n_f32(init); NEON_CHAINS];
         for _ in 0..iters {
             for r in &mut acc {
                 *r = vfmaq_f32(b, *r, a);
@@ -185,24 +188,70 @@ mod arm {
     }
 }
 
-/// Scalar: independent `x = x * a + b` chains (unfused, as the scalar kernels run).
-/// Each chain uses its own constants so the compiler cannot pack the chains into one
-/// vector instruction and turn the scalar measurement into an SSE one.
+/// `(a, b, x0)` of the chains `x = x * a + b`, hidden from the optimiser: with known
+/// constants LLVM notices that the chains reach a fixed point and deletes the loop.
+/// The chains converge to `b / (1 - a) = 1`, far from overflow and denormals.
+fn opaque_constants() -> (f32, f32, f32) {
+    black_box((0.999_99f32, 1e-5f32, 0.5f32))
+}
+
+/// Scalar: independent `x = x * a + b` chains, an unfused multiply and add each (as the
+/// scalar kernels run). On x86-64 the loop is written in assembly: from plain Rust, LLVM's
+/// SLP vectoriser packs the chains into SSE instructions, which would turn the scalar
+/// measurement into a vector one.
+#[cfg(target_arch = "x86_64")]
 fn fma_scalar(iters: u64) -> f32 {
-    let mut acc = [1.0f32; SCALAR_CHAINS];
-    let a = black_box([0.999_99f32, 0.999_98, 0.999_97, 0.999_96, 0.999_95, 0.999_94, 0.999_93, 0.999_92]);
-    let b = black_box(1e-5f32);
+    let (a, b, x) = opaque_constants();
+    let mut acc = [x; SCALAR_CHAINS];
+    if iters == 0 {
+        return acc.iter().sum();
+    }
+    let [mut r0, mut r1, mut r2, mut r3, mut r4, mut r5, mut r6, mut r7, mut r8, mut r9, mut r10, mut r11] =
+        acc;
+    // SAFETY: register-only arithmetic on the operands named below; the counter is
+    // positive (checked above) so the loop ends after `iters` rounds; no memory or stack
+    // is touched and the flags are the only other state changed (asm! assumes so).
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "mulss {r0}, {a}", "addss {r0}, {b}",
+            "mulss {r1}, {a}", "addss {r1}, {b}",
+            "mulss {r2}, {a}", "addss {r2}, {b}",
+            "mulss {r3}, {a}", "addss {r3}, {b}",
+            "mulss {r4}, {a}", "addss {r4}, {b}",
+            "mulss {r5}, {a}", "addss {r5}, {b}",
+            "mulss {r6}, {a}", "addss {r6}, {b}",
+            "mulss {r7}, {a}", "addss {r7}, {b}",
+            "mulss {r8}, {a}", "addss {r8}, {b}",
+            "mulss {r9}, {a}", "addss {r9}, {b}",
+            "mulss {r10}, {a}", "addss {r10}, {b}",
+            "mulss {r11}, {a}", "addss {r11}, {b}",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) iters => _,
+            a = in(xmm_reg) a,
+            b = in(xmm_reg) b,
+            r0 = inout(xmm_reg) r0, r1 = inout(xmm_reg) r1, r2 = inout(xmm_reg) r2,
+            r3 = inout(xmm_reg) r3, r4 = inout(xmm_reg) r4, r5 = inout(xmm_reg) r5,
+            r6 = inout(xmm_reg) r6, r7 = inout(xmm_reg) r7, r8 = inout(xmm_reg) r8,
+            r9 = inout(xmm_reg) r9, r10 = inout(xmm_reg) r10, r11 = inout(xmm_reg) r11,
+            options(nomem, nostack),
+        );
+    }
+    acc = [r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11];
+    acc.iter().sum()
+}
+
+/// Scalar elsewhere: the same chains in Rust (the compiler may pack them into vectors on
+/// targets where it finds that profitable).
+#[cfg(not(target_arch = "x86_64"))]
+fn fma_scalar(iters: u64) -> f32 {
+    let (a, b, x) = opaque_constants();
+    let mut acc = [x; SCALAR_CHAINS];
     for _ in 0..iters {
-        acc[0] = acc[0] * a[0] + b;
-        acc[1] = acc[1] * a[1] + b;
-        acc[2] = acc[2] * a[2] + b;
-        acc[3] = acc[3] * a[3] + b;
-        acc[4] = acc[4] * a[4] + b;
-        acc[5] = acc[5] * a[5] + b;
-        acc[6] = acc[6] * a[6] + b;
-        acc[7] = acc[7] * a[7] + b;
-        // One opaque chain per iteration keeps the loop scalar (see the doc comment).
-        acc[0] = black_box(acc[0]);
+        for r in &mut acc {
+            *r = *r * a + b;
+        }
     }
     acc.iter().sum()
 }

@@ -159,9 +159,14 @@ impl Prepared {
             Geometry::Pool(kind, g) => {
                 let x = TensorView::new(&self.x, g.input(), layout)?;
                 let y = TensorViewMut::new(&mut self.y, g.output(), layout)?;
-                // TEMP-POOL: until h-pool is merged
-                let _ = (kind, g, x, y);
-                Err(simdconv::Error::Unsupported(simdconv::Unsupported::NeedsStd))
+                let exec = &self.exec;
+                match *kind {
+                    PoolKind::Max => simdconv::max_pool2d(exec, g, x, y, None),
+                    PoolKind::Avg(opts) => simdconv::avg_pool2d(exec, g, x, y, opts),
+                    PoolKind::L2 => simdconv::l2_pool2d(exec, g, x, y),
+                    PoolKind::GlobalAvg => simdconv::global_avg_pool(exec, x, y),
+                    PoolKind::GlobalMax => simdconv::global_max_pool(exec, x, y),
+                }
             }
         }
     }

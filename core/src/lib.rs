@@ -67,8 +67,8 @@ pub use geometry::{
 pub use isa::{dispatch_count, max_isa, set_max_isa, Exec, Isa};
 pub use params::{Activation, AvgPoolOptions, Epilogue};
 pub use pool::{
-    avg_pool2d, avg_pool2d_backward, global_avg_pool, global_max_pool, l2_pool2d, l2_pool2d_backward, max_pool2d,
-    max_pool2d_backward, max_pool2d_backward_recompute,
+    avg_pool2d, avg_pool2d_backward, global_avg_pool, global_max_pool, l2_pool2d, l2_pool2d_backward,
+    max_pool2d, max_pool2d_backward, max_pool2d_backward_recompute,
 };
 pub use tensor::{
     repack_filter, repack_tensor, FilterLayout, FilterView, FilterViewMut, Layout, TensorView, TensorViewMut,

@@ -6,9 +6,9 @@
 use proptest::prelude::*;
 use simdconv::reference as r;
 use simdconv::{
-    conv2d, conv2d_alloc, conv2d_workspace_len, select_algorithm, Activation, Algorithm, Conv2d, Conv2dOptions,
-    ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout, Operand, Padding, Rounding,
-    TensorView, TensorViewMut, Unsupported,
+    conv2d, conv2d_alloc, conv2d_workspace_len, select_algorithm, Activation, Algorithm, Conv2d,
+    Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout, Operand,
+    Padding, Rounding, TensorView, TensorViewMut, Unsupported,
 };
 use simdconv_tests::{abs_f64, check_close, isas, setup, Rng};
 
@@ -154,11 +154,19 @@ fn check_case(case: &Case, algorithm: Algorithm) -> Result<(), TestCaseError> {
                     .map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?}: {e}")))?;
                 let yv = TensorView::with_strides(&ybuf, od, ystr).unwrap();
                 let got = dense(&yv);
-                check_close(&got, &want, &mag, terms)
-                    .map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?} {algorithm:?}: {e}")))?;
+                check_close(&got, &want, &mag, terms).map_err(|e| {
+                    TestCaseError::fail(format!("{isa} {layout:?} {fl:?} {algorithm:?}: {e}"))
+                })?;
                 let written = od.count().unwrap();
                 let untouched = ybuf.iter().filter(|&&v| v == SENTINEL).count();
-                prop_assert_eq!(untouched, ylen - written, "{} {:?} {:?}: wrote outside the view", isa, layout, fl);
+                prop_assert_eq!(
+                    untouched,
+                    ylen - written,
+                    "{} {:?} {:?}: wrote outside the view",
+                    isa,
+                    layout,
+                    fl
+                );
             }
         }
     }
@@ -390,7 +398,10 @@ fn workspace_too_small_is_an_error_with_numbers() {
         run(&mut b, Algorithm::Im2colGemm, &mut work),
         Err(Error::WorkspaceTooSmall { needed: need, actual: need - 1 })
     );
-    assert_eq!(run(&mut b, Algorithm::Auto, &mut []), Err(Error::WorkspaceTooSmall { needed: need, actual: 0 }));
+    assert_eq!(
+        run(&mut b, Algorithm::Auto, &mut []),
+        Err(Error::WorkspaceTooSmall { needed: need, actual: 0 })
+    );
     // A longer workspace is fine.
     let mut work = vec![0.0; need + 5];
     run(&mut b, Algorithm::Im2colGemm, &mut work).unwrap();

@@ -166,14 +166,17 @@ fn geometry() -> impl Strategy<Value = PoolGeometry> {
         (1usize..=4, 1usize..=4, 1usize..=3, 1usize..=3, 1usize..=3, 1usize..=3),
         (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2, prop::bool::ANY),
     )
-        .prop_filter_map("invalid pooling geometry", |((n, c, h, w), (kh, kw, sh, sw, dh, dw), (t, b, l, rr, ceil))| {
-            let pool = Pool2d::new(kh, kw)
-                .stride_hw(sh, sw)
-                .dilation_hw(dh, dw)
-                .padding(Padding::new(t, b, l, rr))
-                .rounding(if ceil { Rounding::Ceil } else { Rounding::Floor });
-            PoolGeometry::new(Dims::new(n, c, h, w), pool).ok()
-        })
+        .prop_filter_map(
+            "invalid pooling geometry",
+            |((n, c, h, w), (kh, kw, sh, sw, dh, dw), (t, b, l, rr, ceil))| {
+                let pool = Pool2d::new(kh, kw)
+                    .stride_hw(sh, sw)
+                    .dilation_hw(dh, dw)
+                    .padding(Padding::new(t, b, l, rr))
+                    .rounding(if ceil { Rounding::Ceil } else { Rounding::Floor });
+                PoolGeometry::new(Dims::new(n, c, h, w), pool).ok()
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -273,7 +276,8 @@ fn check_avg(c: &Case) -> Result<(), String> {
             close(&yb.values(), &y64, &mag, taps(&c.g)).map_err(|m| tag("avg", m))?;
             let dyb = Buf::new(&dy, go, layout, c.extra, f32::NAN);
             let mut dxb = Buf::new(&vec![f32::NAN; gi.count().unwrap()], gi, layout, c.extra, f32::NAN);
-            simdconv::avg_pool2d_backward(&e, &c.g, dyb.view(), dxb.view_mut(), opts).map_err(|e| e.to_string())?;
+            simdconv::avg_pool2d_backward(&e, &c.g, dyb.view(), dxb.view_mut(), opts)
+                .map_err(|e| e.to_string())?;
             close(&dxb.values(), &dx64, &dmag, taps(&c.g)).map_err(|m| tag("avg backward", m))?;
         }
     }
@@ -304,8 +308,14 @@ fn check_l2(c: &Case) -> Result<(), String> {
     )
     .unwrap();
     let mut dmag = vec![0.0; gi.count().unwrap()];
-    r::l2_pool2d_backward(&c.g, nchw(&abs64(&xf), gi), nchw(&f64s(&yf), go), nchw(&abs64(&dy), go), nchw_mut(&mut dmag, gi))
-        .unwrap();
+    r::l2_pool2d_backward(
+        &c.g,
+        nchw(&abs64(&xf), gi),
+        nchw(&f64s(&yf), go),
+        nchw(&abs64(&dy), go),
+        nchw_mut(&mut dmag, gi),
+    )
+    .unwrap();
     for isa in isas() {
         let e = exec(isa);
         for layout in LAYOUTS {
@@ -523,8 +533,13 @@ fn cifar_conv_relu_pool_pipeline() {
     r::relu(&conv64, &mut relu64).unwrap();
     let mut pool64 = vec![0.0; pg.output().count().unwrap()];
     let mut idx64 = vec![0usize; pool64.len()];
-    r::max_pool2d(&pg, nchw(&relu64, pg.input()), nchw_mut(&mut pool64, pg.output()), Some(nchw_mut(&mut idx64, pg.output())))
-        .unwrap();
+    r::max_pool2d(
+        &pg,
+        nchw(&relu64, pg.input()),
+        nchw_mut(&mut pool64, pg.output()),
+        Some(nchw_mut(&mut idx64, pg.output())),
+    )
+    .unwrap();
     // The conv is the reference run in f32; then this crate's ReLU and pooling.
     let mut conv32 = vec![0.0f32; conv64.len()];
     r::conv2d(

@@ -20,9 +20,7 @@
 //! strided copy of an input row, and pixel-major (`X_col[p][r]`) for NHWC, where a
 //! pixel's channels are contiguous; `gemm` reads either through its strides.
 
-use super::matmul::{
-    epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels,
-};
+use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels};
 use super::ConvArgs;
 use crate::error::{Dim, Error, Operand, Result, Unsupported};
 use crate::geometry::{input_coord, ConvGeometry};
@@ -264,13 +262,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mu
         pad,
         input,
     };
-    let fill = Fill {
-        x,
-        red,
-        ax_h: ax(0, pad.top, g.input().h),
-        ax_w: ax(1, pad.left, g.input().w),
-        px,
-    };
+    let fill = Fill { x, red, ax_h: ax(0, pad.top, g.input().h), ax_w: ax(1, pad.left, g.input().w), px };
 
     let ys = y.strides();
     let (yjoin, ystep) = px.join([ys[0], ys[2], ys[3]]);

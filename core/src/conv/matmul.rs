@@ -65,7 +65,13 @@ impl Pixels {
 
     /// Calls `f(q, n, oh, ow, len)` for each run of `[q0, q1)` that does not cross a
     /// boundary coarser than `join`.
-    pub(crate) fn runs(&self, q0: usize, q1: usize, join: Join, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+    pub(crate) fn runs(
+        &self,
+        q0: usize,
+        q1: usize,
+        join: Join,
+        mut f: impl FnMut(usize, usize, usize, usize, usize),
+    ) {
         let plane = self.h * self.w;
         let mut q = q0;
         while q < q1 {
@@ -156,8 +162,8 @@ pub(crate) unsafe fn matmul(
     // BLAS: dst := alpha * dst + beta * lhs * rhs, and `read_dst = false` ignores alpha.
     unsafe {
         gemm::gemm(
-            m, n, k, dst.ptr, dst.cs, dst.rs, false, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 0.0, 1.0,
-            false, false, false, par,
+            m, n, k, dst.ptr, dst.cs, dst.rs, false, lhs.ptr, lhs.cs, lhs.rs, rhs.ptr, rhs.cs, rhs.rs, 0.0,
+            1.0, false, false, false, par,
         );
     }
 }
@@ -188,7 +194,10 @@ where
         if chunk == 0 {
             (0..workers).into_par_iter().for_each(|w| work(share(w), share(w + 1), &mut []));
         } else {
-            ws.par_chunks_mut(chunk).take(workers).enumerate().for_each(|(w, c)| work(share(w), share(w + 1), c));
+            ws.par_chunks_mut(chunk)
+                .take(workers)
+                .enumerate()
+                .for_each(|(w, c)| work(share(w), share(w + 1), c));
         }
         return;
     }
@@ -200,7 +209,14 @@ where
 }
 
 /// Applies `epilogue` to output pixels `[q0, q1)` (all channels), on `exec`'s ISA.
-pub(crate) fn epilogue_tile(exec: &Exec, y: OutPtr, layout: Layout, epilogue: &Epilogue<'_>, q0: usize, q1: usize) {
+pub(crate) fn epilogue_tile(
+    exec: &Exec,
+    y: OutPtr,
+    layout: Layout,
+    epilogue: &Epilogue<'_>,
+    q0: usize,
+    q1: usize,
+) {
     if epilogue.is_identity() || q0 >= q1 {
         return;
     }

@@ -190,12 +190,8 @@ pub fn conv2d(
     expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
     opts.epilogue.validate(g.output())?;
     let residual = opts.epilogue.residual.map(|r| (r.dims(), r.strides()));
-    let layout = shared_layout(
-        (x.dims(), x.strides()),
-        (y.dims(), y.strides()),
-        residual,
-        [x.layout(), y.layout()],
-    )?;
+    let layout =
+        shared_layout((x.dims(), x.strides()), (y.dims(), y.strides()), residual, [x.layout(), y.layout()])?;
     let algorithm = resolve(g, opts.algorithm, layout)?;
     let need = conv2d_workspace_len(g, algorithm, layout)?;
     if workspace.len() < need {

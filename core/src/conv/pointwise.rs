@@ -42,11 +42,8 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     let x_m = (istride(xs[1], cg)?, istride(xstep, total)?);
     let w_m = (istride(fs[0], kg)?, istride(fs[1], cg)?);
 
-    let chunk = if epilogue.is_identity() {
-        total
-    } else {
-        (EPILOGUE_CHUNK_ELEMS / out.c).max(MIN_CHUNK_PIXELS)
-    };
+    let chunk =
+        if epilogue.is_identity() { total } else { (EPILOGUE_CHUNK_ELEMS / out.c).max(MIN_CHUNK_PIXELS) };
     let threads = exec.threads();
     let workers = if threads > 1 { threads.min(total / MIN_WORKER_PIXELS).max(1) } else { 1 };
     let par = if workers > 1 { gemm::Parallelism::None } else { gemm_parallelism(threads) };
@@ -63,7 +60,11 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                     let dst = Mat { ptr: y_out.at(n, grp * kg, oh, ow), rs: y_m.0, cs: y_m.1 };
                     // In range: a 1x1 window without padding reads input row `oh * sh < H`
                     // (even under Ceil rounding) and column `ow * sw < W`.
-                    let rhs = Mat { ptr: xd[x.offset(n, grp * cg, oh * sh, ow * sw)..].as_ptr(), rs: x_m.0, cs: x_m.1 };
+                    let rhs = Mat {
+                        ptr: xd[x.offset(n, grp * cg, oh * sh, ow * sw)..].as_ptr(),
+                        rs: x_m.0,
+                        cs: x_m.1,
+                    };
                     // SAFETY: dst covers channels `grp*kg..(grp+1)*kg` of output pixels
                     // `q..q+run`, which lie at one stride (`join`) inside `y`, owned by
                     // this worker and aliasing nothing else; rhs covers channels

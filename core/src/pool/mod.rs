@@ -26,7 +26,7 @@ use crate::params::AvgPoolOptions;
 use crate::tensor::{expect_dims, Layout, TensorView, TensorViewMut};
 
 use plan::Plan;
-use simd::{AvgR, L2R, MaxR, Red};
+use simd::{AvgR, MaxR, Red, L2R};
 
 fn inner_ok(layout: Layout, d: Dims, s: [usize; 4]) -> bool {
     match layout {
@@ -207,7 +207,12 @@ pub fn avg_pool2d(
 /// squares are f32, so inputs beyond about `1.8e19` in magnitude overflow to infinity.
 ///
 /// Errors as [`max_pool2d`].
-pub fn l2_pool2d(exec: &Exec, g: &PoolGeometry, x: TensorView<'_, f32>, y: TensorViewMut<'_, f32>) -> Result<()> {
+pub fn l2_pool2d(
+    exec: &Exec,
+    g: &PoolGeometry,
+    x: TensorView<'_, f32>,
+    y: TensorViewMut<'_, f32>,
+) -> Result<()> {
     let layout = check_io(g, &x, &y)?;
     forward(exec, g, layout, x, y, L2R);
     Ok(())
@@ -376,7 +381,9 @@ pub fn avg_pool2d_backward(
     let (dys, dxs) = (dy.strides(), dx.strides());
     let (gd, dd) = (dy.data(), dx.data_mut());
     match layout {
-        Layout::Nhwc => exec.dispatch(nhwc::SpreadBack { p: &p, avg: Some(opts), l2: None, dy: gd, dys, dx: dd, dxs }),
+        Layout::Nhwc => {
+            exec.dispatch(nhwc::SpreadBack { p: &p, avg: Some(opts), l2: None, dy: gd, dys, dx: dd, dxs })
+        }
         Layout::Nchw => nchw::spread_back(&p, Some(opts), None, gd, dys, dd, dxs),
     }
     Ok(())

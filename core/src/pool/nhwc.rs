@@ -297,7 +297,9 @@ impl WithSimd for SpreadBack<'_> {
                             for kx in kx0..kx1 {
                                 let ix = p.aw.coord(ox, kx);
                                 let add = match l2 {
-                                    Some((x, xs, _, _)) => x[n * xs[0] + iy * xs[2] + ix * xs[3] + cc] * share,
+                                    Some((x, xs, _, _)) => {
+                                        x[n * xs[0] + iy * xs[2] + ix * xs[3] + cc] * share
+                                    }
                                     None => share,
                                 };
                                 dx[n * dxs[0] + iy * dxs[2] + ix * dxs[3] + cc] += add;

@@ -21,7 +21,15 @@ pub(crate) struct AxisPlan {
 }
 
 impl AxisPlan {
-    fn new(input: usize, kernel: usize, stride: usize, dilation: usize, pb: usize, pa: usize, out: usize) -> Self {
+    fn new(
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+        pb: usize,
+        pa: usize,
+        out: usize,
+    ) -> Self {
         // A validated geometry guarantees `eff <= input + pb + pa`, all within usize.
         let eff = (kernel - 1) * dilation + 1;
         let padded_end = input + pb + pa;
