@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 
 use simdconv::{
     reference, select_algorithm, Activation, Algorithm, Conv2dOptions, ConvGeometry, Dims, Epilogue, Exec,
-    FilterLayout, FilterView, Layout, PoolGeometry, TensorView, TensorViewMut,
+    FilterLayout, FilterView, Isa, Layout, PoolGeometry, TensorView, TensorViewMut,
 };
 
 use crate::cases::{Case, Op, PoolKind};
+
+/// The footnote for algorithm labels ending in `*`.
+pub const GEMM_NOTE: &str = "* GEMM-based: the gemm crate (0.19) picks its own instruction set (the best \
+     this CPU has), so the ISA cap does not reach these rows";
 
 /// A small deterministic generator (xorshift64*) for benchmark data.
 #[derive(Clone, Debug)]
@@ -127,13 +131,28 @@ impl Prepared {
     }
 
     /// The algorithm name for the report: `auto:<chosen>` for `Auto`, `-` for pooling.
+    /// A trailing `*` marks a GEMM-based algorithm run below the machine's best
+    /// instruction set: the `gemm` crate picks its own kernels, so the cap does not reach
+    /// it (see [`GEMM_NOTE`]).
     #[must_use]
     pub fn algorithm_label(&self) -> String {
         match &self.geometry {
-            Geometry::Conv(g) => match self.algorithm {
-                Algorithm::Auto => format!("auto:{}", select_algorithm(g, self.layout).name()),
-                a => a.name().to_string(),
-            },
+            Geometry::Conv(g) => {
+                let chosen = match self.algorithm {
+                    Algorithm::Auto => select_algorithm(g, self.layout),
+                    a => a,
+                };
+                let mut label = match self.algorithm {
+                    Algorithm::Auto => format!("auto:{}", chosen.name()),
+                    a => a.name().to_string(),
+                };
+                if matches!(chosen, Algorithm::Im2colGemm | Algorithm::Pointwise)
+                    && self.exec.isa() < Isa::detect()
+                {
+                    label.push('*');
+                }
+                label
+            }
             Geometry::Pool(..) => "-".to_string(),
         }
     }
@@ -437,9 +456,15 @@ mod tests {
 
     #[test]
     fn timing_reports_per_call() {
-        let t =
-            time(|| Ok::<(), ()>(std::thread::sleep(Duration::from_millis(2))), Duration::from_millis(20), 3)
-                .unwrap();
+        let t = time(
+            || {
+                std::thread::sleep(Duration::from_millis(2));
+                Ok::<(), ()>(())
+            },
+            Duration::from_millis(20),
+            3,
+        )
+        .unwrap();
         assert!(t.samples >= 3 && t.calls_per_sample == 1);
         assert!(t.min_ms >= 2.0 && t.median_ms >= t.min_ms, "{t:?}");
         let mut n = 0;

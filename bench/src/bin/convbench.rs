@@ -8,7 +8,7 @@ use std::time::Duration;
 use simdconv::{Algorithm, Exec, Isa, Layout};
 use simdconv_bench::cases::{self, Case, Op};
 use simdconv_bench::report::{self, Machine, Row};
-use simdconv_bench::{anchors, machine, measure_case, shape, Settings};
+use simdconv_bench::{anchors, machine, measure_case, run, shape, Settings};
 
 const USAGE: &str = "\
 convbench: time simdconv's convolution and pooling kernels against this machine's limits
@@ -204,7 +204,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&cfg) {
+    match bench(&cfg) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("convbench: {e}");
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cfg: &Config) -> Result<ExitCode, String> {
+fn bench(cfg: &Config) -> Result<ExitCode, String> {
     // The instruction set: cap the whole process, so every call (and every helper simdconv
     // dispatches internally) stays at or below it.
     let exec = match cfg.isa {
@@ -294,6 +294,10 @@ fn run(cfg: &Config) -> Result<ExitCode, String> {
     }
 
     print!("{}", report::text_table(&rows));
+    let starred = rows.iter().any(|r| r.algo.ends_with('*'));
+    if starred {
+        println!("{}", run::GEMM_NOTE);
+    }
     if let Some(p) = &cfg.json {
         write_file(p, &report::json_report(&m, &rows))?;
     }
@@ -306,7 +310,8 @@ fn run(cfg: &Config) -> Result<ExitCode, String> {
             m.peak_gflops,
             m.copy_gbps
         );
-        write_file(p, &(head + &report::markdown_table(&rows)))?;
+        let note = if starred { format!("\n{}\n", run::GEMM_NOTE) } else { String::new() };
+        write_file(p, &(head + &report::markdown_table(&rows) + &note))?;
     }
     if let Some(p) = &cfg.svg {
         write_file(p, &report::svg_chart(&m, &rows))?;
@@ -324,7 +329,7 @@ fn run(cfg: &Config) -> Result<ExitCode, String> {
 }
 
 fn layout_str(l: Layout) -> &'static str {
-    simdconv_bench::run::layout_name(l)
+    run::layout_name(l)
 }
 
 #[cfg(test)]
