@@ -45,7 +45,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            min_time: Duration::from_secs(1),
+            min_time: Duration::from_secs(2),
             min_samples: 5,
             full_check_macs: 20_000_000,
             check_samples: 4096,

@@ -289,8 +289,12 @@ pub fn svg_chart(machine: &Machine, rows: &[Row]) -> String {
     let height = top + rows.len() as f64 * (bar_h + gap) + 44.0;
     let max_frac =
         rows.iter().filter_map(|r| r.peak_fraction).filter(|f| f.is_finite()).fold(1.0f64, f64::max);
-    // Round the axis up to the next 25%.
-    let axis_max = (max_frac * 4.0).ceil() / 4.0;
+    // Grid step: 25%, 50%, 100%, ... so that at most 8 grid lines are drawn.
+    let step = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        .into_iter()
+        .find(|s| max_frac / s <= 8.0)
+        .unwrap_or(max_frac / 8.0);
+    let axis_max = (max_frac / step).ceil() * step;
     let x_of = |f: f64| label_w + plot_w * (f / axis_max).clamp(0.0, 1.0);
     let mut s = String::new();
     let _ = writeln!(
@@ -312,7 +316,7 @@ pub fn svg_chart(machine: &Machine, rows: &[Row]) -> String {
         machine.peak_gflops,
         machine.copy_gbps
     );
-    // Grid lines every 25%.
+    // Grid lines every `step`; the 100% line in red.
     let plot_bottom = top + rows.len() as f64 * (bar_h + gap);
     let mut g = 0.0;
     while g <= axis_max + 1e-9 {
@@ -329,7 +333,7 @@ pub fn svg_chart(machine: &Machine, rows: &[Row]) -> String {
             plot_bottom + 16.0,
             g * 100.0
         );
-        g += 0.25;
+        g += step;
     }
     for (i, r) in rows.iter().enumerate() {
         let y = top + i as f64 * (bar_h + gap);
@@ -378,7 +382,7 @@ pub fn svg_chart(machine: &Machine, rows: &[Row]) -> String {
             }
             (_, err) => {
                 let text = err.as_ref().map_or_else(|| "not measured".to_string(), |e| format!("error: {e}"));
-                let short: String = text.chars().take(90).collect();
+                let short: String = text.chars().take(80).collect();
                 let _ = writeln!(
                     s,
                     "<text x=\"{:.1}\" y=\"{cy:.1}\" fill=\"#b00\">{}</text>",

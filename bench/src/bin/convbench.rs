@@ -28,7 +28,7 @@ OPTIONS:
                            convolution algorithm (`all`: auto and every named one;
                            one that cannot run a case reports the error in its row) [auto]
   --layout nchw|nhwc       activation layout (filters: OIHW / OHWI) [nchw]
-  --min-time SECONDS       time each case at least this long after warm-up [1]
+  --min-time SECONDS       time each case at least this long after warm-up [2]
   --json PATH              write machine and results as JSON
   --markdown PATH          write the results table as Markdown
   --svg PATH               write a bar chart of the peak fraction per case
@@ -74,7 +74,7 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
         isa: None,
         algos: vec![Algorithm::Auto],
         layout: Layout::Nchw,
-        min_time: Duration::from_secs(1),
+        min_time: Duration::from_secs(2),
         json: None,
         markdown: None,
         svg: None,
@@ -354,7 +354,7 @@ mod tests {
         assert_eq!(selected_cases(&c).len(), cases::standard_suite().len());
         assert_eq!((c.threads, c.isa, c.layout), (1, None, Layout::Nchw));
         assert_eq!(c.algos, vec![Algorithm::Auto]);
-        assert_eq!(c.min_time, Duration::from_secs(1));
+        assert_eq!(c.min_time, Duration::from_secs(2));
     }
 
     #[test]
