@@ -2,6 +2,9 @@
 //! convolution algorithm x every available instruction set x both layouts, with
 //! throughput in FLOPs (convolution: reported as elements/s = FLOP/s) or bytes moved
 //! (pooling). Combinations an algorithm cannot run are skipped with a note on stderr.
+//! The GEMM-based algorithms (im2col, pointwise) run the `gemm` crate's own kernels, which
+//! pick the best instruction set themselves: their `scalar` / `avx2` ids measure the same
+//! GEMM as `avx512` plus simdconv's code around it on the named ISA.
 //!
 //! `cargo bench -p simdconv-bench` (filter: `cargo bench -p simdconv-bench -- quick_1x1`).
 

@@ -127,3 +127,41 @@ pub fn measure_case(
     row.speedup = row.anchor.as_ref().map(|(_, ms)| ms / timing.median_ms);
     row
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every quick case on every available instruction set and both layouts runs, is
+    /// within its error bound and gets its rates filled in.
+    #[test]
+    fn quick_suite_measures_and_checks() {
+        let settings = Settings { min_time: Duration::ZERO, min_samples: 1, ..Settings::default() };
+        for isa in simdconv::Isa::available() {
+            let exec = Exec::new().with_isa(isa).unwrap();
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                for case in cases::quick_suite() {
+                    let row = measure_case(&case, exec, layout, Algorithm::Auto, &settings, None);
+                    let what = format!("{} {isa} {layout:?}", case.name);
+                    assert_eq!(row.error, None, "{what}");
+                    assert!(!row.over_bound, "{what}: {:?} > {:?}", row.max_rel_err, row.err_bound);
+                    assert!(row.median_ms.unwrap() > 0.0, "{what}");
+                    match case.op {
+                        Op::Conv(_) => assert!(row.gflops.is_some() && row.gbps.is_none(), "{what}"),
+                        Op::Pool(_) => assert!(row.gbps.is_some() && row.gflops.is_none(), "{what}"),
+                    }
+                    assert_eq!(row.peak_fraction, None, "no limits given");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_algorithm_is_a_row_error() {
+        let case = cases::find_case("quick_conv3x3").unwrap();
+        let row =
+            measure_case(&case, Exec::new(), Layout::Nchw, Algorithm::Pointwise, &Settings::default(), None);
+        assert!(row.error.as_deref().unwrap_or("").contains("pointwise"), "{row:?}");
+        assert!(row.median_ms.is_none() && !row.over_bound);
+    }
+}

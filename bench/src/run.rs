@@ -455,6 +455,37 @@ mod tests {
     }
 
     #[test]
+    fn check_catches_a_wrong_output() {
+        for name in ["quick_conv3x3", "quick_bias_relu", "quick_maxpool", "quick_avgpool", "quick_l2pool"] {
+            let case = crate::cases::find_case(name).unwrap();
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                let mut p = Prepared::new(&case, Exec::new(), layout, Algorithm::Auto).unwrap();
+                p.run().unwrap();
+                let good = p.check(u64::MAX, 0);
+                assert!(good.ok() && good.checked == p.y.len(), "{name}: {good:?}");
+                // One output off by far more than the bound allows.
+                let i = p.y.len() / 3;
+                let old = p.y[i];
+                p.y[i] += 1.0;
+                let bad = p.check(u64::MAX, 0);
+                assert_eq!(bad.violations, 1, "{name}: {bad:?}");
+                // The sampled check sees the corners: break one and sample.
+                p.y[i] = old;
+                if let Geometry::Conv(g) = p.geometry {
+                    // The top-left output of every channel (the first sample's position).
+                    let st = layout.strides(g.output());
+                    for o in 0..g.output().c {
+                        p.y[o * st[1]] = f32::NAN;
+                    }
+                    let sampled = p.check(0, 16);
+                    assert_eq!(sampled.checked, 16);
+                    assert!(!sampled.ok(), "{name}: {sampled:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn timing_reports_per_call() {
         let t = time(
             || {
