@@ -52,6 +52,18 @@ fn main() {
         ("global_avgpool", Dims::new(1, 2048, 7, 7), None, false, 0.004),
     ];
     let mut rng = simdconv_tests::Rng::new(1);
+    // This machine's bandwidth right now, for scale: a copy of the largest input.
+    let src = rng.vec(64 * 224 * 224);
+    let mut dst = vec![0.0f32; src.len()];
+    let t = time(|| {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    });
+    println!(
+        "memcpy 12.8 MB     : {:8.4} ms  {:6.1} GB/s (read + write)",
+        t * 1e3,
+        8.0 * src.len() as f64 / t / 1e9
+    );
     for (name, d, pool, max, xnn) in cases {
         if only.as_deref().is_some_and(|o| !name.starts_with(o)) {
             continue;
@@ -62,7 +74,7 @@ fn main() {
         };
         let x = rng.vec(d.count().unwrap());
         let mut y = vec![0.0f32; out.count().unwrap()];
-        for layout in [Layout::Nhwc, Layout::Nchw] {
+        for layout in [Layout::Nchw, Layout::Nhwc] {
             let xv = TensorView::new(&x, d, layout).unwrap();
             let t = time(|| {
                 let yv = TensorViewMut::new(&mut y, out, layout).unwrap();

@@ -338,6 +338,14 @@ fn several_tiles_and_threads() {
         c.threads = threads;
         check_case(&c, Algorithm::Im2colGemm).unwrap();
     }
+    // Pointwise with enough pixels (2 x 12 x 12 = 288) that two threads split them, over
+    // padded rows (per-row GEMMs) and dense ones (one GEMM across the batch).
+    for pad_w in [0, 1] {
+        let mut c = case(Dims::new(2, 24, 12, 12), 20, Conv2d::new(1, 1).groups(2));
+        c.threads = 2;
+        c.pad_w = pad_w;
+        check_case(&c, Algorithm::Pointwise).unwrap();
+    }
 }
 
 #[test]

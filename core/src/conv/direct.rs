@@ -63,6 +63,26 @@ impl Act {
     }
 }
 
+/// All lanes `b`.
+#[inline(always)]
+pub(super) fn bool_mask<S: Simd>(simd: S, b: bool) -> S::m32s {
+    simd.greater_than_u32s(simd.splat_u32s(u32::from(b)), simd.splat_u32s(0))
+}
+
+static IOTA: [u32; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+/// The mask of lanes `lo..hi`, built with compares so that pulp's masked loads and stores
+/// use the ISA's own instructions inline (pulp's `mask_between` masks jump to a stub).
+#[inline(always)]
+pub(super) fn lane_mask<S: Simd>(simd: S, lo: usize, hi: usize) -> pulp::MemMask<S::m32s> {
+    const { assert!(core::mem::size_of::<S::u32s>() <= core::mem::size_of::<[u32; 16]>()) };
+    // SAFETY: `IOTA` is at least as large as a vector of u32 (checked above); plain data.
+    let iota: S::u32s = unsafe { ptr::read_unaligned(IOTA.as_ptr() as *const S::u32s) };
+    let ge = simd.greater_than_or_equal_u32s(iota, simd.splat_u32s(lo as u32));
+    let lt = simd.less_than_u32s(iota, simd.splat_u32s(hi as u32));
+    pulp::MemMask::new(simd.and_m32s(ge, lt))
+}
+
 /// Loads lanes `lo..hi` from `p + lane` (zeros elsewhere).
 ///
 /// # Safety
@@ -76,9 +96,8 @@ pub(super) unsafe fn load_lanes<S: Simd>(simd: S, p: *const f32, lo: usize, hi: 
     } else if lo >= hi {
         simd.splat_f32s(0.0)
     } else {
-        let mask = simd.mask_between_m32s(lo as u32, hi as u32);
         // SAFETY: only lanes lo..hi are enabled, and those are readable (caller).
-        unsafe { simd.mask_load_ptr_f32s(mask, p) }
+        unsafe { simd.mask_load_ptr_f32s(lane_mask(simd, lo, hi), p) }
     }
 }
 
@@ -92,9 +111,8 @@ pub(super) unsafe fn store_lanes<S: Simd>(simd: S, p: *mut f32, n: usize, v: S::
         // SAFETY: all lanes are writable (caller).
         unsafe { ptr::write_unaligned(p as *mut S::f32s, v) }
     } else if n > 0 {
-        let mask = simd.mask_between_m32s(0, n as u32);
         // SAFETY: only lanes 0..n are enabled, and those are writable (caller).
-        unsafe { simd.mask_store_ptr_f32s(mask, p, v) }
+        unsafe { simd.mask_store_ptr_f32s(lane_mask(simd, 0, n), p, v) }
     }
 }
 
@@ -249,13 +267,40 @@ pub(super) struct Cols {
 /// row overlaps its predecessor so that every vector is full when the row is at least one
 /// vector wide.
 #[inline(always)]
-pub(super) fn plane_vector(j: usize, per_row: usize, ow: usize, lanes: usize) -> Cols {
+pub(super) fn plane_vector(j: usize, per_row: usize, ow: usize, lanes: usize, overlap: bool) -> Cols {
     let oy = j / per_row;
     let k = j % per_row;
     if ow < lanes {
         Cols { oy, ox: 0, nl: ow }
-    } else {
+    } else if overlap {
         Cols { oy, ox: (k * lanes).min(ow - lanes), nl: lanes }
+    } else {
+        Cols { oy, ox: k * lanes, nl: (ow - k * lanes).min(lanes) }
+    }
+}
+
+/// A range of input channels (relative to the group) of a block, and whether it is the
+/// first (accumulators start at zero, else from the partial sums in `y`) and the last
+/// (apply the epilogue, else store partial sums).
+#[derive(Clone, Copy)]
+pub(super) struct Chunk {
+    pub i0: usize,
+    pub i1: usize,
+    pub first: bool,
+    pub last: bool,
+}
+
+/// Splits `cig` input channels into chunks whose weights for `oc` output channels stay
+/// in L1 (about 24 KiB).
+pub(super) fn chunking(cig: usize, oc: usize, taps: usize) -> (usize, usize) {
+    let per = (24 * 1024 / (oc * taps * 4).max(1)).max(8);
+    let n = cig.div_ceil(per).max(1);
+    (n, cig.div_ceil(n))
+}
+
+impl Chunk {
+    pub(super) fn nth(k: usize, n: usize, size: usize, cig: usize) -> Chunk {
+        Chunk { i0: k * size, i1: ((k + 1) * size).min(cig), first: k == 0, last: k + 1 == n }
     }
 }
 
@@ -293,6 +338,9 @@ fn nchw_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
     let groups = c.yd[1] / c.cog;
     let per_row = if ow < lanes { 1 } else { ow.div_ceil(lanes) };
     let total = oh * per_row;
+    let (nchunks, csize) = chunking(c.cig, MR, c.kh * c.kw);
+    // Overlapping vectors would add a chunk twice to the shared columns.
+    let overlap = nchunks == 1;
     for n in 0..nb {
         for g in 0..groups {
             let ic0 = g * c.cig;
@@ -300,38 +348,57 @@ fn nchw_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
             let oend = o + c.cog;
             while o < oend {
                 let m = if oend - o >= MR { MR } else { 1 };
-                let mut j = 0;
-                while j < total {
-                    if total - j >= NR {
-                        let mut vs = [Cols::default(); NR];
-                        let mut inner = true;
-                        for (i, v) in vs.iter_mut().enumerate() {
-                            *v = plane_vector(j + i, per_row, ow, lanes);
-                            inner &= cols_interior(c, v, lanes);
-                        }
-                        // SAFETY: n, channels o..o+m, ic0..ic0+cig and the vectors are in range.
-                        unsafe {
-                            match (m == MR, inner) {
-                                (true, true) => nchw_block::<S, MR, NR, false>(simd, c, n, ic0, o, &vs),
-                                (true, false) => nchw_block::<S, MR, NR, true>(simd, c, n, ic0, o, &vs),
-                                (false, true) => nchw_block::<S, 1, NR, false>(simd, c, n, ic0, o, &vs),
-                                (false, false) => nchw_block::<S, 1, NR, true>(simd, c, n, ic0, o, &vs),
+                for k in 0..nchunks {
+                    let ch = Chunk::nth(k, nchunks, csize, c.cig);
+                    let mut j = 0;
+                    while j < total {
+                        if total - j >= NR {
+                            let mut vs = [Cols::default(); NR];
+                            let mut inner = true;
+                            for (i, v) in vs.iter_mut().enumerate() {
+                                *v = plane_vector(j + i, per_row, ow, lanes, overlap);
+                                inner &= cols_interior(c, v, lanes);
                             }
-                        }
-                        j += NR;
-                    } else {
-                        let vs = [plane_vector(j, per_row, ow, lanes)];
-                        let inner = cols_interior(c, &vs[0], lanes);
-                        // SAFETY: as above.
-                        unsafe {
-                            match (m == MR, inner) {
-                                (true, true) => nchw_block::<S, MR, 1, false>(simd, c, n, ic0, o, &vs),
-                                (true, false) => nchw_block::<S, MR, 1, true>(simd, c, n, ic0, o, &vs),
-                                (false, true) => nchw_block::<S, 1, 1, false>(simd, c, n, ic0, o, &vs),
-                                (false, false) => nchw_block::<S, 1, 1, true>(simd, c, n, ic0, o, &vs),
+                            // SAFETY: n, channels o..o+m, ic0..ic0+cig and the vectors are in range.
+                            unsafe {
+                                match (m == MR, inner) {
+                                    (true, true) => {
+                                        nchw_block::<S, MR, NR, false>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                    (true, false) => {
+                                        nchw_block::<S, MR, NR, true>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                    (false, true) => {
+                                        nchw_block::<S, 1, NR, false>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                    (false, false) => {
+                                        nchw_block::<S, 1, NR, true>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                }
                             }
+                            j += NR;
+                        } else {
+                            let vs = [plane_vector(j, per_row, ow, lanes, overlap)];
+                            let inner = cols_interior(c, &vs[0], lanes);
+                            // SAFETY: as above.
+                            unsafe {
+                                match (m == MR, inner) {
+                                    (true, true) => {
+                                        nchw_block::<S, MR, 1, false>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                    (true, false) => {
+                                        nchw_block::<S, MR, 1, true>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                    (false, true) => {
+                                        nchw_block::<S, 1, 1, false>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                    (false, false) => {
+                                        nchw_block::<S, 1, 1, true>(simd, c, n, ic0, o, ch, &vs)
+                                    }
+                                }
+                            }
+                            j += 1;
                         }
-                        j += 1;
                     }
                 }
                 o += m;
@@ -353,12 +420,23 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
     n: usize,
     ic0: usize,
     o0: usize,
+    ch: Chunk,
     vs: &[Cols; NR],
 ) {
     let lanes = S::F32_LANES;
     let [_, _, h, w] = c.xd;
     let zero = simd.splat_f32s(0.0);
     let mut acc = [[zero; NR]; MR];
+    if !ch.first {
+        for (m, am) in acc.iter_mut().enumerate() {
+            for v in 0..NR {
+                let Cols { oy, ox, nl } = vs[v];
+                let yo = n * c.sy[0] + (o0 + m) * c.sy[1] + oy * c.sy[2] + ox;
+                // SAFETY: the partial sums this block stored for an earlier chunk.
+                am[v] = unsafe { load_lanes(simd, c.y.add(yo), 0, nl) };
+            }
+        }
+    }
     let xb = c.x.wrapping_add(n * c.sx[0] + ic0 * c.sx[1]);
     let wb = c.w.wrapping_add(o0 * c.sw[0]);
     let (sxc, swi, swo) = (c.sx[1], c.sw[1], c.sw[0]);
@@ -396,18 +474,26 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
                     }
                 }
             }
+            let mut full = [true; NR];
+            let mut masks = [lane_mask(simd, 0, lanes); NR];
+            if EDGE {
+                for v in 0..NR {
+                    full[v] = lo[v] == 0 && hi[v] == lanes;
+                    masks[v] = lane_mask(simd, lo[v], hi[v]);
+                }
+            }
             let wp = wb.wrapping_add(ky * c.sw[2] + kx * c.sw[3]);
-            for i in 0..c.cig {
+            for i in ch.i0..ch.i1 {
                 let mut xv = [zero; NR];
                 for v in 0..NR {
                     let p = xp[v].wrapping_add(i * sxc);
-                    xv[v] = if EDGE {
+                    xv[v] = if EDGE && !full[v] {
                         // SAFETY: lanes lo..hi are columns inside the row of an in-range
                         // input row and channel; the row is contiguous (NCHW, or width 1
-                        // where only column 0 is a valid lane).
-                        unsafe { load_lanes(simd, p, lo[v], hi[v]) }
+                        // where only column 0 is a valid lane). Other lanes are not read.
+                        unsafe { simd.mask_load_ptr_f32s(masks[v], p) }
                     } else {
-                        // SAFETY: interior vector: all lanes are in-range columns.
+                        // SAFETY: all lanes are in-range columns (interior or full).
                         unsafe { ptr::read_unaligned(p as *const S::f32s) }
                     };
                 }
@@ -421,6 +507,17 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
                 }
             }
         }
+    }
+    if !ch.last {
+        for (m, am) in acc.iter().enumerate() {
+            for v in 0..NR {
+                let Cols { oy, ox, nl } = vs[v];
+                let yo = n * c.sy[0] + (o0 + m) * c.sy[1] + oy * c.sy[2] + ox;
+                // SAFETY: columns ox..ox+nl of an in-range output row (contiguous).
+                unsafe { store_lanes(simd, c.y.add(yo), nl, am[v]) };
+            }
+        }
+        return;
     }
     for (m, am) in acc.iter().enumerate() {
         let o = o0 + m;
@@ -482,51 +579,53 @@ fn nhwc_oc_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>
     for n in 0..nb {
         for g in 0..groups {
             let ic0 = g * c.cig;
-            let o_start = g * c.cog;
-            let oend = o_start + c.cog;
-            let mut p = 0;
-            while p < total {
-                let m = if total - p >= MR { MR } else { 1 };
-                let mut px = [(0usize, 0usize); MR];
-                let mut inner = true;
-                for (i, q) in px.iter_mut().enumerate().take(m) {
-                    *q = ((p + i) / ow, (p + i) % ow);
-                    inner &= pixel_interior(c, q.0, q.1);
-                }
-                let mut o = o_start;
-                while o < oend {
-                    let left = oend - o;
+            let oend = (g + 1) * c.cog;
+            // Output-channel blocks outside, pixels inside: one block's weights stay in cache.
+            let mut o = g * c.cog;
+            while o < oend {
+                let left = oend - o;
+                let (wide, nl) = if left >= NR * lanes { (true, lanes) } else { (false, left.min(lanes)) };
+                let mut p = 0;
+                while p < total {
+                    let m = if total - p >= MR { MR } else { 1 };
+                    let mut px = [(0usize, 0usize); MR];
+                    let mut inner = true;
+                    for (i, q) in px.iter_mut().enumerate().take(m) {
+                        *q = ((p + i) / ow, (p + i) % ow);
+                        inner &= pixel_interior(c, q.0, q.1);
+                    }
                     // SAFETY: pixels, n, the group and channels o.. are in range.
                     unsafe {
-                        if left >= NR * lanes {
-                            match (m == MR, inner) {
-                                (true, true) => {
-                                    nhwc_oc_block::<S, MR, NR, false>(simd, c, n, ic0, o, lanes, &px)
-                                }
-                                (true, false) => {
-                                    nhwc_oc_block::<S, MR, NR, true>(simd, c, n, ic0, o, lanes, &px)
-                                }
-                                (false, true) => {
-                                    nhwc_oc_block::<S, 1, NR, false>(simd, c, n, ic0, o, lanes, &px)
-                                }
-                                (false, false) => {
-                                    nhwc_oc_block::<S, 1, NR, true>(simd, c, n, ic0, o, lanes, &px)
-                                }
+                        match (wide, m == MR, inner) {
+                            (true, true, true) => {
+                                nhwc_oc_block::<S, MR, NR, false>(simd, c, n, ic0, o, nl, &px)
                             }
-                            o += NR * lanes;
-                        } else {
-                            let nl = left.min(lanes);
-                            match (m == MR, inner) {
-                                (true, true) => nhwc_oc_block::<S, MR, 1, false>(simd, c, n, ic0, o, nl, &px),
-                                (true, false) => nhwc_oc_block::<S, MR, 1, true>(simd, c, n, ic0, o, nl, &px),
-                                (false, true) => nhwc_oc_block::<S, 1, 1, false>(simd, c, n, ic0, o, nl, &px),
-                                (false, false) => nhwc_oc_block::<S, 1, 1, true>(simd, c, n, ic0, o, nl, &px),
+                            (true, true, false) => {
+                                nhwc_oc_block::<S, MR, NR, true>(simd, c, n, ic0, o, nl, &px)
                             }
-                            o += nl;
+                            (true, false, true) => {
+                                nhwc_oc_block::<S, 1, NR, false>(simd, c, n, ic0, o, nl, &px)
+                            }
+                            (true, false, false) => {
+                                nhwc_oc_block::<S, 1, NR, true>(simd, c, n, ic0, o, nl, &px)
+                            }
+                            (false, true, true) => {
+                                nhwc_oc_block::<S, MR, 1, false>(simd, c, n, ic0, o, nl, &px)
+                            }
+                            (false, true, false) => {
+                                nhwc_oc_block::<S, MR, 1, true>(simd, c, n, ic0, o, nl, &px)
+                            }
+                            (false, false, true) => {
+                                nhwc_oc_block::<S, 1, 1, false>(simd, c, n, ic0, o, nl, &px)
+                            }
+                            (false, false, false) => {
+                                nhwc_oc_block::<S, 1, 1, true>(simd, c, n, ic0, o, nl, &px)
+                            }
                         }
                     }
+                    p += m;
                 }
-                p += m;
+                o += if wide { NR * lanes } else { nl };
             }
         }
     }
@@ -574,6 +673,7 @@ unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: b
             if EDGE && !any {
                 continue;
             }
+            let okm = ok.map(|b| bool_mask(simd, b));
             let wp = wb.wrapping_add(ky * c.sw[2] + kx * c.sw[3]);
             for i in 0..c.cig {
                 let wpi = wp.wrapping_add(i * c.sw[1]);
@@ -590,11 +690,13 @@ unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: b
                     };
                 }
                 for m in 0..MR {
-                    if EDGE && !ok[m] {
-                        continue;
+                    // SAFETY: input [n, ic0 + i, iy, ix] is in range (c-stride 1, or one
+                    // channel); a padded tap reads pixel [0, 0] instead and is zeroed below.
+                    let mut xv = simd.splat_f32s(unsafe { *xp[m].add(i) });
+                    if EDGE {
+                        // Select, not branch: keeps the accumulators in registers.
+                        xv = simd.select_f32s(okm[m], xv, zero);
                     }
-                    // SAFETY: input [n, ic0 + i, iy, ix] is in range (c-stride 1, or one channel).
-                    let xv = simd.splat_f32s(unsafe { *xp[m].add(i) });
                     for v in 0..NR {
                         acc[m][v] = simd.mul_add_e_f32s(xv, wv[v], acc[m][v]);
                     }
@@ -728,32 +830,22 @@ unsafe fn nhwc_dot_block<S: Simd, const MR: usize, const NR: usize>(
                 continue;
             }
             let all = ok.iter().all(|&b| b);
+            let okm = ok.map(|b| bool_mask(simd, b));
             let mut wp = [c.w; NR];
             for (v, q) in wp.iter_mut().enumerate() {
                 *q = c.w.wrapping_add((o0 + v) * c.sw[0] + ky * c.sw[2] + kx * c.sw[3]);
             }
-            let mut step = |off: usize, hi: usize| {
-                let mut xv = [zero; MR];
-                for m in 0..MR {
-                    if all || ok[m] {
-                        // SAFETY: input channels ic0+off.. +hi of an in-range pixel (c-stride 1,
-                        // or one channel with hi <= 1).
-                        xv[m] = unsafe { load_lanes(simd, xp[m].add(off), 0, hi) };
-                    }
-                }
-                for v in 0..NR {
-                    // SAFETY: weights [o0 + v, off..off+hi, ky, kx], i-stride 1 (or one input).
-                    let wv = unsafe { load_lanes(simd, wp[v].add(off), 0, hi) };
-                    for m in 0..MR {
-                        acc[m][v] = simd.mul_add_e_f32s(xv[m], wv, acc[m][v]);
-                    }
-                }
-            };
             for k in 0..nfull {
-                step(k * lanes, lanes);
+                // SAFETY: full vectors of in-range input and weight channels.
+                unsafe {
+                    dot_step::<S, MR, NR, false>(simd, &mut acc, &xp, &wp, &okm, all, k * lanes, lanes)
+                };
             }
             if rem > 0 {
-                step(nfull * lanes, rem);
+                // SAFETY: lanes 0..rem of in-range input and weight channels.
+                unsafe {
+                    dot_step::<S, MR, NR, true>(simd, &mut acc, &xp, &wp, &okm, all, nfull * lanes, rem)
+                };
             }
         }
     }
@@ -788,4 +880,53 @@ impl WithSimd for NchwSingle<'_> {
 /// channel per group, memory-bound).
 pub(super) fn run_nchw_single(exec: &crate::Exec, c: Ctx<'_>) {
     exec.dispatch(NchwSingle { c });
+}
+
+/// One vector of input channels `off..off + hi` of a dot-product block.
+///
+/// # Safety
+/// Lanes `0..hi` (all lanes unless `TAIL`) at `xp[m] + off` and `wp[v] + off` are readable.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dot_step<S: Simd, const MR: usize, const NR: usize, const TAIL: bool>(
+    simd: S,
+    acc: &mut [[S::f32s; NR]; MR],
+    xp: &[*const f32; MR],
+    wp: &[*const f32; NR],
+    okm: &[S::m32s; MR],
+    all: bool,
+    off: usize,
+    hi: usize,
+) {
+    let zero = simd.splat_f32s(0.0);
+    let mut xv = [zero; MR];
+    for m in 0..MR {
+        // SAFETY: lanes 0..hi readable (caller).
+        xv[m] = unsafe { load_n::<S, TAIL>(simd, xp[m].wrapping_add(off), hi) };
+        if !all {
+            xv[m] = simd.select_f32s(okm[m], xv[m], zero);
+        }
+    }
+    for v in 0..NR {
+        // SAFETY: lanes 0..hi readable (caller).
+        let wv = unsafe { load_n::<S, TAIL>(simd, wp[v].wrapping_add(off), hi) };
+        for m in 0..MR {
+            acc[m][v] = simd.mul_add_e_f32s(xv[m], wv, acc[m][v]);
+        }
+    }
+}
+
+/// Lanes `0..hi` (all lanes unless `TAIL`) from `p`.
+///
+/// # Safety
+/// Those lanes are readable.
+#[inline(always)]
+unsafe fn load_n<S: Simd, const TAIL: bool>(simd: S, p: *const f32, hi: usize) -> S::f32s {
+    if TAIL {
+        // SAFETY: lanes 0..hi readable (caller).
+        unsafe { simd.mask_load_ptr_f32s(lane_mask(simd, 0, hi), p) }
+    } else {
+        // SAFETY: all lanes readable (caller).
+        unsafe { ptr::read_unaligned(p as *const S::f32s) }
+    }
 }

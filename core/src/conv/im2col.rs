@@ -154,46 +154,50 @@ struct Fill<'a> {
 
 impl Fill<'_> {
     /// `col[r * len + p]` for pixels `[t0, t1)` of group `grp` (NCHW input).
+    ///
+    /// Output row segments outside, taps inside: the valid columns of a tap are worked
+    /// out once per segment and tap column, not once per reduction row.
     fn rows(&self, col: &mut [f32], grp: usize, t0: usize, t1: usize) {
         let len = t1 - t0;
         let red = self.red;
         let xd = self.x.data();
         let xs = self.x.strides();
-        let step = self.ax_w.stride * xs[3];
-        for i in 0..red.cg {
-            let c = grp * red.cg + i;
-            for kh in 0..red.kh {
-                for kw in 0..red.kw {
-                    let r = red.index(i, kh, kw);
-                    let row = &mut col[r * len..(r + 1) * len];
-                    self.px.runs(t0, t1, Join::Row, |q, n, oh, ow0, run| {
-                        let dst = &mut row[q - t0..q - t0 + run];
-                        let h = self.ax_h;
-                        let Some(ih) = input_coord(oh, h.stride, kh, h.dilation, h.pad, h.input) else {
+        let (h, w) = (self.ax_h, self.ax_w);
+        let step = w.stride * xs[3];
+        self.px.runs(t0, t1, Join::Row, |q, n, oh, ow0, run| {
+            let p0 = q - t0;
+            for kw in 0..red.kw {
+                let (lo, hi) = w.valid(ow0, run, kw);
+                // The first valid column's input coordinate (unused when lo == hi).
+                let iw0 = ((ow0 + lo) * w.stride + kw * w.dilation).saturating_sub(w.pad);
+                for kh in 0..red.kh {
+                    let ih = input_coord(oh, h.stride, kh, h.dilation, h.pad, h.input);
+                    for i in 0..red.cg {
+                        let r = red.index(i, kh, kw);
+                        let dst = &mut col[r * len + p0..r * len + p0 + run];
+                        let Some(ih) = ih.filter(|_| lo < hi) else {
                             dst.fill(0.0);
-                            return;
+                            continue;
                         };
-                        let (lo, hi) = self.ax_w.valid(ow0, run, kw);
                         dst[..lo].fill(0.0);
                         dst[hi..].fill(0.0);
-                        if lo == hi {
-                            return;
-                        }
-                        let w = self.ax_w;
-                        let iw0 = (ow0 + lo) * w.stride + kw * w.dilation - w.pad;
-                        let base = self.x.offset(n, c, ih, iw0);
+                        let base = self.x.offset(n, grp * red.cg + i, ih, iw0);
                         let dst = &mut dst[lo..hi];
                         if step == 1 {
                             dst.copy_from_slice(&xd[base..base + dst.len()]);
                         } else {
+                            // One bounds check for the whole strided run.
+                            let src = &xd[base..=base + (dst.len() - 1) * step];
                             for (j, d) in dst.iter_mut().enumerate() {
-                                *d = xd[base + j * step];
+                                // SAFETY: `j < dst.len()`, so `j * step <= (dst.len() - 1) *
+                                // step < src.len()`.
+                                *d = unsafe { *src.get_unchecked(j * step) };
                             }
                         }
-                    });
+                    }
                 }
             }
-        }
+        });
     }
 
     /// `col[p * R + r]` for pixels `[t0, t1)` of group `grp` (NHWC input).
@@ -204,12 +208,29 @@ impl Fill<'_> {
         let xd = self.x.data();
         let xc = self.x.strides()[1];
         let (h, w) = (self.ax_h, self.ax_w);
+        // With taps outside, unit dilation and one group over dense pixels, the `KW * C_g`
+        // values of one kernel row are contiguous in the input: one copy per row.
+        let xw = self.x.strides()[3];
+        let row_block =
+            red.order == Order::TapMajor && xc == 1 && w.dilation == 1 && (red.kw == 1 || xw == red.cg);
+        let block = red.kw * red.cg;
         self.px.runs(t0, t1, Join::Row, |q, n, oh, ow0, run| {
             for j in 0..run {
                 let ow = ow0 + j;
                 let dst = &mut col[(q - t0 + j) * rl..(q - t0 + j + 1) * rl];
                 for kh in 0..red.kh {
                     let ih = input_coord(oh, h.stride, kh, h.dilation, h.pad, h.input);
+                    if let (true, Some(ih)) = (row_block, ih) {
+                        // The row's first and last taps inside the input mean all are.
+                        let first = input_coord(ow, w.stride, 0, 1, w.pad, w.input);
+                        let last = input_coord(ow, w.stride, red.kw - 1, 1, w.pad, w.input);
+                        if let (Some(iw), Some(_)) = (first, last) {
+                            let o = self.x.offset(n, grp * red.cg, ih, iw);
+                            let d = &mut dst[kh * block..(kh + 1) * block];
+                            copy_small(d, &xd[o..o + block]);
+                            continue;
+                        }
+                    }
                     for kw in 0..red.kw {
                         let tap = kh * red.kw + kw;
                         let src = ih.and_then(|ih| {
@@ -219,7 +240,7 @@ impl Fill<'_> {
                         match (red.order, src) {
                             (Order::TapMajor, None) => dst[tap * red.cg..(tap + 1) * red.cg].fill(0.0),
                             (Order::TapMajor, Some(o)) if xc == 1 => {
-                                dst[tap * red.cg..(tap + 1) * red.cg].copy_from_slice(&xd[o..o + red.cg]);
+                                copy_small(&mut dst[tap * red.cg..(tap + 1) * red.cg], &xd[o..o + red.cg]);
                             }
                             (Order::TapMajor, Some(o)) => {
                                 for (i, d) in dst[tap * red.cg..(tap + 1) * red.cg].iter_mut().enumerate() {
@@ -241,6 +262,18 @@ impl Fill<'_> {
                 }
             }
         });
+    }
+}
+
+/// `dst.copy_from_slice(src)` without a `memcpy` call for the few floats of a thin layer.
+#[inline(always)]
+fn copy_small(dst: &mut [f32], src: &[f32]) {
+    if dst.len() >= 32 {
+        dst.copy_from_slice(src);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
     }
 }
 

@@ -6,8 +6,8 @@
 
 use pulp::{Simd, WithSimd};
 
-use super::plan::Plan;
-use super::simd::{even_odd, Red, MAX_LANES};
+use super::plan::{AxisPlan, Plan};
+use super::simd::{even_odd, L2Operands, Red, MAX_LANES};
 
 /// Lane indices `0, 1, 2, ..` as f32, to build lane masks.
 static IOTA: [f32; MAX_LANES] = [0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.];
@@ -33,6 +33,45 @@ fn split2<S: Simd>(simd: S, row: &[f32], col: usize, low: S::m32s) -> (S::f32s, 
     }
 }
 
+/// The fold of one window row for the `L` outputs from `ox` (interior columns, stride 1
+/// or 2). A function rather than a closure: closures are not reliably inlined into the
+/// target-feature context, and outside it every SIMD op becomes a call.
+#[inline(always)]
+fn fold_row<R: Red, S: Simd>(simd: S, row: &[f32], ox: usize, aw: AxisPlan, low: S::m32s) -> S::f32s {
+    let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+    if sw == 1 {
+        let mut racc = R::vfirst(simd, super::nhwc::load::<S>(row, ox - pl));
+        for kx in 1..kw {
+            racc = R::v(simd, racc, super::nhwc::load::<S>(row, ox + kx * dw - pl));
+        }
+        racc
+    } else if dw == 1 {
+        // With dilation 1 the odd columns are the next tap.
+        let col = 2 * ox - pl;
+        let (e, o) = split2(simd, row, col, low);
+        let mut racc = R::vfirst(simd, e);
+        if kw > 1 {
+            racc = R::v(simd, racc, o);
+        }
+        let mut kx = 2;
+        while kx < kw {
+            let (e, o) = split2(simd, row, col + kx, low);
+            racc = R::v(simd, racc, e);
+            if kx + 1 < kw {
+                racc = R::v(simd, racc, o);
+            }
+            kx += 2;
+        }
+        racc
+    } else {
+        let mut racc = R::vfirst(simd, split2(simd, row, 2 * ox - pl, low).0);
+        for kx in 1..kw {
+            racc = R::v(simd, racc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
+        }
+        racc
+    }
+}
+
 /// Forward values-only pooling.
 pub(crate) struct Fwd<'a, R> {
     pub p: &'a Plan,
@@ -50,7 +89,7 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
         let Fwd { p, x, xs, y, ys, r } = self;
         let l = S::F32_LANES;
         let aw = p.aw;
-        let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+        let (sw, kw) = (aw.stride, aw.kernel);
         // Interior columns go through the vector path when it exists for this stride.
         let (lo, hi) = if (sw == 1 || sw == 2) && aw.hi - aw.lo >= l { (aw.lo, aw.hi) } else { (0, 0) };
         let w = p.w;
@@ -75,44 +114,33 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                     if hi == lo {
                         continue;
                     }
-                    let vscale = simd.splat_f32s(r.scale((ky1 - ky0) * kw, py * kw));
-                    let mut ox = lo;
-                    loop {
-                        // The last block overlaps the previous one rather than leaving a tail.
-                        if ox + l > hi {
-                            ox = hi - l;
+                    let vscale = simd.splat_f32s(r.scale((ky1 - ky0) * kw, py.saturating_mul(kw)));
+                    // Full blocks: one pass per window row, streaming through that input row
+                    // and accumulating in the output row (which stays in L1). Each row folds
+                    // separately and merges in row order.
+                    let full = (hi - lo) / l;
+                    for ky in ky0..ky1 {
+                        let ro = xp + p.ah.coord(oy, ky) * xs[2];
+                        let row = &x[ro..ro + w];
+                        for b in 0..full {
+                            let ox = lo + b * l;
+                            let racc = fold_row::<R, S>(simd, row, ox, aw, low);
+                            let yv = &mut S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0];
+                            let acc = if ky == ky0 { racc } else { R::vmerge(simd, *yv, racc) };
+                            *yv = if ky + 1 == ky1 { R::vfin(simd, acc, vscale) } else { acc };
                         }
+                    }
+                    // A last partial block overlaps the previous one; it is recomputed in
+                    // registers in the same order, so the shared outputs get the same values.
+                    if (hi - lo) % l != 0 {
+                        let ox = hi - l;
                         let mut acc = simd.splat_f32s(R::INIT);
                         for ky in ky0..ky1 {
                             let ro = xp + p.ah.coord(oy, ky) * xs[2];
-                            let row = &x[ro..ro + w];
-                            if sw == 1 {
-                                for kx in 0..kw {
-                                    let col = ox + kx * dw - pl;
-                                    acc = R::v(simd, acc, S::as_simd_f32s(&row[col..col + l]).0[0]);
-                                }
-                            } else if dw == 1 {
-                                let col = 2 * ox - pl;
-                                let mut kx = 0;
-                                while kx < kw {
-                                    let (e, o) = split2(simd, row, col + kx, low);
-                                    acc = R::v(simd, acc, e);
-                                    if kx + 1 < kw {
-                                        acc = R::v(simd, acc, o);
-                                    }
-                                    kx += 2;
-                                }
-                            } else {
-                                for kx in 0..kw {
-                                    acc = R::v(simd, acc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
-                                }
-                            }
+                            let racc = fold_row::<R, S>(simd, &x[ro..ro + w], ox, aw, low);
+                            acc = if ky == ky0 { racc } else { R::vmerge(simd, acc, racc) };
                         }
                         S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = R::vfin(simd, acc, vscale);
-                        ox += l;
-                        if ox >= hi {
-                            break;
-                        }
                     }
                 }
             }
@@ -143,7 +171,7 @@ pub(crate) fn argmax(p: &Plan, x: &[f32], xp: usize, xs: [usize; 4], oy: usize, 
 pub(crate) fn spread_back(
     p: &Plan,
     avg: Option<crate::params::AvgPoolOptions>,
-    l2: Option<(&[f32], [usize; 4], &[f32], [usize; 4])>,
+    l2: Option<L2Operands<'_>>,
     dy: &[f32],
     dys: [usize; 4],
     dx: &mut [f32],

@@ -7,6 +7,12 @@ use pulp::{Simd, WithSimd};
 use super::plan::Plan;
 use super::simd::Red;
 
+/// One vector from `x[off..off + L]`.
+#[inline(always)]
+pub(crate) fn load<S: Simd>(x: &[f32], off: usize) -> S::f32s {
+    S::as_simd_f32s(&x[off..off + S::F32_LANES]).0[0]
+}
+
 /// Forward values-only pooling.
 pub(crate) struct Fwd<'a, R> {
     pub p: &'a Plan,
@@ -30,26 +36,40 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                 let (ky0, ky1, py) = p.ah.taps(oy);
                 for ox in 0..p.ow {
                     let (kx0, kx1, px) = p.aw.taps(ox);
-                    let scale = r.scale((ky1 - ky0) * (kx1 - kx0), py * px);
+                    let scale = r.scale((ky1 - ky0) * (kx1 - kx0), py.saturating_mul(px));
                     let vscale = simd.splat_f32s(scale);
                     let yo = n * ys[0] + oy * ys[2] + ox * ys[3];
                     let yrun = &mut y[yo..yo + c];
                     let mut ci = 0;
+                    // Each window row folds into its own accumulators, merged after the
+                    // row: shorter dependency chains, same result (the max fold is
+                    // associative; sums only round differently).
                     while ci + 4 * l <= c {
                         let mut acc = [simd.splat_f32s(R::INIT); 4];
                         for ky in ky0..ky1 {
                             let xr = xn + p.ah.coord(oy, ky) * xs[2] + ci;
-                            for kx in kx0..kx1 {
+                            let off = xr + p.aw.coord(ox, kx0) * xs[3];
+                            let v = &x[off..off + 4 * l];
+                            let mut racc: [S::f32s; 4] =
+                                core::array::from_fn(|j| R::vfirst(simd, load::<S>(v, j * l)));
+                            for kx in kx0 + 1..kx1 {
                                 let off = xr + p.aw.coord(ox, kx) * xs[3];
-                                let (v, _) = S::as_simd_f32s(&x[off..off + 4 * l]);
-                                for (a, &v) in acc.iter_mut().zip(v) {
-                                    *a = R::v(simd, *a, v);
+                                let v = &x[off..off + 4 * l];
+                                for (j, a) in racc.iter_mut().enumerate() {
+                                    *a = R::v(simd, *a, load::<S>(v, j * l));
+                                }
+                            }
+                            if ky == ky0 {
+                                acc = racc;
+                            } else {
+                                for (a, r) in acc.iter_mut().zip(racc) {
+                                    *a = R::vmerge(simd, *a, r);
                                 }
                             }
                         }
-                        let (out, _) = S::as_mut_simd_f32s(&mut yrun[ci..ci + 4 * l]);
-                        for (o, &a) in out.iter_mut().zip(&acc) {
-                            *o = R::vfin(simd, a, vscale);
+                        let out = &mut yrun[ci..ci + 4 * l];
+                        for (j, a) in acc.into_iter().enumerate() {
+                            S::as_mut_simd_f32s(&mut out[j * l..j * l + l]).0[0] = R::vfin(simd, a, vscale);
                         }
                         ci += 4 * l;
                     }
@@ -57,14 +77,13 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                         let mut acc = simd.splat_f32s(R::INIT);
                         for ky in ky0..ky1 {
                             let xr = xn + p.ah.coord(oy, ky) * xs[2] + ci;
-                            for kx in kx0..kx1 {
-                                let off = xr + p.aw.coord(ox, kx) * xs[3];
-                                let (v, _) = S::as_simd_f32s(&x[off..off + l]);
-                                acc = R::v(simd, acc, v[0]);
+                            let mut racc = R::vfirst(simd, load::<S>(x, xr + p.aw.coord(ox, kx0) * xs[3]));
+                            for kx in kx0 + 1..kx1 {
+                                racc = R::v(simd, racc, load::<S>(x, xr + p.aw.coord(ox, kx) * xs[3]));
                             }
+                            acc = if ky == ky0 { racc } else { R::vmerge(simd, acc, racc) };
                         }
-                        let (out, _) = S::as_mut_simd_f32s(&mut yrun[ci..ci + l]);
-                        out[0] = R::vfin(simd, acc, vscale);
+                        S::as_mut_simd_f32s(&mut yrun[ci..ci + l]).0[0] = R::vfin(simd, acc, vscale);
                         ci += l;
                     }
                     for (cc, yv) in yrun.iter_mut().enumerate().skip(ci) {
@@ -224,7 +243,7 @@ impl WithSimd for MaxBackRecompute<'_> {
 pub(crate) struct SpreadBack<'a> {
     pub p: &'a Plan,
     pub avg: Option<crate::params::AvgPoolOptions>,
-    pub l2: Option<(&'a [f32], [usize; 4], &'a [f32], [usize; 4])>,
+    pub l2: Option<super::simd::L2Operands<'a>>,
     pub dy: &'a [f32],
     pub dys: [usize; 4],
     pub dx: &'a mut [f32],
@@ -247,7 +266,10 @@ impl WithSimd for SpreadBack<'_> {
                     let go = n * dys[0] + oy * dys[2] + ox * dys[3];
                     let g = &dy[go..go + c];
                     let recip = match avg {
-                        Some(o) => 1.0 / super::simd::divisor(o, (ky1 - ky0) * (kx1 - kx0), py * px) as f32,
+                        Some(o) => {
+                            1.0 / super::simd::divisor(o, (ky1 - ky0) * (kx1 - kx0), py.saturating_mul(px))
+                                as f32
+                        }
                         None => 1.0,
                     };
                     let vrecip = simd.splat_f32s(recip);

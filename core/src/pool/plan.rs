@@ -114,6 +114,7 @@ impl Plan {
     pub fn counts(&self, oy: usize, ox: usize) -> (usize, usize) {
         let (ky0, ky1, py) = self.ah.taps(oy);
         let (kx0, kx1, px) = self.aw.taps(ox);
-        ((ky1 - ky0) * (kx1 - kx0), py * px)
+        // Padded counts can exceed usize for huge padded windows; the divisor saturates.
+        ((ky1 - ky0) * (kx1 - kx0), py.saturating_mul(px))
     }
 }

@@ -10,6 +10,11 @@ use crate::params::AvgPoolOptions;
 pub(crate) trait Red: Copy {
     /// The identity the fold starts from.
     const INIT: f32;
+    /// `combine(INIT, x)` (the fold of one tap), for starting a fold without `INIT`.
+    #[inline(always)]
+    fn vfirst<S: Simd>(_simd: S, x: S::f32s) -> S::f32s {
+        x
+    }
     fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s;
     fn s(acc: f32, x: f32) -> f32;
     fn vfin<S: Simd>(simd: S, acc: S::f32s, scale: S::f32s) -> S::f32s;
@@ -133,6 +138,10 @@ pub(crate) struct L2R;
 impl Red for L2R {
     const INIT: f32 = 0.0;
     #[inline(always)]
+    fn vfirst<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        simd.mul_f32s(x, x)
+    }
+    #[inline(always)]
     fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
         simd.mul_add_e_f32s(x, x, acc)
     }
@@ -165,6 +174,9 @@ impl Red for L2R {
         1.0
     }
 }
+
+/// The L2 backward's forward operands: `(x, x strides, y, y strides)`.
+pub(crate) type L2Operands<'a> = (&'a [f32], [usize; 4], &'a [f32], [usize; 4]);
 
 /// Largest f32 lane count of any ISA (AVX-512).
 pub(crate) const MAX_LANES: usize = 16;
