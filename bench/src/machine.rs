@@ -51,6 +51,14 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
+/// The 1, 5 and 15 minute load averages (Linux), to judge how busy a shared machine was.
+#[must_use]
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
 /// The largest cache's size in bytes (Linux sysfs), if known.
 #[must_use]
 pub fn last_level_cache_bytes() -> Option<usize> {
@@ -347,6 +355,15 @@ mod tests {
             assert!(v.is_finite() && v > 0.0, "{isa}: {v}");
             assert!(peak_gflops(isa, 1, Duration::from_millis(5)) > 0.0);
         }
+    }
+
+    #[test]
+    fn machine_facts_do_not_panic() {
+        assert!(!cpu_name().is_empty());
+        if let Some(l) = load_average() {
+            assert!(l.iter().all(|v| *v >= 0.0));
+        }
+        assert!(copy_buffer_bytes() >= 64 << 20);
     }
 
     #[test]

@@ -265,6 +265,9 @@ fn bench(cfg: &Config) -> Result<ExitCode, String> {
         limits.copy_buffer_bytes >> 20,
         list_per_thread(&limits.copy_gbps, "GB/s")
     );
+    let load = machine::load_average()
+        .map_or_else(|| "unknown".to_string(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
+    println!("# load average before the run (1/5/15 min): {load}");
     println!("# competitors: {}", anchors::SOURCE);
     println!();
 
@@ -303,7 +306,8 @@ fn bench(cfg: &Config) -> Result<ExitCode, String> {
     }
     if let Some(p) = &cfg.markdown {
         let head = format!(
-            "CPU: {} | ISA: {isa} | threads: {} | layout: {} | peak FMA {:.1} GFLOP/s | copy {:.1} GB/s\n\n",
+            "CPU: {} | ISA: {isa} | threads: {} | layout: {} | peak FMA {:.1} GFLOP/s | copy {:.1} GB/s | \
+             load average at start {load}\n\n",
             cpu,
             cfg.threads,
             layout_str(cfg.layout),
