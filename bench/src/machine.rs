@@ -30,6 +30,20 @@ impl Limits {
     pub fn peak_at(&self, threads: usize) -> Option<f64> {
         self.peak_gflops.iter().find(|(t, _)| *t == threads).map(|(_, v)| *v)
     }
+    /// Keeps, per thread count, the higher of this and `other`'s measurement: on a shared
+    /// machine the less disturbed measurement is the closer to the limit.
+    pub fn keep_best(&mut self, other: &Limits) {
+        for (mine, theirs) in
+            [(&mut self.peak_gflops, &other.peak_gflops), (&mut self.copy_gbps, &other.copy_gbps)]
+        {
+            for (t, v) in mine.iter_mut() {
+                if let Some((_, o)) = theirs.iter().find(|(ot, _)| ot == t) {
+                    *v = v.max(*o);
+                }
+            }
+        }
+    }
+
     /// Copy GB/s at `threads` (if measured).
     #[must_use]
     pub fn copy_at(&self, threads: usize) -> Option<f64> {
@@ -364,6 +378,21 @@ mod tests {
             assert!(l.iter().all(|v| *v >= 0.0));
         }
         assert!(copy_buffer_bytes() >= 64 << 20);
+    }
+
+    #[test]
+    fn keep_best_takes_the_higher_measurement() {
+        let mut a = Limits {
+            isa: Isa::Scalar,
+            peak_gflops: vec![(1, 10.0), (2, 30.0)],
+            copy_gbps: vec![(1, 5.0), (2, 9.0)],
+            copy_buffer_bytes: 1,
+        };
+        let b = Limits { peak_gflops: vec![(1, 12.0), (2, 20.0)], copy_gbps: vec![(1, 4.0)], ..a.clone() };
+        a.keep_best(&b);
+        assert_eq!(a.peak_gflops, vec![(1, 12.0), (2, 30.0)]);
+        assert_eq!(a.copy_gbps, vec![(1, 5.0), (2, 9.0)]);
+        assert_eq!((a.peak_at(1), a.copy_at(2), a.peak_at(3)), (Some(12.0), Some(9.0), None));
     }
 
     #[test]
