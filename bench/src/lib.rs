@@ -136,6 +136,11 @@ mod tests {
     /// within its error bound and gets its rates filled in.
     #[test]
     fn quick_suite_measures_and_checks() {
+        // Honour the test suites' ISA cap (`SIMDCONV_MAX_ISA=scalar|avx2|avx512`).
+        if let Some(isa) = std::env::var("SIMDCONV_MAX_ISA").ok().and_then(|v| simdconv::Isa::from_name(&v)) {
+            assert!(isa.is_supported(), "SIMDCONV_MAX_ISA={isa}: not supported here");
+            simdconv::set_max_isa(Some(isa));
+        }
         let settings = Settings { min_time: Duration::ZERO, min_samples: 1, ..Settings::default() };
         for isa in simdconv::Isa::available() {
             let exec = Exec::new().with_isa(isa).unwrap();
