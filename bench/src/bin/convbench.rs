@@ -29,7 +29,11 @@ OPTIONS:
                            one that cannot run a case reports the error in its row) [auto]
   --layout nchw|nhwc       activation layout (filters: OIHW / OHWI) [nchw]
   --min-time SECONDS       time each case at least this long after warm-up [2]
-  --json PATH              write machine and results as JSON
+  --json PATH              write machine and results as JSON: {\"machine\": {cpu, isa,
+                           threads, peak_gflops, copy_gbps}, \"results\": [{case, op, layout,
+                           algo, isa, threads, median_ms, min_ms, gflops, gbps,
+                           peak_fraction, max_rel_err, err_bound, anchor_engine, anchor_ms,
+                           speedup, error}]}, null where not applicable
   --markdown PATH          write the results table as Markdown
   --svg PATH               write a bar chart of the peak fraction per case
   --list                   list the cases of both suites and exit
