@@ -9,10 +9,18 @@
 //!
 //! The input and output views (and gradients) must all be contiguous in the same inner
 //! dimension: `w` (NCHW-like) or `c` (NHWC-like); other strides are free. Index views may
-//! have any strides. NHWC kernels vectorise over channels; NCHW kernels vectorise over
-//! output columns for windows of stride 1 and 2 (stride 2 splits even and odd columns),
-//! and fall back to a scalar loop for other strides and for columns next to padding. The
-//! kernels run on the calling thread, whatever [`Exec::threads`] says, and never allocate.
+//! have any strides.
+//!
+//! NHWC kernels vectorise over channels, for any geometry, forward and backward. NCHW
+//! kernels vectorise the forward passes (with or without switches) over output columns for
+//! windows of stride 1 and 2: stride 2 splits `2L` loaded columns into even and odd ones,
+//! and with dilation 1 the odd half is the next tap, so the common 2x2 and 3x3 stride-2
+//! windows cost one split per two taps; each window row streams through the output row.
+//! The NCHW average and L2 backward passes vectorise stride-1 windows the same way.
+//! Other strides, columns next to padding, and the scatter of saved switches run scalar
+//! loops.
+//! The kernels run on the calling thread, whatever [`Exec::threads`] says, and never
+//! allocate.
 
 mod nchw;
 mod nhwc;
@@ -169,18 +177,11 @@ pub fn max_pool2d(
     match layout {
         Layout::Nhwc => exec.dispatch(nhwc::FwdIdx { p: &p, x: xd, xs, y: yd, ys, idx: id, is }),
         Layout::Nchw => {
-            for n in 0..p.n {
-                for c in 0..p.c {
-                    let xp = n * xs[0] + c * xs[1];
-                    for oy in 0..p.oh {
-                        for ox in 0..p.ow {
-                            let (v, i) = nchw::argmax(&p, xd, xp, xs, oy, ox);
-                            yd[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]] = v;
-                            id[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]] = i;
-                        }
-                    }
-                }
-            }
+            let sink = |n: usize, c: usize, oy: usize, ox: usize, v: f32, i: usize| {
+                yd[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]] = v;
+                id[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]] = i;
+            };
+            exec.dispatch(nchw::Argmax { p: &p, x: xd, xs, sink });
         }
     }
     Ok(())
@@ -343,19 +344,12 @@ pub fn max_pool2d_backward_recompute(
             exec.dispatch(nhwc::MaxBackRecompute { p: &p, x: xd, xs, dy: gd, dys, dx: dd, dxs });
         }
         Layout::Nchw => {
-            for n in 0..p.n {
-                for c in 0..p.c {
-                    let xp = n * xs[0] + c * xs[1];
-                    let dp = n * dxs[0] + c * dxs[1];
-                    for oy in 0..p.oh {
-                        for ox in 0..p.ow {
-                            let (_, i) = nchw::argmax(&p, xd, xp, xs, oy, ox);
-                            dd[dp + (i / p.w) * dxs[2] + (i % p.w) * dxs[3]] +=
-                                gd[n * dys[0] + c * dys[1] + oy * dys[2] + ox * dys[3]];
-                        }
-                    }
-                }
-            }
+            let w = p.w;
+            let sink = |n: usize, c: usize, oy: usize, ox: usize, _: f32, i: usize| {
+                dd[n * dxs[0] + c * dxs[1] + (i / w) * dxs[2] + (i % w) * dxs[3]] +=
+                    gd[n * dys[0] + c * dys[1] + oy * dys[2] + ox * dys[3]];
+            };
+            exec.dispatch(nchw::Argmax { p: &p, x: xd, xs, sink });
         }
     }
     Ok(())
@@ -384,7 +378,9 @@ pub fn avg_pool2d_backward(
         Layout::Nhwc => {
             exec.dispatch(nhwc::SpreadBack { p: &p, avg: Some(opts), l2: None, dy: gd, dys, dx: dd, dxs })
         }
-        Layout::Nchw => nchw::spread_back(&p, Some(opts), None, gd, dys, dd, dxs),
+        Layout::Nchw => {
+            exec.dispatch(nchw::SpreadBack { p: &p, avg: Some(opts), l2: None, dy: gd, dys, dx: dd, dxs })
+        }
     }
     Ok(())
 }
@@ -421,7 +417,7 @@ pub fn l2_pool2d_backward(
     let (gd, dd) = (dy.data(), dx.data_mut());
     match layout {
         Layout::Nhwc => exec.dispatch(nhwc::SpreadBack { p: &p, avg: None, l2, dy: gd, dys, dx: dd, dxs }),
-        Layout::Nchw => nchw::spread_back(&p, None, l2, gd, dys, dd, dxs),
+        Layout::Nchw => exec.dispatch(nchw::SpreadBack { p: &p, avg: None, l2, dy: gd, dys, dx: dd, dxs }),
     }
     Ok(())
 }

@@ -165,41 +165,107 @@ pub(crate) fn argmax(p: &Plan, x: &[f32], xp: usize, xs: [usize; 4], oy: usize, 
     (best, bi)
 }
 
-/// Average or L2 pooling backward, one output at a time; `dx` must be zeroed.
-/// `l2` is `(x, xs, y, ys)` for L2 pooling, `None` for average pooling with `avg`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn spread_back(
-    p: &Plan,
-    avg: Option<crate::params::AvgPoolOptions>,
-    l2: Option<L2Operands<'_>>,
-    dy: &[f32],
-    dys: [usize; 4],
-    dx: &mut [f32],
-    dxs: [usize; 4],
-) {
-    for n in 0..p.n {
-        for c in 0..p.c {
-            let dp = n * dxs[0] + c * dxs[1];
-            for oy in 0..p.oh {
-                for ox in 0..p.ow {
-                    let g = dy[n * dys[0] + c * dys[1] + oy * dys[2] + ox * dys[3]];
-                    match l2 {
-                        Some((x, xs, y, ys)) => {
-                            let yv = y[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]];
-                            if yv == 0.0 {
-                                continue;
+/// Average or L2 pooling backward; `dx` must be zeroed. `l2` holds `(x, xs, y, ys)` for L2
+/// pooling, `None` for average pooling with `avg`. Interior columns of stride-1 windows are
+/// vectorised over output columns (each tap adds a vector of shares to a run of `dx`); the
+/// rest goes one output at a time.
+pub(crate) struct SpreadBack<'a> {
+    pub p: &'a Plan,
+    pub avg: Option<crate::params::AvgPoolOptions>,
+    pub l2: Option<L2Operands<'a>>,
+    pub dy: &'a [f32],
+    pub dys: [usize; 4],
+    pub dx: &'a mut [f32],
+    pub dxs: [usize; 4],
+}
+
+impl WithSimd for SpreadBack<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let SpreadBack { p, avg, l2, dy, dys, dx, dxs } = self;
+        let l = S::F32_LANES;
+        let aw = p.aw;
+        let (kw, dw, pl) = (aw.kernel, aw.dilation, aw.pad);
+        // Full blocks only: overlapping blocks would add twice.
+        let (lo, vend) = if aw.stride == 1 && aw.hi - aw.lo >= l {
+            (aw.lo, aw.lo + (aw.hi - aw.lo) / l * l)
+        } else {
+            (0, 0)
+        };
+        let w = p.w;
+        let zero = simd.splat_f32s(0.0);
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let dp = n * dxs[0] + c * dxs[1];
+                let gp = n * dys[0] + c * dys[1];
+                for oy in 0..p.oh {
+                    for ox in (0..lo).chain(vend..p.ow) {
+                        let g = dy[gp + oy * dys[2] + ox * dys[3]];
+                        match l2 {
+                            Some((x, xs, y, ys)) => {
+                                let yv = y[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]];
+                                if yv == 0.0 {
+                                    continue;
+                                }
+                                let share = g / yv;
+                                let xp = n * xs[0] + c * xs[1];
+                                p.for_taps(oy, ox, |iy, ix| {
+                                    dx[dp + iy * dxs[2] + ix * dxs[3]] +=
+                                        x[xp + iy * xs[2] + ix * xs[3]] * share;
+                                });
                             }
-                            let share = g / yv;
-                            let xp = n * xs[0] + c * xs[1];
-                            p.for_taps(oy, ox, |iy, ix| {
-                                dx[dp + iy * dxs[2] + ix * dxs[3]] += x[xp + iy * xs[2] + ix * xs[3]] * share;
-                            });
+                            None => {
+                                let (taps, padded) = p.counts(oy, ox);
+                                let d = avg.map_or(1, |o| super::simd::divisor(o, taps, padded));
+                                let share = g * (1.0 / d as f32);
+                                p.for_taps(oy, ox, |iy, ix| dx[dp + iy * dxs[2] + ix * dxs[3]] += share);
+                            }
                         }
-                        None => {
-                            let (taps, padded) = p.counts(oy, ox);
-                            let d = avg.map_or(1, |o| super::simd::divisor(o, taps, padded));
-                            let share = g * (1.0 / d as f32);
-                            p.for_taps(oy, ox, |iy, ix| dx[dp + iy * dxs[2] + ix * dxs[3]] += share);
+                    }
+                    if vend == lo {
+                        continue;
+                    }
+                    let (ky0, ky1, py) = p.ah.taps(oy);
+                    let recip = match avg {
+                        Some(o) => {
+                            1.0 / super::simd::divisor(o, (ky1 - ky0) * kw, py.saturating_mul(kw)) as f32
+                        }
+                        None => 1.0,
+                    };
+                    let vrecip = simd.splat_f32s(recip);
+                    let go = gp + oy * dys[2];
+                    let grow = &dy[go..go + p.ow];
+                    for ox in (lo..vend).step_by(l) {
+                        let gv = super::nhwc::load::<S>(grow, ox);
+                        let (share, yzero) = match l2 {
+                            Some((_, _, y, ys)) => {
+                                let yo = n * ys[0] + c * ys[1] + oy * ys[2];
+                                let yv = super::nhwc::load::<S>(&y[yo..yo + p.ow], ox);
+                                (simd.div_f32s(gv, yv), simd.equal_f32s(yv, zero))
+                            }
+                            None => (simd.mul_f32s(gv, vrecip), simd.less_than_f32s(zero, zero)),
+                        };
+                        for ky in ky0..ky1 {
+                            let iy = p.ah.coord(oy, ky);
+                            let ro = dp + iy * dxs[2];
+                            let drow = &mut dx[ro..ro + w];
+                            let xrow = l2.map(|(x, xs, _, _)| {
+                                let xo = n * xs[0] + c * xs[1] + iy * xs[2];
+                                &x[xo..xo + w]
+                            });
+                            for kx in 0..kw {
+                                let col = ox + kx * dw - pl;
+                                let add = match xrow {
+                                    Some(xr) => {
+                                        let xv = super::nhwc::load::<S>(xr, col);
+                                        simd.select_f32s(yzero, zero, simd.mul_f32s(xv, share))
+                                    }
+                                    None => share,
+                                };
+                                let d = &mut S::as_mut_simd_f32s(&mut drow[col..col + l]).0[0];
+                                *d = simd.add_f32s(*d, add);
+                            }
                         }
                     }
                 }
@@ -251,6 +317,95 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
                 }
                 let total = R::smerge(R::vreduce(simd, R::vmerge(simd, v0, v1)), s);
                 y[n * ys[0] + c * ys[1]] = R::sfin(total, scale);
+            }
+        }
+    }
+}
+
+/// Max pooling with switches over NCHW planes: calls `sink(n, c, oy, ox, max, index)` once
+/// per output, with the reference's argmax (first maximum in scan order, first NaN wins).
+/// Interior columns of stride-1 and stride-2 windows are vectorised, tracking indices in
+/// `u32` lanes (when `h * w` fits); the rest is scalar.
+pub(crate) struct Argmax<'a, F> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub sink: F,
+}
+
+impl<F: FnMut(usize, usize, usize, usize, f32, usize)> WithSimd for Argmax<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Argmax { p, x, xs, mut sink } = self;
+        let l = S::F32_LANES;
+        let aw = p.aw;
+        let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+        let fits = u32::try_from(p.h * p.w).is_ok();
+        let vector = fits && l > 1 && (sw == 1 || sw == 2) && aw.hi - aw.lo >= l;
+        let (lo, hi) = if vector { (aw.lo, aw.hi) } else { (0, 0) };
+        let w = p.w;
+        let low = simd.less_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s(l as f32 / 2.0));
+        // Column offsets of the lanes: `j * sw`.
+        let mut lanes = [0u32; MAX_LANES];
+        for (j, v) in lanes.iter_mut().enumerate().take(l) {
+            *v = (j * sw) as u32;
+        }
+        let offs = S::as_simd_u32s(&lanes[..l]).0[0];
+        let mut vals = [0.0f32; MAX_LANES];
+        let mut idxs = [0u32; MAX_LANES];
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1];
+                for oy in 0..p.oh {
+                    for ox in (0..lo).chain(hi..p.ow) {
+                        let (v, i) = argmax(p, x, xp, xs, oy, ox);
+                        sink(n, c, oy, ox, v, i);
+                    }
+                    if hi == lo {
+                        continue;
+                    }
+                    let (ky0, ky1, _) = p.ah.taps(oy);
+                    // Outputs before `done` were already emitted (the last block overlaps).
+                    let mut done = lo;
+                    let mut ox = lo;
+                    while done < hi {
+                        if ox + l > hi {
+                            ox = hi - l;
+                        }
+                        let mut best = simd.splat_f32s(f32::NEG_INFINITY);
+                        let first = p.ah.coord(oy, ky0) * w + sw * ox - pl;
+                        let mut idx = simd.add_u32s(simd.splat_u32s(first as u32), offs);
+                        for ky in ky0..ky1 {
+                            let iy = p.ah.coord(oy, ky);
+                            let ro = xp + iy * xs[2];
+                            let row = &x[ro..ro + w];
+                            for kx in 0..kw {
+                                let col = sw * ox + kx * dw - pl;
+                                let v = if sw == 1 {
+                                    super::nhwc::load::<S>(row, col)
+                                } else {
+                                    split2(simd, row, col, low).0
+                                };
+                                let better = simd.or_m32s(
+                                    simd.greater_than_f32s(v, best),
+                                    simd.not_m32s(simd.equal_f32s(v, v)),
+                                );
+                                let take = simd.and_m32s(better, simd.equal_f32s(best, best));
+                                best = simd.select_f32s(take, v, best);
+                                let tap = simd.add_u32s(simd.splat_u32s((iy * w + col) as u32), offs);
+                                idx = simd.select_u32s(take, tap, idx);
+                            }
+                        }
+                        S::as_mut_simd_f32s(&mut vals[..l]).0[0] = best;
+                        S::as_mut_simd_u32s(&mut idxs[..l]).0[0] = idx;
+                        for j in done - ox..l {
+                            sink(n, c, oy, ox + j, vals[j], idxs[j] as usize);
+                        }
+                        done = ox + l;
+                        ox += l;
+                    }
+                }
             }
         }
     }
