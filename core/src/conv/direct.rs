@@ -602,7 +602,8 @@ fn nhwc_oc_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>
     let [nb, _, oh, ow] = c.yd;
     let groups = c.yd[1] / c.cog;
     let total = oh * ow;
-    let (nchunks, csize) = chunking(c.cig, NR * lanes, c.kh * c.kw);
+    // Longer chunks than L1 alone would allow: the per-tap setup needs a long inner loop.
+    let (nchunks, csize) = chunking(c.cig, (NR * lanes).div_ceil(4), c.kh * c.kw);
     for n in 0..nb {
         for g in 0..groups {
             let ic0 = g * c.cig;
