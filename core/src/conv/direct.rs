@@ -15,10 +15,13 @@
 //! The epilogue (bias, residual, activation) is applied to the accumulators before the
 //! only store of each output.
 
+#![allow(clippy::needless_range_loop)] // kernels index several register arrays in lockstep
+
 use core::ptr;
 
 use pulp::{Simd, WithSimd};
 
+use super::store::{apply_run, RunBias};
 use super::ConvArgs;
 use crate::error::Result;
 use crate::geometry::input_coord;
@@ -217,39 +220,112 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
         Layout::Nchw if ctx.sww == 1 => args.exec.dispatch(NchwCols { c: ctx }),
         Layout::Nhwc if sw[0] == 1 || fd.o == 1 => args.exec.dispatch(NhwcOc { c: ctx }),
         Layout::Nhwc if sw[1] == 1 || fd.i == 1 => args.exec.dispatch(NhwcDot { c: ctx }),
-        _ => generic(&ctx),
+        _ => generic(args.exec, ctx, args.layout),
     }
     Ok(())
 }
 
-/// Scalar convolution over any strides (the fallback path).
-pub(super) fn generic(c: &Ctx<'_>) {
-    let [n_, k_, oh, ow] = c.yd;
+/// One output `[n, o, oy, ox]` of the plain convolution (no epilogue), over any strides.
+#[inline(always)]
+fn conv_at(c: &Ctx<'_>, n: usize, o: usize, oy: usize, ox: usize) -> f32 {
     let [_, _, h, w] = c.xd;
-    for n in 0..n_ {
-        for o in 0..k_ {
-            let ic0 = (o / c.cog) * c.cig;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.0f32;
-                    for i in 0..c.cig {
-                        for ky in 0..c.kh {
-                            let Some(iy) = input_coord(oy, c.sh, ky, c.dh, c.pt, h) else { continue };
-                            for kx in 0..c.kw {
-                                let Some(ix) = input_coord(ox, c.sww, kx, c.dw, c.pl, w) else { continue };
-                                let xo = n * c.sx[0] + (ic0 + i) * c.sx[1] + iy * c.sx[2] + ix * c.sx[3];
-                                let wo = o * c.sw[0] + i * c.sw[1] + ky * c.sw[2] + kx * c.sw[3];
-                                // SAFETY: in-range indices of the input and filter views.
-                                acc += unsafe { *c.x.add(xo) * *c.w.add(wo) };
+    let ic0 = (o / c.cog) * c.cig;
+    let mut acc = 0.0f32;
+    for i in 0..c.cig {
+        for ky in 0..c.kh {
+            let Some(iy) = input_coord(oy, c.sh, ky, c.dh, c.pt, h) else { continue };
+            for kx in 0..c.kw {
+                let Some(ix) = input_coord(ox, c.sww, kx, c.dw, c.pl, w) else { continue };
+                let xo = n * c.sx[0] + (ic0 + i) * c.sx[1] + iy * c.sx[2] + ix * c.sx[3];
+                let wo = o * c.sw[0] + i * c.sw[1] + ky * c.sw[2] + kx * c.sw[3];
+                // SAFETY: in-range indices of the input and filter views.
+                acc += unsafe { *c.x.add(xo) * *c.w.add(wo) };
+            }
+        }
+    }
+    acc
+}
+
+/// The fallback over any filter strides and column stride: plain sums into a stack tile
+/// along the output's contiguous dimension, then the epilogue with [`apply_run`] and one
+/// copy out.
+struct Generic<'a> {
+    c: Ctx<'a>,
+    layout: Layout,
+}
+
+impl WithSimd for Generic<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        const T: usize = 64;
+        let c = &self.c;
+        let [nb, k, oh, ow] = c.yd;
+        let mut tile = [0.0f32; T];
+        match self.layout {
+            Layout::Nchw => {
+                for n in 0..nb {
+                    for o in 0..k {
+                        let bias = c.bias.map_or(RunBias::None, |b| RunBias::Broadcast(b[o]));
+                        for oy in 0..oh {
+                            let mut ox0 = 0;
+                            while ox0 < ow {
+                                let len = (ow - ox0).min(T);
+                                for (j, t) in tile[..len].iter_mut().enumerate() {
+                                    *t = conv_at(c, n, o, oy, ox0 + j);
+                                }
+                                let yo = n * c.sy[0] + o * c.sy[1] + oy * c.sy[2] + ox0;
+                                let ro = n * c.sr[0] + o * c.sr[1] + oy * c.sr[2] + ox0;
+                                flush(simd, c, &mut tile[..len], yo, ro, bias);
+                                ox0 += len;
                             }
                         }
                     }
-                    // SAFETY: in-range output index.
-                    unsafe { c.store_scalar(n, o, oy, ox, acc) };
+                }
+            }
+            Layout::Nhwc => {
+                for n in 0..nb {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut o0 = 0;
+                            while o0 < k {
+                                let len = (k - o0).min(T);
+                                for (j, t) in tile[..len].iter_mut().enumerate() {
+                                    *t = conv_at(c, n, o0 + j, oy, ox);
+                                }
+                                let bias =
+                                    c.bias.map_or(RunBias::None, |b| RunBias::PerElement(&b[o0..o0 + len]));
+                                let yo = n * c.sy[0] + o0 + oy * c.sy[2] + ox * c.sy[3];
+                                let ro = n * c.sr[0] + o0 + oy * c.sr[2] + ox * c.sr[3];
+                                flush(simd, c, &mut tile[..len], yo, ro, bias);
+                                o0 += len;
+                            }
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// Applies the epilogue to one run of plain sums and writes it to `y + yo` (the run is
+/// contiguous in `y` and in the residual at `ro`, or has length 1).
+#[inline(always)]
+fn flush<S: Simd>(simd: S, c: &Ctx<'_>, tile: &mut [f32], yo: usize, ro: usize, bias: RunBias<'_>) {
+    let len = tile.len();
+    // SAFETY: the run's residual elements are in range and contiguous (same layout as the
+    // output: unit stride along the run, or a run of one).
+    let res = c.has_r.then(|| unsafe { core::slice::from_raw_parts(c.r.add(ro), len) });
+    apply_run(simd, tile, bias, res, c.act.act);
+    for (j, v) in tile.iter().enumerate() {
+        // SAFETY: in-range output elements, contiguous along the run.
+        unsafe { *c.y.add(yo + j) = *v };
+    }
+}
+
+/// Runs the fallback path.
+pub(super) fn generic(exec: &crate::Exec, c: Ctx<'_>, layout: Layout) {
+    exec.dispatch(Generic { c, layout });
 }
 
 // ---------------------------------------------------------------------------------------
