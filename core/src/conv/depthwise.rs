@@ -11,6 +11,8 @@
 //!   loads at the padded edges (the direct column kernel with one output channel per block).
 //! - Anything else: a strided loop that splits each row into edge and interior columns.
 
+#![allow(clippy::needless_range_loop)] // kernels index several register arrays in lockstep
+
 use pulp::{Simd, WithSimd};
 
 use super::direct::{generic, load_lanes, store_lanes, Ctx};
@@ -30,7 +32,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
         Layout::Nhwc if o_unit => super::direct::run_nhwc_oc(args.exec, ctx),
         Layout::Nchw if ctx.sww == 1 => super::direct::run_nchw_single(args.exec, ctx),
         Layout::Nchw => args.exec.dispatch(DwNchwStrided { c: ctx }),
-        _ => generic(&ctx),
+        _ => generic(args.exec, ctx, args.layout),
     }
     Ok(())
 }

@@ -15,10 +15,13 @@
 //! The epilogue (bias, residual, activation) is applied to the accumulators before the
 //! only store of each output.
 
+#![allow(clippy::needless_range_loop)] // kernels index several register arrays in lockstep
+
 use core::ptr;
 
 use pulp::{Simd, WithSimd};
 
+use super::store::{apply_run, RunBias};
 use super::ConvArgs;
 use crate::error::Result;
 use crate::geometry::input_coord;
@@ -217,39 +220,112 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
         Layout::Nchw if ctx.sww == 1 => args.exec.dispatch(NchwCols { c: ctx }),
         Layout::Nhwc if sw[0] == 1 || fd.o == 1 => args.exec.dispatch(NhwcOc { c: ctx }),
         Layout::Nhwc if sw[1] == 1 || fd.i == 1 => args.exec.dispatch(NhwcDot { c: ctx }),
-        _ => generic(&ctx),
+        _ => generic(args.exec, ctx, args.layout),
     }
     Ok(())
 }
 
-/// Scalar convolution over any strides (the fallback path).
-pub(super) fn generic(c: &Ctx<'_>) {
-    let [n_, k_, oh, ow] = c.yd;
+/// One output `[n, o, oy, ox]` of the plain convolution (no epilogue), over any strides.
+#[inline(always)]
+fn conv_at(c: &Ctx<'_>, n: usize, o: usize, oy: usize, ox: usize) -> f32 {
     let [_, _, h, w] = c.xd;
-    for n in 0..n_ {
-        for o in 0..k_ {
-            let ic0 = (o / c.cog) * c.cig;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut acc = 0.0f32;
-                    for i in 0..c.cig {
-                        for ky in 0..c.kh {
-                            let Some(iy) = input_coord(oy, c.sh, ky, c.dh, c.pt, h) else { continue };
-                            for kx in 0..c.kw {
-                                let Some(ix) = input_coord(ox, c.sww, kx, c.dw, c.pl, w) else { continue };
-                                let xo = n * c.sx[0] + (ic0 + i) * c.sx[1] + iy * c.sx[2] + ix * c.sx[3];
-                                let wo = o * c.sw[0] + i * c.sw[1] + ky * c.sw[2] + kx * c.sw[3];
-                                // SAFETY: in-range indices of the input and filter views.
-                                acc += unsafe { *c.x.add(xo) * *c.w.add(wo) };
+    let ic0 = (o / c.cog) * c.cig;
+    let mut acc = 0.0f32;
+    for i in 0..c.cig {
+        for ky in 0..c.kh {
+            let Some(iy) = input_coord(oy, c.sh, ky, c.dh, c.pt, h) else { continue };
+            for kx in 0..c.kw {
+                let Some(ix) = input_coord(ox, c.sww, kx, c.dw, c.pl, w) else { continue };
+                let xo = n * c.sx[0] + (ic0 + i) * c.sx[1] + iy * c.sx[2] + ix * c.sx[3];
+                let wo = o * c.sw[0] + i * c.sw[1] + ky * c.sw[2] + kx * c.sw[3];
+                // SAFETY: in-range indices of the input and filter views.
+                acc += unsafe { *c.x.add(xo) * *c.w.add(wo) };
+            }
+        }
+    }
+    acc
+}
+
+/// The fallback over any filter strides and column stride: plain sums into a stack tile
+/// along the output's contiguous dimension, then the epilogue with [`apply_run`] and one
+/// copy out.
+struct Generic<'a> {
+    c: Ctx<'a>,
+    layout: Layout,
+}
+
+impl WithSimd for Generic<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        const T: usize = 64;
+        let c = &self.c;
+        let [nb, k, oh, ow] = c.yd;
+        let mut tile = [0.0f32; T];
+        match self.layout {
+            Layout::Nchw => {
+                for n in 0..nb {
+                    for o in 0..k {
+                        let bias = c.bias.map_or(RunBias::None, |b| RunBias::Broadcast(b[o]));
+                        for oy in 0..oh {
+                            let mut ox0 = 0;
+                            while ox0 < ow {
+                                let len = (ow - ox0).min(T);
+                                for (j, t) in tile[..len].iter_mut().enumerate() {
+                                    *t = conv_at(c, n, o, oy, ox0 + j);
+                                }
+                                let yo = n * c.sy[0] + o * c.sy[1] + oy * c.sy[2] + ox0;
+                                let ro = n * c.sr[0] + o * c.sr[1] + oy * c.sr[2] + ox0;
+                                flush(simd, c, &mut tile[..len], yo, ro, bias);
+                                ox0 += len;
                             }
                         }
                     }
-                    // SAFETY: in-range output index.
-                    unsafe { c.store_scalar(n, o, oy, ox, acc) };
+                }
+            }
+            Layout::Nhwc => {
+                for n in 0..nb {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut o0 = 0;
+                            while o0 < k {
+                                let len = (k - o0).min(T);
+                                for (j, t) in tile[..len].iter_mut().enumerate() {
+                                    *t = conv_at(c, n, o0 + j, oy, ox);
+                                }
+                                let bias =
+                                    c.bias.map_or(RunBias::None, |b| RunBias::PerElement(&b[o0..o0 + len]));
+                                let yo = n * c.sy[0] + o0 + oy * c.sy[2] + ox * c.sy[3];
+                                let ro = n * c.sr[0] + o0 + oy * c.sr[2] + ox * c.sr[3];
+                                flush(simd, c, &mut tile[..len], yo, ro, bias);
+                                o0 += len;
+                            }
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// Applies the epilogue to one run of plain sums and writes it to `y + yo` (the run is
+/// contiguous in `y` and in the residual at `ro`, or has length 1).
+#[inline(always)]
+fn flush<S: Simd>(simd: S, c: &Ctx<'_>, tile: &mut [f32], yo: usize, ro: usize, bias: RunBias<'_>) {
+    let len = tile.len();
+    // SAFETY: the run's residual elements are in range and contiguous (same layout as the
+    // output: unit stride along the run, or a run of one).
+    let res = c.has_r.then(|| unsafe { core::slice::from_raw_parts(c.r.add(ro), len) });
+    apply_run(simd, tile, bias, res, c.act.act);
+    for (j, v) in tile.iter().enumerate() {
+        // SAFETY: in-range output elements, contiguous along the run.
+        unsafe { *c.y.add(yo + j) = *v };
+    }
+}
+
+/// Runs the fallback path.
+pub(super) fn generic(exec: &crate::Exec, c: Ctx<'_>, layout: Layout) {
+    exec.dispatch(Generic { c, layout });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -426,17 +502,12 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
     let lanes = S::F32_LANES;
     let [_, _, h, w] = c.xd;
     let zero = simd.splat_f32s(0.0);
-    let mut acc = [[zero; NR]; MR];
-    if !ch.first {
-        for (m, am) in acc.iter_mut().enumerate() {
-            for v in 0..NR {
-                let Cols { oy, ox, nl } = vs[v];
-                let yo = n * c.sy[0] + (o0 + m) * c.sy[1] + oy * c.sy[2] + ox;
-                // SAFETY: the partial sums this block stored for an earlier chunk.
-                am[v] = unsafe { load_lanes(simd, c.y.add(yo), 0, nl) };
-            }
-        }
-    }
+    let mut acc = if ch.first {
+        [[zero; NR]; MR]
+    } else {
+        // SAFETY: the partial sums this block stored for an earlier chunk (caller's ranges).
+        unsafe { nchw_partial::<S, MR, NR>(simd, c, n, o0, vs, None) }
+    };
     let xb = c.x.wrapping_add(n * c.sx[0] + ic0 * c.sx[1]);
     let wb = c.w.wrapping_add(o0 * c.sw[0]);
     let (sxc, swi, swo) = (c.sx[1], c.sw[1], c.sw[0]);
@@ -509,14 +580,8 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
         }
     }
     if !ch.last {
-        for (m, am) in acc.iter().enumerate() {
-            for v in 0..NR {
-                let Cols { oy, ox, nl } = vs[v];
-                let yo = n * c.sy[0] + (o0 + m) * c.sy[1] + oy * c.sy[2] + ox;
-                // SAFETY: columns ox..ox+nl of an in-range output row (contiguous).
-                unsafe { store_lanes(simd, c.y.add(yo), nl, am[v]) };
-            }
-        }
+        // SAFETY: in-range output rows (caller).
+        unsafe { nchw_partial::<S, MR, NR>(simd, c, n, o0, vs, Some(acc)) };
         return;
     }
     for (m, am) in acc.iter().enumerate() {
@@ -539,6 +604,43 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
             unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
         }
     }
+}
+
+/// Loads (`acc = None`) or stores partial sums of a block, kept out of line of the hot loop
+/// so that its accumulators stay in registers.
+///
+/// # Safety
+/// Channels `o0..o0 + MR` and the vectors are in range of the output.
+#[inline(never)]
+unsafe fn nchw_partial<S: Simd, const MR: usize, const NR: usize>(
+    simd: S,
+    c: &Ctx<'_>,
+    n: usize,
+    o0: usize,
+    vs: &[Cols; NR],
+    acc: Option<[[S::f32s; NR]; MR]>,
+) -> [[S::f32s; NR]; MR] {
+    simd.vectorize(
+        #[inline(always)]
+        || {
+            let mut out = acc.unwrap_or([[simd.splat_f32s(0.0); NR]; MR]);
+            for (m, am) in out.iter_mut().enumerate() {
+                for v in 0..NR {
+                    let Cols { oy, ox, nl } = vs[v];
+                    let yo = n * c.sy[0] + (o0 + m) * c.sy[1] + oy * c.sy[2] + ox;
+                    // SAFETY: columns ox..ox+nl of an in-range output row (contiguous).
+                    unsafe {
+                        if acc.is_some() {
+                            store_lanes(simd, c.y.add(yo), nl, am[v]);
+                        } else {
+                            am[v] = load_lanes(simd, c.y.add(yo), 0, nl);
+                        }
+                    }
+                }
+            }
+            out
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -576,6 +678,8 @@ fn nhwc_oc_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>
     let [nb, _, oh, ow] = c.yd;
     let groups = c.yd[1] / c.cog;
     let total = oh * ow;
+    // Longer chunks than L1 alone would allow: the per-tap setup needs a long inner loop.
+    let (nchunks, csize) = chunking(c.cig, (NR * lanes).div_ceil(4), c.kh * c.kw);
     for n in 0..nb {
         for g in 0..groups {
             let ic0 = g * c.cig;
@@ -585,45 +689,48 @@ fn nhwc_oc_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>
             while o < oend {
                 let left = oend - o;
                 let (wide, nl) = if left >= NR * lanes { (true, lanes) } else { (false, left.min(lanes)) };
-                let mut p = 0;
-                while p < total {
-                    let m = if total - p >= MR { MR } else { 1 };
-                    let mut px = [(0usize, 0usize); MR];
-                    let mut inner = true;
-                    for (i, q) in px.iter_mut().enumerate().take(m) {
-                        *q = ((p + i) / ow, (p + i) % ow);
-                        inner &= pixel_interior(c, q.0, q.1);
-                    }
-                    // SAFETY: pixels, n, the group and channels o.. are in range.
-                    unsafe {
-                        match (wide, m == MR, inner) {
-                            (true, true, true) => {
-                                nhwc_oc_block::<S, MR, NR, false>(simd, c, n, ic0, o, nl, &px)
-                            }
-                            (true, true, false) => {
-                                nhwc_oc_block::<S, MR, NR, true>(simd, c, n, ic0, o, nl, &px)
-                            }
-                            (true, false, true) => {
-                                nhwc_oc_block::<S, 1, NR, false>(simd, c, n, ic0, o, nl, &px)
-                            }
-                            (true, false, false) => {
-                                nhwc_oc_block::<S, 1, NR, true>(simd, c, n, ic0, o, nl, &px)
-                            }
-                            (false, true, true) => {
-                                nhwc_oc_block::<S, MR, 1, false>(simd, c, n, ic0, o, nl, &px)
-                            }
-                            (false, true, false) => {
-                                nhwc_oc_block::<S, MR, 1, true>(simd, c, n, ic0, o, nl, &px)
-                            }
-                            (false, false, true) => {
-                                nhwc_oc_block::<S, 1, 1, false>(simd, c, n, ic0, o, nl, &px)
-                            }
-                            (false, false, false) => {
-                                nhwc_oc_block::<S, 1, 1, true>(simd, c, n, ic0, o, nl, &px)
+                for k in 0..nchunks {
+                    let ch = Chunk::nth(k, nchunks, csize, c.cig);
+                    let mut p = 0;
+                    while p < total {
+                        let m = if total - p >= MR { MR } else { 1 };
+                        let mut px = [(0usize, 0usize); MR];
+                        let mut inner = true;
+                        for (i, q) in px.iter_mut().enumerate().take(m) {
+                            *q = ((p + i) / ow, (p + i) % ow);
+                            inner &= pixel_interior(c, q.0, q.1);
+                        }
+                        // SAFETY: pixels, n, the group and channels o.. are in range.
+                        unsafe {
+                            match (wide, m == MR, inner) {
+                                (true, true, true) => {
+                                    nhwc_oc_block::<S, MR, NR, false>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
+                                (true, true, false) => {
+                                    nhwc_oc_block::<S, MR, NR, true>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
+                                (true, false, true) => {
+                                    nhwc_oc_block::<S, 1, NR, false>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
+                                (true, false, false) => {
+                                    nhwc_oc_block::<S, 1, NR, true>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
+                                (false, true, true) => {
+                                    nhwc_oc_block::<S, MR, 1, false>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
+                                (false, true, false) => {
+                                    nhwc_oc_block::<S, MR, 1, true>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
+                                (false, false, true) => {
+                                    nhwc_oc_block::<S, 1, 1, false>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
+                                (false, false, false) => {
+                                    nhwc_oc_block::<S, 1, 1, true>(simd, c, n, ic0, o, nl, ch, &px)
+                                }
                             }
                         }
+                        p += m;
                     }
-                    p += m;
                 }
                 o += if wide { NR * lanes } else { nl };
             }
@@ -646,12 +753,18 @@ unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: b
     ic0: usize,
     o0: usize,
     nl_last: usize,
+    ch: Chunk,
     px: &[(usize, usize)],
 ) {
     let lanes = S::F32_LANES;
     let [_, _, h, w] = c.xd;
     let zero = simd.splat_f32s(0.0);
-    let mut acc = [[zero; NR]; MR];
+    let mut acc = if ch.first {
+        [[zero; NR]; MR]
+    } else {
+        // SAFETY: the partial sums this block stored for an earlier chunk (caller's ranges).
+        unsafe { nhwc_partial::<S, MR, NR>(simd, c, n, o0, nl_last, px, None) }
+    };
     let full = nl_last == lanes;
     let xb = c.x.wrapping_add(n * c.sx[0] + ic0);
     let wb = c.w.wrapping_add(o0);
@@ -675,7 +788,7 @@ unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: b
             }
             let okm = ok.map(|b| bool_mask(simd, b));
             let wp = wb.wrapping_add(ky * c.sw[2] + kx * c.sw[3]);
-            for i in 0..c.cig {
+            for i in ch.i0..ch.i1 {
                 let wpi = wp.wrapping_add(i * c.sw[1]);
                 let mut wv = [zero; NR];
                 for (v, wvv) in wv.iter_mut().enumerate() {
@@ -704,6 +817,11 @@ unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: b
             }
         }
     }
+    if !ch.last {
+        // SAFETY: in-range output pixels and channels (caller).
+        unsafe { nhwc_partial::<S, MR, NR>(simd, c, n, o0, nl_last, px, Some(acc)) };
+        return;
+    }
     for (m, am) in acc.iter().enumerate() {
         let (oy, ox) = px[m];
         for v in 0..NR {
@@ -725,6 +843,45 @@ unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: b
             unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
         }
     }
+}
+
+/// Loads (`acc = None`) or stores the partial sums of an NHWC block, out of line.
+///
+/// # Safety
+/// The first `MR` pixels and channels `o0..o0 + (NR-1)*lanes + nl_last` are in range.
+#[inline(never)]
+unsafe fn nhwc_partial<S: Simd, const MR: usize, const NR: usize>(
+    simd: S,
+    c: &Ctx<'_>,
+    n: usize,
+    o0: usize,
+    nl_last: usize,
+    px: &[(usize, usize)],
+    acc: Option<[[S::f32s; NR]; MR]>,
+) -> [[S::f32s; NR]; MR] {
+    simd.vectorize(
+        #[inline(always)]
+        || {
+            let lanes = S::F32_LANES;
+            let mut out = acc.unwrap_or([[simd.splat_f32s(0.0); NR]; MR]);
+            for (m, am) in out.iter_mut().enumerate() {
+                let (oy, ox) = px[m];
+                for v in 0..NR {
+                    let nl = if v == NR - 1 { nl_last } else { lanes };
+                    let yo = n * c.sy[0] + o0 + v * lanes + oy * c.sy[2] + ox * c.sy[3];
+                    // SAFETY: channels of an in-range output pixel (c-stride 1).
+                    unsafe {
+                        if acc.is_some() {
+                            store_lanes(simd, c.y.add(yo), nl, am[v]);
+                        } else {
+                            am[v] = load_lanes(simd, c.y.add(yo), 0, nl);
+                        }
+                    }
+                }
+            }
+            out
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------
