@@ -83,6 +83,8 @@ pub(crate) fn apply_run<S: Simd>(
     }
 }
 
+// Used by the GEMM-based algorithms (not on every branch yet).
+#[allow(dead_code)]
 struct ApplyAll<'a, 'b> {
     y: TensorViewMut<'b, f32>,
     epilogue: &'b Epilogue<'a>,
@@ -137,6 +139,7 @@ impl WithSimd for ApplyAll<'_, '_> {
 /// Applies the epilogue to a whole output tensor in one pass (for algorithms, such as a
 /// GEMM from another crate, that cannot fuse it into their stores). `y` and the residual
 /// must be inner-contiguous in `layout` (checked by `conv2d`).
+#[allow(dead_code)]
 pub(crate) fn apply_all(
     exec: &crate::Exec,
     y: TensorViewMut<'_, f32>,

@@ -1,0 +1,516 @@
+//! Running one case: data set-up, the kernel call, timing, and the error check against
+//! `simdconv::reference`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use simdconv::{
+    reference, select_algorithm, Activation, Algorithm, Conv2dOptions, ConvGeometry, Dims, Epilogue, Exec,
+    FilterLayout, FilterView, Isa, Layout, PoolGeometry, TensorView, TensorViewMut,
+};
+
+use crate::cases::{Case, Op, PoolKind};
+
+/// The footnote for algorithm labels ending in `*`.
+pub const GEMM_NOTE: &str = "* GEMM-based: the gemm crate (0.19) picks its own instruction set (the best \
+     this CPU has), so the ISA cap does not reach these rows";
+
+/// A small deterministic generator (xorshift64*) for benchmark data.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+    /// Next raw value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `[-1, 1)`.
+    pub fn uniform(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    /// `n` uniform values.
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform()).collect()
+    }
+}
+
+/// The filter layout paired with an activation layout: PyTorch's OIHW with NCHW,
+/// XNNPACK's OHWI with NHWC.
+#[must_use]
+pub const fn filter_layout(layout: Layout) -> FilterLayout {
+    match layout {
+        Layout::Nchw => FilterLayout::Oihw,
+        Layout::Nhwc => FilterLayout::Ohwi,
+    }
+}
+
+/// The name of a layout.
+#[must_use]
+pub const fn layout_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Nchw => "nchw",
+        Layout::Nhwc => "nhwc",
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Geometry {
+    Conv(ConvGeometry),
+    Pool(PoolKind, PoolGeometry),
+}
+
+/// A case with its data allocated: call [`Prepared::run`] to run the kernel once.
+#[derive(Debug)]
+pub struct Prepared {
+    exec: Exec,
+    layout: Layout,
+    algorithm: Algorithm,
+    geometry: Geometry,
+    bias: bool,
+    relu: bool,
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    y: Vec<f32>,
+    workspace: Vec<f32>,
+}
+
+impl Prepared {
+    /// Allocates random inputs (seeded by the case name), the output and the workspace.
+    /// Pooling cases ignore `algorithm`.
+    pub fn new(
+        case: &Case,
+        exec: Exec,
+        layout: Layout,
+        algorithm: Algorithm,
+    ) -> Result<Self, simdconv::Error> {
+        let seed = case
+            .name
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let mut rng = Rng::new(seed);
+        let (geometry, bias, relu) = match &case.op {
+            Op::Conv(c) => (Geometry::Conv(c.geometry()?), c.bias, c.relu),
+            Op::Pool(p) => (Geometry::Pool(p.kind, p.geometry()?), false, false),
+        };
+        let (x, w, b, y, workspace) = match &geometry {
+            Geometry::Conv(g) => {
+                // Ask for the workspace first: an algorithm that cannot run `g` fails here.
+                let ws = simdconv::conv2d_workspace_len(g, algorithm, layout)?;
+                (
+                    rng.vec(g.input().count()?),
+                    rng.vec(g.filter().count()?),
+                    if bias { rng.vec(g.output().c) } else { Vec::new() },
+                    vec![0.0; g.output().count()?],
+                    vec![0.0; ws],
+                )
+            }
+            Geometry::Pool(_, g) => (
+                rng.vec(g.input().count()?),
+                Vec::new(),
+                Vec::new(),
+                vec![0.0; g.output().count()?],
+                Vec::new(),
+            ),
+        };
+        Ok(Prepared { exec, layout, algorithm, geometry, bias, relu, x, w, b, y, workspace })
+    }
+
+    /// The algorithm name for the report: `auto:<chosen>` for `Auto`, `-` for pooling.
+    /// A trailing `*` marks a GEMM-based algorithm run below the machine's best
+    /// instruction set: the `gemm` crate picks its own kernels, so the cap does not reach
+    /// it (see [`GEMM_NOTE`]).
+    #[must_use]
+    pub fn algorithm_label(&self) -> String {
+        match &self.geometry {
+            Geometry::Conv(g) => {
+                let chosen = match self.algorithm {
+                    Algorithm::Auto => select_algorithm(g, self.layout),
+                    a => a,
+                };
+                let mut label = match self.algorithm {
+                    Algorithm::Auto => format!("auto:{}", chosen.name()),
+                    a => a.name().to_string(),
+                };
+                if matches!(chosen, Algorithm::Im2colGemm | Algorithm::Pointwise)
+                    && self.exec.isa() < Isa::detect()
+                {
+                    label.push('*');
+                }
+                label
+            }
+            Geometry::Pool(..) => "-".to_string(),
+        }
+    }
+
+    /// Runs the kernel once.
+    pub fn run(&mut self) -> Result<(), simdconv::Error> {
+        let layout = self.layout;
+        match &self.geometry {
+            Geometry::Conv(g) => {
+                let x = TensorView::new(&self.x, g.input(), layout)?;
+                let w = FilterView::new(&self.w, g.filter(), filter_layout(layout))?;
+                let y = TensorViewMut::new(&mut self.y, g.output(), layout)?;
+                let mut epilogue = Epilogue::new();
+                if self.bias {
+                    epilogue = epilogue.bias(&self.b);
+                }
+                if self.relu {
+                    epilogue = epilogue.activation(Activation::Relu);
+                }
+                let opts = Conv2dOptions { algorithm: self.algorithm, epilogue };
+                simdconv::conv2d(&self.exec, g, &opts, x, w, y, &mut self.workspace)
+            }
+            Geometry::Pool(kind, g) => {
+                let x = TensorView::new(&self.x, g.input(), layout)?;
+                let y = TensorViewMut::new(&mut self.y, g.output(), layout)?;
+                let exec = &self.exec;
+                match *kind {
+                    PoolKind::Max => simdconv::max_pool2d(exec, g, x, y, None),
+                    PoolKind::Avg(opts) => simdconv::avg_pool2d(exec, g, x, y, opts),
+                    PoolKind::L2 => simdconv::l2_pool2d(exec, g, x, y),
+                    PoolKind::GlobalAvg => simdconv::global_avg_pool(exec, x, y),
+                    PoolKind::GlobalMax => simdconv::global_max_pool(exec, x, y),
+                }
+            }
+        }
+    }
+
+    /// Checks the last output against `simdconv::reference` run in f64 (see
+    /// [`ErrorCheck`]). For convolutions with more than `full_limit` multiply-adds, checks
+    /// `samples` outputs (the plane's corners included) instead of all of them.
+    #[must_use]
+    pub fn check(&self, full_limit: u64, samples: usize) -> ErrorCheck {
+        match &self.geometry {
+            Geometry::Conv(g) => self.check_conv(g, full_limit, samples),
+            Geometry::Pool(kind, g) => self.check_pool(*kind, g),
+        }
+    }
+
+    fn check_conv(&self, g: &ConvGeometry, full_limit: u64, samples: usize) -> ErrorCheck {
+        let layout = self.layout;
+        let fl = filter_layout(layout);
+        let x64: Vec<f64> = self.x.iter().map(|&v| f64::from(v)).collect();
+        let ax64: Vec<f64> = x64.iter().map(|v| v.abs()).collect();
+        let w64: Vec<f64> = self.w.iter().map(|&v| f64::from(v)).collect();
+        let aw64: Vec<f64> = w64.iter().map(|v| v.abs()).collect();
+        let b64: Vec<f64> = self.b.iter().map(|&v| f64::from(v)).collect();
+        let ab64: Vec<f64> = b64.iter().map(|v| v.abs()).collect();
+        let views = (
+            TensorView::new(&x64, g.input(), layout),
+            TensorView::new(&ax64, g.input(), layout),
+            FilterView::new(&w64, g.filter(), fl),
+            FilterView::new(&aw64, g.filter(), fl),
+            TensorView::new(&self.y, g.output(), layout),
+        );
+        let (Ok(x), Ok(ax), Ok(w), Ok(aw), Ok(y)) = views else {
+            return ErrorCheck::failed("could not build f64 views for the check");
+        };
+        let f = g.filter();
+        let terms = f.i * f.kh * f.kw;
+        let mut acc = ErrorCheck::new(gamma(terms + 2));
+        let (bias, abias) = if self.bias { (Some(&b64[..]), Some(&ab64[..])) } else { (None, None) };
+        let mut one = |n: usize, o: usize, oy: usize, ox: usize| {
+            let mut want = reference::conv2d_at(g, &x, &w, bias, n, o, oy, ox);
+            if self.relu {
+                want = want.max(0.0);
+            }
+            let mag = reference::conv2d_at(g, &ax, &aw, abias, n, o, oy, ox);
+            acc.add(y.get(n, o, oy, ox), want, mag);
+        };
+        let out = g.output();
+        if g.macs() <= full_limit {
+            for_each(out, &mut one);
+        } else {
+            let mut rng = Rng::new(0x5eed);
+            for s in 0..samples {
+                let n = rng.below(out.n);
+                let o = rng.below(out.c);
+                // The first samples hit the plane's corners, where padding matters most.
+                let (oy, ox) = match s {
+                    0 => (0, 0),
+                    1 => (0, out.w - 1),
+                    2 => (out.h - 1, 0),
+                    3 => (out.h - 1, out.w - 1),
+                    _ => (rng.below(out.h), rng.below(out.w)),
+                };
+                one(n, o, oy, ox);
+            }
+        }
+        acc
+    }
+
+    fn check_pool(&self, kind: PoolKind, g: &PoolGeometry) -> ErrorCheck {
+        let layout = self.layout;
+        let x64: Vec<f64> = self.x.iter().map(|&v| f64::from(v)).collect();
+        let ax64: Vec<f64> = x64.iter().map(|v| v.abs()).collect();
+        let out = g.output();
+        let Ok(count) = out.count() else { return ErrorCheck::failed("output too large") };
+        let mut want = vec![0.0f64; count];
+        let mut mag = vec![0.0f64; count];
+        let [kh, kw] = g.window().kernel();
+        let run = |x: &[f64], y: &mut [f64]| -> Result<(), simdconv::Error> {
+            let x = TensorView::new(x, g.input(), layout)?;
+            let y = TensorViewMut::new(y, out, layout)?;
+            match kind {
+                PoolKind::Max => reference::max_pool2d(g, x, y, None),
+                PoolKind::Avg(opts) => reference::avg_pool2d(g, x, y, opts),
+                PoolKind::L2 => reference::l2_pool2d(g, x, y),
+                PoolKind::GlobalAvg => reference::global_avg_pool(x, y),
+                PoolKind::GlobalMax => reference::global_max_pool(x, y),
+            }
+        };
+        if let Err(e) = run(&x64, &mut want) {
+            return ErrorCheck::failed(&format!("reference failed: {e}"));
+        }
+        // Max pooling is exact (bound 0, relative to |y|). Average pooling sums at most
+        // kh*kw terms and divides: its magnitude is the same average over |x|. L2 sums
+        // squares (no cancellation): relative to the result itself.
+        let bound = match kind {
+            PoolKind::Max | PoolKind::GlobalMax => {
+                mag.iter_mut().zip(&want).for_each(|(m, w)| *m = w.abs());
+                0.0
+            }
+            PoolKind::Avg(_) | PoolKind::GlobalAvg => {
+                if let Err(e) = run(&ax64, &mut mag) {
+                    return ErrorCheck::failed(&format!("reference failed: {e}"));
+                }
+                gamma(kh * kw + 2)
+            }
+            PoolKind::L2 => {
+                mag.copy_from_slice(&want);
+                gamma(kh * kw + 2)
+            }
+        };
+        let Ok(y) = TensorView::new(&self.y, out, layout) else { return ErrorCheck::failed("output view") };
+        let Ok(wv) = TensorView::new(&want, out, layout) else { return ErrorCheck::failed("output view") };
+        let Ok(mv) = TensorView::new(&mag, out, layout) else { return ErrorCheck::failed("output view") };
+        let mut acc = ErrorCheck::new(bound);
+        for_each(out, &mut |n, c, h, w| acc.add(y.get(n, c, h, w), wv.get(n, c, h, w), mv.get(n, c, h, w)));
+        acc
+    }
+}
+
+fn for_each(d: Dims, f: &mut impl FnMut(usize, usize, usize, usize)) {
+    for n in 0..d.n {
+        for c in 0..d.c {
+            for h in 0..d.h {
+                for w in 0..d.w {
+                    f(n, c, h, w);
+                }
+            }
+        }
+    }
+}
+
+/// Unit round-off of f32, `2^-24`.
+pub const U32: f64 = 5.960_464_477_539_063e-8;
+
+/// `gamma(n) = n u / (1 - n u)`: the relative bound on a sum of `n` rounded terms in f32
+/// (Higham, eq. 3.5), the same bound `simdconv_tests::check_close` applies.
+#[must_use]
+pub fn gamma(n: usize) -> f64 {
+    let nu = n as f64 * U32;
+    nu / (1.0 - nu)
+}
+
+/// The result of checking a kernel's output against the f64 reference.
+///
+/// The error of one output is `|y - y_ref| / M`, where `M` is the magnitude of the
+/// computation (`sum |w x| + |b|` for a convolution, the reference run on `|x|` and `|w|`),
+/// so that cancellation in `y_ref` cannot inflate it. An output is within the bound when
+/// `|y - y_ref| <= bound * M + 1e-30`, with `bound = gamma(terms + 2)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErrorCheck {
+    /// The largest relative error seen.
+    pub max_rel_err: f64,
+    /// The bound each output is held to.
+    pub bound: f64,
+    /// Outputs checked.
+    pub checked: usize,
+    /// Outputs over the bound (NaN counts as over).
+    pub violations: usize,
+    /// Set when the check itself could not run.
+    pub failure: Option<String>,
+}
+
+impl ErrorCheck {
+    fn new(bound: f64) -> Self {
+        ErrorCheck { max_rel_err: 0.0, bound, checked: 0, violations: 0, failure: None }
+    }
+
+    fn failed(why: &str) -> Self {
+        ErrorCheck { max_rel_err: f64::NAN, bound: 0.0, checked: 0, violations: 0, failure: Some(why.into()) }
+    }
+
+    /// Records one output.
+    pub fn add(&mut self, got: f32, want: f64, magnitude: f64) {
+        self.checked += 1;
+        let err = (f64::from(got) - want).abs();
+        let rel = if magnitude > 0.0 {
+            err / magnitude
+        } else if err == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+        if rel.is_nan() || rel > self.max_rel_err {
+            self.max_rel_err = rel;
+        }
+        if err.is_nan() || err > self.bound * magnitude + 1e-30 {
+            self.violations += 1;
+        }
+    }
+
+    /// True when every checked output is within the bound (and the check ran).
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.failure.is_none() && self.violations == 0 && self.checked > 0
+    }
+}
+
+/// Timing statistics of one case, per call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Timing {
+    /// Median over samples, milliseconds per call.
+    pub median_ms: f64,
+    /// Fastest sample, milliseconds per call.
+    pub min_ms: f64,
+    /// Samples taken.
+    pub samples: usize,
+    /// Calls per sample (short calls are batched so the clock's cost does not count).
+    pub calls_per_sample: usize,
+}
+
+/// Times `f`: a warm-up (at least one call and about a tenth of `min_time`), then samples
+/// until `min_time` has passed and at least `min_samples` were taken. Calls shorter than
+/// 100 microseconds are batched per sample. The first error stops the timing.
+pub fn time<E>(
+    mut f: impl FnMut() -> Result<(), E>,
+    min_time: Duration,
+    min_samples: usize,
+) -> Result<Timing, E> {
+    let warm = Instant::now();
+    let mut calls = 0u32;
+    while calls == 0 || warm.elapsed() < min_time / 10 {
+        f()?;
+        calls += 1;
+    }
+    let per_call = warm.elapsed() / calls;
+    let batch = if per_call < Duration::from_micros(100) {
+        (Duration::from_micros(100).as_nanos() / per_call.as_nanos().max(1)).clamp(1, 10_000) as usize
+    } else {
+        1
+    };
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < min_samples.max(1) || start.elapsed() < min_time {
+        let t = Instant::now();
+        for _ in 0..batch {
+            black_box(f()?);
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e3 / batch as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    let mid = samples.len() / 2;
+    let median_ms =
+        if samples.len() % 2 == 1 { samples[mid] } else { 0.5 * (samples[mid - 1] + samples[mid]) };
+    Ok(Timing { median_ms, min_ms: samples[0], samples: samples.len(), calls_per_sample: batch })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_check_bounds() {
+        let mut c = ErrorCheck::new(gamma(10));
+        c.add(1.0, 1.0, 2.0);
+        assert!(c.ok());
+        assert_eq!(c.max_rel_err, 0.0);
+        c.add(1.0, 1.0 + 1e-7, 1.0);
+        assert!(c.ok(), "{c:?}");
+        c.add(1.0, 1.001, 1.0);
+        assert!(!c.ok());
+        assert_eq!(c.violations, 1);
+        assert!((c.max_rel_err - 1e-3).abs() < 1e-9);
+        let mut n = ErrorCheck::new(1.0);
+        n.add(f32::NAN, 0.0, 1.0);
+        assert!(!n.ok() && n.max_rel_err.is_nan());
+        assert!(!ErrorCheck::new(1.0).ok(), "nothing checked is not a pass");
+    }
+
+    #[test]
+    fn check_catches_a_wrong_output() {
+        for name in ["quick_conv3x3", "quick_bias_relu", "quick_maxpool", "quick_avgpool", "quick_l2pool"] {
+            let case = crate::cases::find_case(name).unwrap();
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                let mut p = Prepared::new(&case, Exec::new(), layout, Algorithm::Auto).unwrap();
+                p.run().unwrap();
+                let good = p.check(u64::MAX, 0);
+                assert!(good.ok() && good.checked == p.y.len(), "{name}: {good:?}");
+                // One output off by far more than the bound allows.
+                let i = p.y.len() / 3;
+                let old = p.y[i];
+                p.y[i] += 1.0;
+                let bad = p.check(u64::MAX, 0);
+                assert_eq!(bad.violations, 1, "{name}: {bad:?}");
+                // The sampled check sees the corners: break one and sample.
+                p.y[i] = old;
+                if let Geometry::Conv(g) = p.geometry {
+                    // The top-left output of every channel (the first sample's position).
+                    let st = layout.strides(g.output());
+                    for o in 0..g.output().c {
+                        p.y[o * st[1]] = f32::NAN;
+                    }
+                    let sampled = p.check(0, 16);
+                    assert_eq!(sampled.checked, 16);
+                    assert!(!sampled.ok(), "{name}: {sampled:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn timing_reports_per_call() {
+        let t = time(
+            || {
+                std::thread::sleep(Duration::from_millis(2));
+                Ok::<(), ()>(())
+            },
+            Duration::from_millis(20),
+            3,
+        )
+        .unwrap();
+        assert!(t.samples >= 3 && t.calls_per_sample == 1);
+        assert!(t.min_ms >= 2.0 && t.median_ms >= t.min_ms, "{t:?}");
+        let mut n = 0;
+        let e = time(
+            || {
+                n += 1;
+                if n > 3 {
+                    Err("boom")
+                } else {
+                    Ok(())
+                }
+            },
+            Duration::from_secs(10),
+            5,
+        );
+        assert_eq!(e.unwrap_err(), "boom");
+    }
+}

@@ -1,0 +1,477 @@
+//! `Algorithm::Direct` and `Algorithm::Depthwise` against the f64 reference, on every ISA,
+//! both layouts, three filter layouts, random geometry and random fused epilogues; the
+//! output is written into a channel slice of a larger buffer whose other elements must
+//! stay untouched.
+
+use proptest::prelude::*;
+use simdconv::reference as r;
+use simdconv::{
+    conv2d, dispatch_count, Activation, Algorithm, Conv2d, Conv2dOptions, ConvGeometry, Dims, Epilogue,
+    Error, Exec, FilterLayout, FilterView, Layout, Padding, Rounding, TensorView, TensorViewMut, Unsupported,
+};
+use simdconv_tests::{abs_f64, check_close, isas, to_f64, Rng};
+
+const SENTINEL: f32 = 1234.5;
+
+#[derive(Clone, Debug)]
+struct Case {
+    n: usize,
+    groups: usize,
+    cig: usize,
+    cog: usize,
+    h: usize,
+    w: usize,
+    k: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: Padding,
+    ceil: bool,
+    layout: Layout,
+    filter: FilterLayout,
+    bias: bool,
+    residual: bool,
+    act: Activation,
+    /// Extra output channels before / after the slice the convolution writes.
+    extra: [usize; 2],
+    seed: u64,
+}
+
+impl Case {
+    fn geometry(&self) -> Result<ConvGeometry, Error> {
+        let conv = Conv2d::new(self.k[0], self.k[1])
+            .stride_hw(self.stride[0], self.stride[1])
+            .dilation_hw(self.dilation[0], self.dilation[1])
+            .padding(self.pad)
+            .groups(self.groups)
+            .rounding(if self.ceil { Rounding::Ceil } else { Rounding::Floor });
+        ConvGeometry::new(
+            Dims::new(self.n, self.groups * self.cig, self.h, self.w),
+            self.groups * self.cog,
+            conv,
+        )
+    }
+}
+
+fn activate(a: Activation, v: f64) -> f64 {
+    match a {
+        Activation::Identity => v,
+        Activation::Relu => v.max(0.0),
+        Activation::Clamp { min, max } => v.max(f64::from(min)).min(f64::from(max)),
+    }
+}
+
+/// Strides of a view of `d` inside a buffer with `total_c` channels, in `layout`.
+fn slice_strides(layout: Layout, d: Dims, total_c: usize) -> [usize; 4] {
+    layout.strides(Dims::new(d.n, total_c, d.h, d.w))
+}
+
+/// Runs one case on every ISA; returns an error message on the first mismatch.
+fn run_case(case: &Case, algorithm: Algorithm) -> Result<(), String> {
+    let Ok(g) = case.geometry() else { return Ok(()) };
+    let mut rng = Rng::new(case.seed);
+    let (din, dout, df) = (g.input(), g.output(), g.filter());
+    let x = rng.vec(din.count().unwrap());
+    let wt = rng.vec(df.count().unwrap());
+    let bias = rng.vec(dout.c);
+    let res = rng.vec(dout.count().unwrap());
+    let layout = case.layout;
+
+    // f64 reference, and the same on absolute values for the error bound.
+    let mut want = vec![0.0f64; dout.count().unwrap()];
+    let mut mag = vec![0.0f64; dout.count().unwrap()];
+    let b64 = case.bias.then(|| to_f64(&bias));
+    let babs = case.bias.then(|| abs_f64(&bias));
+    r::conv2d(
+        &g,
+        TensorView::new(&to_f64(&x), din, layout).unwrap(),
+        FilterView::new(&to_f64(&wt), df, case.filter).unwrap(),
+        b64.as_deref(),
+        TensorViewMut::new(&mut want, dout, layout).unwrap(),
+    )
+    .unwrap();
+    r::conv2d(
+        &g,
+        TensorView::new(&abs_f64(&x), din, layout).unwrap(),
+        FilterView::new(&abs_f64(&wt), df, case.filter).unwrap(),
+        babs.as_deref(),
+        TensorViewMut::new(&mut mag, dout, layout).unwrap(),
+    )
+    .unwrap();
+    for i in 0..want.len() {
+        if case.residual {
+            want[i] += f64::from(res[i]);
+            mag[i] += f64::from(res[i]).abs();
+        }
+        want[i] = activate(case.act, want[i]);
+    }
+    let terms = df.i * df.kh * df.kw;
+
+    // A degenerate slice (e.g. a 1x1 plane) can look like the other layout to the layout
+    // inference; `conv2d` then rejects it as mixed layouts, so such cases write densely.
+    let mut extra = case.extra;
+    let probe = slice_strides(layout, dout, extra[0] + dout.c + extra[1]);
+    let probe_buf = vec![0.0f32; 1 + (0..4).map(|i| (dout.to_array()[i] - 1) * probe[i]).sum::<usize>()];
+    let slice_layout = TensorView::with_strides(&probe_buf, dout, probe).unwrap().layout();
+    if slice_layout != TensorView::new(&x, din, layout).unwrap().layout() {
+        extra = [0, 0];
+    }
+    let total_c = extra[0] + dout.c + extra[1];
+    let big = Dims::new(dout.n, total_c, dout.h, dout.w);
+    let ys = slice_strides(layout, dout, total_c);
+    let off = extra[0] * ys[1];
+    for isa in isas() {
+        let exec = Exec::new().with_isa(isa).unwrap();
+        let mut buf = vec![SENTINEL; big.count().unwrap()];
+        let xv = TensorView::new(&x, din, layout).unwrap();
+        let wv = FilterView::new(&wt, df, case.filter).unwrap();
+        let rv = TensorView::new(&res, dout, layout).unwrap();
+        let mut ep = Epilogue::new().activation(case.act);
+        if case.bias {
+            ep = ep.bias(&bias);
+        }
+        if case.residual {
+            ep = ep.residual(rv);
+        }
+        let opts = Conv2dOptions { algorithm, epilogue: ep };
+        let yv = TensorViewMut::with_strides(&mut buf[off..], dout, ys).unwrap();
+        conv2d(&exec, &g, &opts, xv, wv, yv, &mut []).map_err(|e| format!("{isa}: {e}"))?;
+        // Gather the slice, and check every other element is untouched.
+        let mut got = vec![0.0f32; want.len()];
+        let dense = layout.strides(dout);
+        for n in 0..dout.n {
+            for c in 0..total_c {
+                for y in 0..dout.h {
+                    for x in 0..dout.w {
+                        let v = buf[n * ys[0] + c * ys[1] + y * ys[2] + x * ys[3]];
+                        if c < extra[0] || c >= extra[0] + dout.c {
+                            if v.to_bits() != SENTINEL.to_bits() {
+                                return Err(format!("{isa}: wrote outside the slice at [{n},{c},{y},{x}]"));
+                            }
+                        } else {
+                            let k = c - extra[0];
+                            got[n * dense[0] + k * dense[1] + y * dense[2] + x * dense[3]] = v;
+                        }
+                    }
+                }
+            }
+        }
+        check_close(&got, &want, &mag, terms).map_err(|e| format!("{isa} {case:?} {g:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn act_strategy() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::Identity),
+        Just(Activation::Relu),
+        Just(Activation::Clamp { min: -0.5, max: 0.75 }),
+    ]
+}
+
+fn layout_strategy() -> impl Strategy<Value = Layout> {
+    prop_oneof![Just(Layout::Nchw), Just(Layout::Nhwc)]
+}
+
+fn filter_strategy() -> impl Strategy<Value = FilterLayout> {
+    prop_oneof![Just(FilterLayout::Oihw), Just(FilterLayout::Ohwi), Just(FilterLayout::Hwio)]
+}
+
+prop_compose! {
+    fn common()(
+        n in 1usize..=2,
+        h in 1usize..=9,
+        w in prop_oneof![1usize..=8, 9usize..=40],
+        k in [1usize..=4, 1usize..=4],
+        stride in [prop_oneof![3 => Just(1usize), 2 => 2usize..=4], prop_oneof![3 => Just(1usize), 2 => 2usize..=4]],
+        dilation in [prop_oneof![3 => Just(1usize), 1 => 2usize..=4], prop_oneof![3 => Just(1usize), 1 => 2usize..=4]],
+        pad in (0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3),
+        ceil in any::<bool>(),
+        layout in layout_strategy(),
+        filter in filter_strategy(),
+        bias in any::<bool>(),
+        residual in any::<bool>(),
+        act in act_strategy(),
+        extra in [0usize..=2, 0usize..=2],
+        seed in any::<u64>(),
+    ) -> Case {
+        Case {
+            n, groups: 1, cig: 1, cog: 1, h, w, k, stride, dilation,
+            pad: Padding::new(pad.0, pad.1, pad.2, pad.3), ceil, layout, filter, bias, residual, act, extra, seed,
+        }
+    }
+}
+
+prop_compose! {
+    fn direct_case()(
+        base in common(),
+        groups in prop_oneof![3 => Just(1usize), 1 => 2usize..=3],
+        cig in prop_oneof![1usize..=4, 15usize..=18],
+        cog in prop_oneof![1usize..=9, 15usize..=34],
+    ) -> Case {
+        Case { groups, cig, cog, ..base }
+    }
+}
+
+prop_compose! {
+    fn depthwise_case()(
+        base in common(),
+        channels in prop_oneof![1usize..=5, 15usize..=34],
+        mult in prop_oneof![3 => Just(1usize), 1 => 2usize..=3],
+    ) -> Case {
+        Case { groups: channels, cig: 1, cog: mult, ..base }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn direct_matches_reference(case in direct_case()) {
+        run_case(&case, Algorithm::Direct).map_err(TestCaseError::fail)?;
+    }
+
+    #[test]
+    fn depthwise_matches_reference(case in depthwise_case()) {
+        run_case(&case, Algorithm::Depthwise).map_err(TestCaseError::fail)?;
+        run_case(&case, Algorithm::Direct).map_err(TestCaseError::fail)?;
+    }
+}
+
+fn base(layout: Layout, filter: FilterLayout) -> Case {
+    Case {
+        n: 1,
+        groups: 1,
+        cig: 1,
+        cog: 1,
+        h: 5,
+        w: 5,
+        k: [3, 3],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pad: Padding::uniform(1),
+        ceil: false,
+        layout,
+        filter,
+        bias: true,
+        residual: true,
+        act: Activation::Relu,
+        extra: [1, 2],
+        seed: 7,
+    }
+}
+
+fn all_layouts(f: impl Fn(Layout, FilterLayout) -> Case, algorithm: Algorithm) {
+    simdconv_tests::setup();
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for filter in [FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio] {
+            let c = f(layout, filter);
+            run_case(&c, algorithm).unwrap();
+        }
+    }
+}
+
+#[test]
+fn vgg_like_3x3_pad1_wide_rows() {
+    all_layouts(|l, f| Case { cig: 19, cog: 37, h: 6, w: 35, n: 2, ..base(l, f) }, Algorithm::Direct);
+}
+
+#[test]
+fn one_by_one_plane_and_window_equals_padded_input() {
+    all_layouts(|l, f| Case { cig: 3, cog: 5, h: 1, w: 1, ..base(l, f) }, Algorithm::Direct);
+    all_layouts(
+        |l, f| Case { cig: 2, cog: 17, h: 3, w: 4, k: [5, 6], pad: Padding::new(1, 1, 1, 1), ..base(l, f) },
+        Algorithm::Direct,
+    );
+}
+
+#[test]
+fn stride_above_kernel_big_dilation_asymmetric_padding_ceil() {
+    all_layouts(
+        |l, f| Case {
+            cig: 5,
+            cog: 18,
+            h: 9,
+            w: 33,
+            k: [2, 3],
+            stride: [3, 4],
+            dilation: [1, 1],
+            pad: Padding::new(0, 3, 2, 1),
+            ceil: true,
+            ..base(l, f)
+        },
+        Algorithm::Direct,
+    );
+    all_layouts(
+        |l, f| Case {
+            cig: 2,
+            cog: 3,
+            h: 9,
+            w: 30,
+            k: [3, 2],
+            dilation: [4, 9],
+            pad: Padding::new(3, 0, 0, 2),
+            act: Activation::Clamp { min: -0.25, max: 0.25 },
+            ..base(l, f)
+        },
+        Algorithm::Direct,
+    );
+}
+
+#[test]
+fn grouped_and_depthwise_with_multiplier() {
+    all_layouts(|l, f| Case { groups: 3, cig: 4, cog: 6, w: 20, ..base(l, f) }, Algorithm::Direct);
+    for s in [1, 2] {
+        all_layouts(
+            |l, f| Case { groups: 33, cig: 1, cog: 1, w: 37, h: 7, stride: [s, s], ..base(l, f) },
+            Algorithm::Depthwise,
+        );
+        all_layouts(
+            |l, f| Case { groups: 7, cig: 1, cog: 3, w: 19, h: 4, stride: [s, s], ..base(l, f) },
+            Algorithm::Depthwise,
+        );
+    }
+}
+
+#[test]
+fn many_input_channels_split_into_chunks() {
+    // Enough input channels that the kernels split them into cache-sized chunks and carry
+    // partial sums through the output.
+    all_layouts(
+        |l, f| Case { cig: 230, cog: 13, h: 3, w: 37, pad: Padding::new(1, 0, 2, 1), ..base(l, f) },
+        Algorithm::Direct,
+    );
+    all_layouts(|l, f| Case { groups: 2, cig: 150, cog: 50, h: 2, w: 5, ..base(l, f) }, Algorithm::Direct);
+}
+
+#[test]
+fn depthwise_rejects_non_depthwise_geometry() {
+    simdconv_tests::setup();
+    let g = ConvGeometry::new(Dims::new(1, 4, 5, 5), 4, Conv2d::new(3, 3).groups(2)).unwrap();
+    let x = vec![0.0f32; g.input().count().unwrap()];
+    let w = vec![0.0f32; g.filter().count().unwrap()];
+    let mut y = vec![0.0f32; g.output().count().unwrap()];
+    let opts = Conv2dOptions { algorithm: Algorithm::Depthwise, epilogue: Epilogue::new() };
+    let e = conv2d(
+        &Exec::new(),
+        &g,
+        &opts,
+        TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+        FilterView::new(&w, g.filter(), FilterLayout::Oihw).unwrap(),
+        TensorViewMut::new(&mut y, g.output(), Layout::Nchw).unwrap(),
+        &mut [],
+    )
+    .unwrap_err();
+    assert_eq!(e, Error::Unsupported(Unsupported::DepthwiseNeedsGroupsEqualChannels));
+}
+
+#[test]
+fn simd_paths_dispatch_on_each_isa() {
+    // The vector paths go through `exec.dispatch`: the per-ISA counter must move.
+    for isa in isas() {
+        for (layout, filter) in [(Layout::Nchw, FilterLayout::Oihw), (Layout::Nhwc, FilterLayout::Hwio)] {
+            let before = dispatch_count(isa);
+            let g = ConvGeometry::new(Dims::new(1, 3, 6, 6), 4, Conv2d::new(3, 3).pad(1)).unwrap();
+            let x = vec![1.0f32; g.input().count().unwrap()];
+            let w = vec![1.0f32; g.filter().count().unwrap()];
+            let mut y = vec![0.0f32; g.output().count().unwrap()];
+            let opts = Conv2dOptions { algorithm: Algorithm::Direct, epilogue: Epilogue::new() };
+            conv2d(
+                &Exec::new().with_isa(isa).unwrap(),
+                &g,
+                &opts,
+                TensorView::new(&x, g.input(), layout).unwrap(),
+                FilterView::new(&w, g.filter(), filter).unwrap(),
+                TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
+                &mut [],
+            )
+            .unwrap();
+            assert!(dispatch_count(isa) > before, "{isa} {layout:?}");
+            // Centre: 27 ones; corner: 12.
+            let at = |c: usize, h: usize, w: usize| {
+                y[TensorView::new(&y, g.output(), layout).unwrap().offset(0, c, h, w)]
+            };
+            assert_eq!(at(2, 2, 2), 27.0);
+            assert_eq!(at(3, 0, 0), 12.0);
+        }
+    }
+}
+
+/// Ad-hoc timing, run with
+/// `cargo test --release -p simdconv-tests --test conv_direct -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn time_direct() {
+    use std::time::Instant;
+    simdconv_tests::setup();
+    let cases: [(&str, usize, usize, usize, usize, usize); 3] = [
+        ("vgg_conv3_2", 256, 56, 256, 1, 1),
+        ("soumith_l5", 384, 13, 384, 1, 1),
+        ("depthwise_3x3", 128, 56, 128, 128, 1),
+    ];
+    let exec = Exec::new();
+    let only = std::env::var("TIME_CASE").unwrap_or_default();
+    for (name, c, hw, k, groups, _) in cases {
+        if !only.is_empty() && !name.contains(only.as_str()) {
+            continue;
+        }
+        let g =
+            ConvGeometry::new(Dims::new(1, c, hw, hw), k, Conv2d::new(3, 3).pad(1).groups(groups)).unwrap();
+        let mut rng = Rng::new(1);
+        let x = rng.vec(g.input().count().unwrap());
+        let w = rng.vec(g.filter().count().unwrap());
+        let mut y = vec![0.0f32; g.output().count().unwrap()];
+        let algos: &[Algorithm] =
+            if groups > 1 { &[Algorithm::Depthwise, Algorithm::Direct] } else { &[Algorithm::Direct] };
+        for &algorithm in algos {
+            for (layout, filter) in [
+                (Layout::Nchw, FilterLayout::Oihw),
+                (Layout::Nhwc, FilterLayout::Hwio),
+                (Layout::Nhwc, FilterLayout::Ohwi),
+            ] {
+                let want = std::env::var("TIME_LAYOUT").unwrap_or_default();
+                if !want.is_empty() && !format!("{layout:?}/{filter:?}").contains(want.as_str()) {
+                    continue;
+                }
+                let opts = Conv2dOptions { algorithm, epilogue: Epilogue::new() };
+                let mut best = f64::INFINITY;
+                let mut total_cpu = 0.0f64;
+                let reps: u32 = if g.flops() > 1_000_000_000 { 8 } else { 60 };
+                for _ in 0..reps {
+                    let t = Instant::now();
+                    let c0 = cpu_seconds();
+                    conv2d(
+                        &exec,
+                        &g,
+                        &opts,
+                        TensorView::new(&x, g.input(), layout).unwrap(),
+                        FilterView::new(&w, g.filter(), filter).unwrap(),
+                        TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
+                        &mut [],
+                    )
+                    .unwrap();
+                    best = best.min(t.elapsed().as_secs_f64());
+                    total_cpu += cpu_seconds() - c0;
+                }
+                let best_cpu = total_cpu / f64::from(reps);
+                println!(
+                    "{name} {} {layout:?}/{filter:?} {}: wall {:.3} ms ({:.1} GFLOP/s), mean on-CPU {:.3} ms ({:.1} GFLOP/s)",
+                    algorithm.name(),
+                    exec.isa(),
+                    best * 1e3,
+                    g.flops() as f64 / best / 1e9,
+                    best_cpu * 1e3,
+                    g.flops() as f64 / best_cpu / 1e9
+                );
+            }
+        }
+    }
+}
+
+/// This thread's time on a CPU (Linux `/proc/thread-self/schedstat`), for timing on a
+/// loaded machine; 0 elsewhere.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .map_or(0.0, |ns| ns * 1e-9)
+}
