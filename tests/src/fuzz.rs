@@ -624,3 +624,126 @@ fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     }
     Ok(())
 }
+
+use simdconv::{BackwardAlgorithm, FilterViewMut};
+
+/// Convolution backward (data, filter, bias) on small shapes, every algorithm and ISA.
+pub fn backward(data_bytes: &[u8]) {
+    let mut u = Unstructured::new(data_bytes);
+    let _ = backward_inner(&mut u);
+}
+
+fn backward_inner(u: &mut Unstructured<'_>) -> AResult<()> {
+    let case = conv_case(u)?;
+    let Ok(g) = case.geometry else { return Ok(()) };
+    let algo = *u.choose(&[BackwardAlgorithm::Auto, BackwardAlgorithm::Gemm, BackwardAlgorithm::Direct])?;
+    let (layout, fl, exec) = (case.layout, case.filter_layout, case.exec);
+    let x = data(u, g.input().count().unwrap())?;
+    let w = data(u, g.filter().count().unwrap())?;
+    let dy = data(u, g.output().count().unwrap())?;
+    let (x64, w64, dy64) = (crate::to_f64(&x), crate::to_f64(&w), crate::to_f64(&dy));
+    let (xa, wa, dya) = (crate::abs_f64(&x), crate::abs_f64(&w), crate::abs_f64(&dy));
+    let fd = g.filter();
+    // Data gradient.
+    let ws_len = simdconv::conv2d_backward_data_workspace_len(&g, algo, layout).unwrap();
+    let mut ws = vec![0.0f32; ws_len];
+    let mut dx = vec![f32::NAN; x.len()];
+    simdconv::conv2d_backward_data(
+        &exec,
+        &g,
+        algo,
+        TensorView::new(&dy, g.output(), layout).unwrap(),
+        FilterView::new(&w, fd, fl).unwrap(),
+        TensorViewMut::new(&mut dx, g.input(), layout).unwrap(),
+        &mut ws,
+    )
+    .unwrap_or_else(|e| panic!("backward data {algo:?}: {e}"));
+    let mut want = vec![0.0f64; x.len()];
+    let mut mag = vec![0.0f64; x.len()];
+    for (dyv, wv, out) in [(&dy64, &w64, &mut want), (&dya, &wa, &mut mag)] {
+        reference::conv2d_backward_data(
+            &g,
+            TensorView::new(dyv, g.output(), layout).unwrap(),
+            FilterView::new(wv, fd, fl).unwrap(),
+            TensorViewMut::new(out, g.input(), layout).unwrap(),
+        )
+        .unwrap();
+    }
+    let terms = fd.o * fd.kh * fd.kw;
+    crate::check_close(&dx, &want, &mag, terms)
+        .unwrap_or_else(|m| panic!("backward data {algo:?} on {}: {m}", exec.isa()));
+    // Filter gradient.
+    let ws_len = simdconv::conv2d_backward_filter_workspace_len(&g, algo, layout).unwrap();
+    let mut ws = vec![0.0f32; ws_len];
+    let mut dw = vec![f32::NAN; w.len()];
+    simdconv::conv2d_backward_filter(
+        &exec,
+        &g,
+        algo,
+        TensorView::new(&x, g.input(), layout).unwrap(),
+        TensorView::new(&dy, g.output(), layout).unwrap(),
+        FilterViewMut::new(&mut dw, fd, fl).unwrap(),
+        &mut ws,
+    )
+    .unwrap_or_else(|e| panic!("backward filter {algo:?}: {e}"));
+    let mut want = vec![0.0f64; w.len()];
+    let mut mag = vec![0.0f64; w.len()];
+    for (xv, dyv, out) in [(&x64, &dy64, &mut want), (&xa, &dya, &mut mag)] {
+        reference::conv2d_backward_filter(
+            &g,
+            TensorView::new(xv, g.input(), layout).unwrap(),
+            TensorView::new(dyv, g.output(), layout).unwrap(),
+            FilterViewMut::new(out, fd, fl).unwrap(),
+        )
+        .unwrap();
+    }
+    let o = g.output();
+    crate::check_close(&dw, &want, &mag, o.n * o.h * o.w)
+        .unwrap_or_else(|m| panic!("backward filter {algo:?} on {}: {m}", exec.isa()));
+    // Bias gradient.
+    let mut db = vec![f32::NAN; o.c];
+    simdconv::conv2d_backward_bias(&exec, TensorView::new(&dy, o, layout).unwrap(), &mut db).unwrap();
+    let mut want = vec![0.0f64; o.c];
+    let mut mag = vec![0.0f64; o.c];
+    reference::conv2d_backward_bias(TensorView::new(&dy64, o, layout).unwrap(), &mut want).unwrap();
+    reference::conv2d_backward_bias(TensorView::new(&dya, o, layout).unwrap(), &mut mag).unwrap();
+    crate::check_close(&db, &want, &mag, o.n * o.h * o.w).unwrap();
+    Ok(())
+}
+
+/// Workspace queries on any geometry, huge ones included: they never panic, and for a
+/// valid geometry they agree on whether the algorithm supports it.
+pub fn workspace(data_bytes: &[u8]) {
+    let mut u = Unstructured::new(data_bytes);
+    let _ = workspace_inner(&mut u);
+}
+
+fn workspace_inner(u: &mut Unstructured<'_>) -> AResult<()> {
+    let (n, c, h, w, k) = (size(u)?, size(u)?, size(u)?, size(u)?, size(u)?);
+    let (kh, kw, s, d) = (size(u)?, size(u)?, size(u)?, size(u)?);
+    let p = Padding::new(size(u)?, size(u)?, size(u)?, size(u)?);
+    let g = size(u)?;
+    let conv = Conv2d::new(kh, kw).stride(s).dilation(d).padding(p).groups(g).rounding(rounding(u)?);
+    let Ok(geo) = ConvGeometry::new(Dims::new(n, c, h, w), k, conv) else { return Ok(()) };
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for algo in [
+            Algorithm::Auto,
+            Algorithm::Direct,
+            Algorithm::Im2colGemm,
+            Algorithm::Pointwise,
+            Algorithm::Depthwise,
+        ] {
+            let len = simdconv::conv2d_workspace_len(&geo, algo, layout);
+            assert_eq!(len.is_ok(), algo.supports(&geo).is_ok(), "{algo:?}: {len:?}");
+            if let Err(e) = len {
+                assert!(matches!(e, Error::Unsupported(_) | Error::Overflow { .. }), "{e:?}");
+            }
+        }
+        for algo in [BackwardAlgorithm::Auto, BackwardAlgorithm::Gemm, BackwardAlgorithm::Direct] {
+            let _ = simdconv::conv2d_backward_data_workspace_len(&geo, algo, layout);
+            let _ = simdconv::conv2d_backward_filter_workspace_len(&geo, algo, layout);
+        }
+        let _ = simdconv::locally_connected_workspace_len(&geo);
+    }
+    Ok(())
+}

@@ -51,3 +51,13 @@ fn replay_conv() {
 fn replay_pool() {
     assert!(replay("pool", fuzz::pool) >= 200);
 }
+
+#[test]
+fn replay_backward() {
+    assert!(replay("backward", fuzz::backward) >= 200);
+}
+
+#[test]
+fn replay_workspace() {
+    assert!(replay("workspace", fuzz::workspace) >= 200);
+}
