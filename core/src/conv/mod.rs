@@ -155,6 +155,28 @@ pub fn conv2d(
     expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
     opts.epilogue.validate(g.output())?;
     let layout = x.layout().ok_or(Error::Unsupported(Unsupported::NonContiguous(Operand::Input)))?;
+    // A degenerate view (one channel, or width 1) is inner-contiguous in both layouts, and
+    // `layout()` names only one of them: take the other layout when every operand fits it.
+    let fits = |d: crate::Dims, s: [usize; 4], l: Layout| match l {
+        Layout::Nchw => s[3] == 1 || d.w == 1,
+        Layout::Nhwc => s[1] == 1 || d.c == 1,
+    };
+    let all_fit = |l: Layout| {
+        fits(x.dims(), x.strides(), l)
+            && fits(y.dims(), y.strides(), l)
+            && opts.epilogue.residual.as_ref().is_none_or(|r| fits(r.dims(), r.strides(), l))
+    };
+    let other = match layout {
+        Layout::Nchw => Layout::Nhwc,
+        Layout::Nhwc => Layout::Nchw,
+    };
+    for l in [layout, other] {
+        if all_fit(l) {
+            let args = ConvArgs { exec, g, layout: l, x, w, epilogue: &opts.epilogue };
+            return run(args, opts.algorithm, y, workspace);
+        }
+    }
+    // No layout fits every operand: report which one is off.
     if y.layout() != Some(layout) {
         return Err(Error::Unsupported(if y.layout().is_none() {
             Unsupported::NonContiguous(Operand::Output)
@@ -167,12 +189,22 @@ pub fn conv2d(
             return Err(Error::Unsupported(Unsupported::NonContiguous(Operand::Residual)));
         }
     }
-    let algorithm = resolve(g, opts.algorithm, layout)?;
+    let args = ConvArgs { exec, g, layout, x, w, epilogue: &opts.epilogue };
+    run(args, opts.algorithm, y, workspace)
+}
+
+fn run(
+    args: ConvArgs<'_, '_>,
+    algorithm: Algorithm,
+    y: TensorViewMut<'_, f32>,
+    workspace: &mut [f32],
+) -> Result<()> {
+    let (g, layout) = (args.g, args.layout);
+    let algorithm = resolve(g, algorithm, layout)?;
     let need = conv2d_workspace_len(g, algorithm, layout)?;
     if workspace.len() < need {
         return Err(Error::WorkspaceTooSmall { needed: need, actual: workspace.len() });
     }
-    let args = ConvArgs { exec, g, layout, x, w, epilogue: &opts.epilogue };
     match algorithm {
         Algorithm::Direct | Algorithm::Auto => direct::run(args, y),
         Algorithm::Im2colGemm => im2col::run(args, y, &mut workspace[..need]),
