@@ -10,10 +10,15 @@
 //! - NHWC, filter input-channel stride 1 (OHWI): vectors over input channels (dot
 //!   products), `MR` pixels x `NR` output channels per block, reduced at the end.
 //! - Anything else (column stride > 1 in NCHW, other filter strides in NHWC): a scalar loop
-//!   over any strides, still exact.
+//!   over any strides into a stack tile, the epilogue applied to the tile with SIMD.
+//! - Depthwise geometries (`groups == in_channels > 1`) run the depthwise kernels.
 //!
-//! The epilogue (bias, residual, activation) is applied to the accumulators before the
-//! only store of each output.
+//! Long input-channel reductions are split into chunks whose weights stay in cache; the
+//! partial sums of a block go through its own outputs in `y` (no workspace), and the
+//! epilogue is applied with the last chunk.
+//!
+//! The epilogue (bias, residual, activation) is applied to the accumulators in registers
+//! before the final store of each output, never as a second pass over `y`.
 
 #![allow(clippy::needless_range_loop)] // kernels index several register arrays in lockstep
 
@@ -213,6 +218,10 @@ impl<'a> Ctx<'a> {
 }
 
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
+    if args.g.is_depthwise() && args.g.groups() > 1 {
+        // One input channel per group: the depthwise kernels are the direct loops for it.
+        return super::depthwise::run(args, y);
+    }
     let ctx = Ctx::new(&args, &mut y);
     let sw = ctx.sw;
     let fd = args.w.dims();
@@ -1019,24 +1028,6 @@ unsafe fn nhwc_dot_block<S: Simd, const MR: usize, const NR: usize>(
 /// with a channel multiplier.
 pub(super) fn run_nhwc_oc(exec: &crate::Exec, c: Ctx<'_>) {
     exec.dispatch(NhwcOc { c });
-}
-
-struct NchwSingle<'a> {
-    c: Ctx<'a>,
-}
-
-impl WithSimd for NchwSingle<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        nchw_plane::<S, 1, 4>(simd, &self.c);
-    }
-}
-
-/// The NCHW column path with one output channel per block (depthwise layers: one input
-/// channel per group, memory-bound).
-pub(super) fn run_nchw_single(exec: &crate::Exec, c: Ctx<'_>) {
-    exec.dispatch(NchwSingle { c });
 }
 
 /// One vector of input channels `off..off + hi` of a dot-product block.
