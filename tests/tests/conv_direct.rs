@@ -410,14 +410,16 @@ fn simd_paths_dispatch_on_each_isa() {
 fn time_direct() {
     use std::time::Instant;
     simdconv_tests::setup();
-    let cases: [(&str, usize, usize, usize, usize, usize); 3] = [
-        ("vgg_conv3_2", 256, 56, 256, 1, 1),
-        ("soumith_l5", 384, 13, 384, 1, 1),
-        ("depthwise_3x3", 128, 56, 128, 128, 1),
+    // (name, C, H = W, K, groups, kernel, stride, pad)
+    let cases: [(&str, usize, usize, usize, usize, usize, usize, usize); 4] = [
+        ("vgg_conv3_2", 256, 56, 256, 1, 3, 1, 1),
+        ("soumith_l5", 384, 13, 384, 1, 3, 1, 1),
+        ("depthwise_3x3", 128, 56, 128, 128, 3, 1, 1),
+        ("resnet_conv1", 3, 224, 64, 1, 7, 2, 3),
     ];
     let exec = Exec::new();
     let only = std::env::var("TIME_CASE").unwrap_or_default();
-    for (name, c, hw, k, groups, _) in cases {
+    for (name, c, hw, k, groups, ks, st, pad) in cases {
         if !only.is_empty() && !name.contains(only.as_str()) {
             continue;
         }
