@@ -411,7 +411,8 @@ fn time_direct() {
     use std::time::Instant;
     simdconv_tests::setup();
     // (name, C, H = W, K, groups, kernel, stride, pad)
-    let cases: [(&str, usize, usize, usize, usize, usize, usize, usize); 4] = [
+    type TimeCase = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+    let cases: [TimeCase; 4] = [
         ("vgg_conv3_2", 256, 56, 256, 1, 3, 1, 1),
         ("soumith_l5", 384, 13, 384, 1, 3, 1, 1),
         ("depthwise_3x3", 128, 56, 128, 128, 3, 1, 1),
@@ -423,8 +424,12 @@ fn time_direct() {
         if !only.is_empty() && !name.contains(only.as_str()) {
             continue;
         }
-        let g =
-            ConvGeometry::new(Dims::new(1, c, hw, hw), k, Conv2d::new(3, 3).pad(1).groups(groups)).unwrap();
+        let g = ConvGeometry::new(
+            Dims::new(1, c, hw, hw),
+            k,
+            Conv2d::new(ks, ks).stride(st).pad(pad).groups(groups),
+        )
+        .unwrap();
         let mut rng = Rng::new(1);
         let x = rng.vec(g.input().count().unwrap());
         let w = rng.vec(g.filter().count().unwrap());
