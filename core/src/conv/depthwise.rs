@@ -4,18 +4,21 @@
 //! - NHWC, multiplier 1: vectors over channels, a block of `NR` pixels of one output row
 //!   per vector of channels; 3x3 at stride 1 and 2 get loops specialised at compile time.
 //!   Weights are loaded as vectors when the filter's output-channel stride is 1 (HWIO),
-//!   else gathered once per tap into a small stack array.
+//!   else gathered once per channel vector and row into a small stack tile (up to 9 taps)
+//!   or per tap (larger kernels).
 //! - NHWC, multiplier > 1 with output-channel stride 1: the direct kernel's
 //!   vectors-over-output-channels path (each group is one input channel).
-//! - NCHW, column stride 1: vectors over output columns, one plane at a time, with masked
-//!   loads at the padded edges (the direct column kernel with one output channel per block).
+//! - NCHW, column stride 1: vectors over the output columns of one plane, the taps of a
+//!   3x3 (up to 9) held in registers for the plane, masked loads at the padded edges.
+//! - NCHW with a larger column stride: a scalar loop whose interior columns skip the
+//!   bounds checks.
 //! - Anything else: a strided loop that splits each row into edge and interior columns.
 
 #![allow(clippy::needless_range_loop)] // kernels index several register arrays in lockstep
 
 use pulp::{Simd, WithSimd};
 
-use super::direct::{generic, load_lanes, store_lanes, Ctx};
+use super::direct::{cols_interior, generic, load_lanes, store_lanes, Cols, Ctx};
 use super::ConvArgs;
 use crate::error::{Error, Result, Unsupported};
 use crate::geometry::input_coord;
@@ -30,7 +33,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     match args.layout {
         Layout::Nhwc if ctx.cog == 1 => args.exec.dispatch(DwNhwc { c: ctx }),
         Layout::Nhwc if o_unit => super::direct::run_nhwc_oc(args.exec, ctx),
-        Layout::Nchw if ctx.sww == 1 => super::direct::run_nchw_single(args.exec, ctx),
+        Layout::Nchw if ctx.sww == 1 => args.exec.dispatch(DwNchw { c: ctx }),
         Layout::Nchw => args.exec.dispatch(DwNchwStrided { c: ctx }),
         _ => generic(args.exec, ctx, args.layout),
     }
@@ -63,35 +66,86 @@ fn dw_nhwc<S: Simd, const NR: usize>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize,
     let lanes = S::F32_LANES;
     let [nb, ch, oh, ow] = c.yd;
     let [_, _, h, w] = c.xd;
+    // Weights not contiguous over channels (OIHW / OHWI) are gathered once per channel
+    // vector and row into this tile when the kernel has at most 9 taps.
+    let gather = !(c.sw[0] == 1 || ch == 1) && kh * kw <= 9;
+    let mut tile = [[0.0f32; 16]; 9];
+    if !gather {
+        // Pixel blocks outside, channel vectors inside: each input row is read once.
+        for n in 0..nb {
+            for oy in 0..oh {
+                let rows_in = oy * c.sh >= c.pt && oy * c.sh + (kh - 1) * c.dh < h + c.pt;
+                let mut ox = 0;
+                while ox < ow {
+                    let np = (ow - ox).min(NR);
+                    let x0 = ox * sww;
+                    let x1 = (ox + np - 1) * sww + (kw - 1) * c.dw;
+                    let inner = rows_in && np == NR && x0 >= c.pl && x1 < w + c.pl;
+                    let mut c0 = 0;
+                    while c0 < ch {
+                        let nl = (ch - c0).min(lanes);
+                        // SAFETY: n, oy, pixels ox..ox+np and channels c0..c0+nl are in range.
+                        unsafe {
+                            if inner {
+                                dw_nhwc_block::<S, NR, false>(
+                                    simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, None,
+                                );
+                            } else {
+                                dw_nhwc_block::<S, NR, true>(
+                                    simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, None,
+                                );
+                            }
+                        }
+                        c0 += nl;
+                    }
+                    ox += np;
+                }
+            }
+        }
+        return;
+    }
     for n in 0..nb {
         for oy in 0..oh {
             let rows_in = oy * c.sh >= c.pt && oy * c.sh + (kh - 1) * c.dh < h + c.pt;
-            let mut ox = 0;
-            while ox < ow {
-                let np = (ow - ox).min(NR);
-                let x0 = ox * sww;
-                let x1 = (ox + np - 1) * sww + (kw - 1) * c.dw;
-                let inner = rows_in && np == NR && x0 >= c.pl && x1 < w + c.pl;
-                let mut c0 = 0;
-                while c0 < ch {
-                    let nl = (ch - c0).min(lanes);
+            let mut c0 = 0;
+            while c0 < ch {
+                let nl = (ch - c0).min(lanes);
+                if gather {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let wo = ky * c.sw[2] + kx * c.sw[3];
+                            for (j, t) in tile[ky * kw + kx].iter_mut().enumerate().take(nl) {
+                                // SAFETY: weight [c0 + j, 0, ky, kx] is in range.
+                                *t = unsafe { *c.w.add((c0 + j) * c.sw[0] + wo) };
+                            }
+                        }
+                    }
+                }
+                let wt = if gather { Some(&tile) } else { None };
+                let mut ox = 0;
+                while ox < ow {
+                    let np = (ow - ox).min(NR);
+                    let x0 = ox * sww;
+                    let x1 = (ox + np - 1) * sww + (kw - 1) * c.dw;
+                    let inner = rows_in && np == NR && x0 >= c.pl && x1 < w + c.pl;
                     // SAFETY: n, oy, pixels ox..ox+np and channels c0..c0+nl are in range.
                     unsafe {
                         if inner {
-                            dw_nhwc_block::<S, NR, false>(simd, c, kh, kw, sww, n, oy, ox, np, c0, nl);
+                            dw_nhwc_block::<S, NR, false>(simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, wt);
                         } else {
-                            dw_nhwc_block::<S, NR, true>(simd, c, kh, kw, sww, n, oy, ox, np, c0, nl);
+                            dw_nhwc_block::<S, NR, true>(simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, wt);
                         }
                     }
-                    c0 += nl;
+                    ox += np;
                 }
-                ox += np;
+                c0 += nl;
             }
         }
     }
 }
 
-/// `np <= NR` pixels `ox..` of row `oy` x channels `c0..c0 + nl`.
+/// `np <= NR` pixels `ox..` of row `oy` x channels `c0..c0 + nl`; `wt` holds the gathered
+/// weights of these channels (tap-major) when given.
 ///
 /// # Safety
 /// All of those are in range; with `EDGE = false` every tap of every pixel is inside the
@@ -110,6 +164,7 @@ unsafe fn dw_nhwc_block<S: Simd, const NR: usize, const EDGE: bool>(
     np: usize,
     c0: usize,
     nl: usize,
+    wt: Option<&[[f32; 16]; 9]>,
 ) {
     let lanes = S::F32_LANES;
     let [_, _, h, w] = c.xd;
@@ -122,7 +177,10 @@ unsafe fn dw_nhwc_block<S: Simd, const NR: usize, const EDGE: bool>(
         let xr = xb.wrapping_add(iy * c.sx[2]);
         for kx in 0..kw {
             let wo = ky * c.sw[2] + kx * c.sw[3];
-            let wv = if o_unit || nl == 1 {
+            let wv = if let Some(t) = wt {
+                // SAFETY: the gathered tile row holds 16 >= lanes floats.
+                unsafe { load_lanes(simd, t[ky * kw + kx].as_ptr(), 0, nl) }
+            } else if o_unit || nl == 1 {
                 // SAFETY: weights [c0..c0+nl, 0, ky, kx], o-stride 1 (or a single channel).
                 unsafe { load_lanes(simd, c.w.add(c0 * c.sw[0] + wo), 0, nl) }
             } else {
@@ -169,6 +227,101 @@ unsafe fn dw_nhwc_block<S: Simd, const NR: usize, const EDGE: bool>(
         let yo = n * c.sy[0] + c0 + oy * c.sy[2] + px * c.sy[3];
         // SAFETY: channels c0..c0+nl of an in-range output pixel (c-stride 1).
         unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+    }
+}
+
+/// NCHW, column stride 1: vectors over the output columns of one plane.
+struct DwNchw<'a> {
+    c: Ctx<'a>,
+}
+
+impl WithSimd for DwNchw<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let c = &self.c;
+        if c.kh == 3 && c.kw == 3 {
+            dw_nchw::<S>(simd, c, 3, 3);
+        } else {
+            dw_nchw::<S>(simd, c, c.kh, c.kw);
+        }
+    }
+}
+
+#[inline(always)]
+fn dw_nchw<S: Simd>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize) {
+    let lanes = S::F32_LANES;
+    let [nb, k, oh, ow] = c.yd;
+    let [_, _, h, w] = c.xd;
+    let per_row = if ow < lanes { 1 } else { ow.div_ceil(lanes) };
+    for n in 0..nb {
+        for o in 0..k {
+            let ci = o / c.cog;
+            let xb = c.x.wrapping_add(n * c.sx[0] + ci * c.sx[1]);
+            let wb = c.w.wrapping_add(o * c.sw[0]);
+            let bias = c.bias.map(|b| simd.splat_f32s(b[o]));
+            // Up to 9 taps stay in registers for the whole plane.
+            let cached = kh * kw <= 9;
+            let mut wvs = [simd.splat_f32s(0.0); 9];
+            if cached {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        // SAFETY: weight [o, 0, ky, kx] is in range.
+                        wvs[ky * kw + kx] = simd.splat_f32s(unsafe { *wb.add(ky * c.sw[2] + kx * c.sw[3]) });
+                    }
+                }
+            }
+            for oy in 0..oh {
+                for j in 0..per_row {
+                    let v = if ow < lanes {
+                        Cols { oy, ox: 0, nl: ow }
+                    } else {
+                        Cols { oy, ox: (j * lanes).min(ow - lanes), nl: lanes }
+                    };
+                    let inner = cols_interior(c, &v, lanes);
+                    let mut acc = [simd.splat_f32s(0.0); 2];
+                    for ky in 0..kh {
+                        let Some(iy) = input_coord(oy, c.sh, ky, c.dh, c.pt, h) else { continue };
+                        let row = xb.wrapping_add(iy * c.sx[2]);
+                        for kx in 0..kw {
+                            let wv = if cached {
+                                wvs[ky * kw + kx]
+                            } else {
+                                // SAFETY: weight [o, 0, ky, kx] is in range.
+                                simd.splat_f32s(unsafe { *wb.add(ky * c.sw[2] + kx * c.sw[3]) })
+                            };
+                            let off = v.ox + kx * c.dw;
+                            let p = row.wrapping_add(off).wrapping_sub(c.pl);
+                            let xv = if inner {
+                                // SAFETY: interior vector: every lane is an in-range column of
+                                // an in-range row (contiguous).
+                                unsafe { core::ptr::read_unaligned(p as *const S::f32s) }
+                            } else {
+                                let lo = c.pl.saturating_sub(off).min(lanes);
+                                let hi = (w + c.pl).saturating_sub(off).min(lanes);
+                                // SAFETY: lanes lo..hi are in-range columns of the row.
+                                unsafe { load_lanes(simd, p, lo, hi) }
+                            };
+                            let a = &mut acc[ky & 1];
+                            *a = simd.mul_add_e_f32s(wv, xv, *a);
+                        }
+                    }
+                    let mut val = simd.add_f32s(acc[0], acc[1]);
+                    if let Some(b) = bias {
+                        val = simd.add_f32s(val, b);
+                    }
+                    if c.has_r {
+                        let ro = n * c.sr[0] + o * c.sr[1] + oy * c.sr[2] + v.ox;
+                        // SAFETY: columns ox..ox+nl of an in-range residual row (contiguous).
+                        val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, v.nl) });
+                    }
+                    val = c.act.vec(simd, val);
+                    let yo = n * c.sy[0] + o * c.sy[1] + oy * c.sy[2] + v.ox;
+                    // SAFETY: columns ox..ox+nl of an in-range output row (contiguous).
+                    unsafe { store_lanes(simd, c.y.add(yo), v.nl, val) };
+                }
+            }
+        }
     }
 }
 

@@ -2,18 +2,25 @@
 //! no allocation (the `no_std` path).
 //!
 //! Paths, picked per call:
-//! - NCHW, unit column stride: vectors over output columns (a block of `NR` vectors may
+//! - NCHW: vectors over output columns (a block of `NR` vectors may
 //!   span several rows), `MR` output channels per block, weights broadcast from any filter
-//!   layout. Padding is handled per vector and tap with masked loads (no input copy).
+//!   layout. Padding is handled per vector and tap with masked loads (no input copy); at
+//!   a column stride above 1 each input vector is gathered into a stack array instead,
+//!   once per tap and input channel, and shared by the `MR` output channels.
 //! - NHWC, filter output-channel stride 1 (HWIO): vectors over output channels, `MR`
 //!   output pixels per block, input values broadcast.
 //! - NHWC, filter input-channel stride 1 (OHWI): vectors over input channels (dot
 //!   products), `MR` pixels x `NR` output channels per block, reduced at the end.
-//! - Anything else (column stride > 1 in NCHW, other filter strides in NHWC): a scalar loop
-//!   over any strides, still exact.
+//! - Anything else (NHWC with other filter strides): a scalar loop
+//!   over any strides into a stack tile, the epilogue applied to the tile with SIMD.
+//! - Depthwise geometries (`groups == in_channels > 1`) run the depthwise kernels.
 //!
-//! The epilogue (bias, residual, activation) is applied to the accumulators before the
-//! only store of each output.
+//! Long input-channel reductions are split into chunks whose weights stay in cache; the
+//! partial sums of a block go through its own outputs in `y` (no workspace), and the
+//! epilogue is applied with the last chunk.
+//!
+//! The epilogue (bias, residual, activation) is applied to the accumulators in registers
+//! before the final store of each output, never as a second pass over `y`.
 
 #![allow(clippy::needless_range_loop)] // kernels index several register arrays in lockstep
 
@@ -213,11 +220,15 @@ impl<'a> Ctx<'a> {
 }
 
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
+    if args.g.is_depthwise() && args.g.groups() > 1 {
+        // One input channel per group: the depthwise kernels are the direct loops for it.
+        return super::depthwise::run(args, y);
+    }
     let ctx = Ctx::new(&args, &mut y);
     let sw = ctx.sw;
     let fd = args.w.dims();
     match args.layout {
-        Layout::Nchw if ctx.sww == 1 => args.exec.dispatch(NchwCols { c: ctx }),
+        Layout::Nchw => args.exec.dispatch(NchwCols { c: ctx }),
         Layout::Nhwc if sw[0] == 1 || fd.o == 1 => args.exec.dispatch(NhwcOc { c: ctx }),
         Layout::Nhwc if sw[1] == 1 || fd.i == 1 => args.exec.dispatch(NhwcDot { c: ctx }),
         _ => generic(args.exec, ctx, args.layout),
@@ -399,16 +410,20 @@ impl WithSimd for NchwCols<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let c = &self.c;
-        match S::F32_LANES {
-            16 | 4 => nchw_plane::<S, 8, 3>(simd, c),
-            8 => nchw_plane::<S, 4, 3>(simd, c),
-            _ => nchw_plane::<S, 4, 4>(simd, c),
+        // Column stride 1 loads input vectors; larger strides gather them (G).
+        match (S::F32_LANES, c.sww == 1) {
+            (16 | 4, true) => nchw_plane::<S, 8, 3, false>(simd, c),
+            (16 | 4, false) => nchw_plane::<S, 8, 3, true>(simd, c),
+            (8, true) => nchw_plane::<S, 4, 3, false>(simd, c),
+            (8, false) => nchw_plane::<S, 4, 3, true>(simd, c),
+            (_, true) => nchw_plane::<S, 4, 4, false>(simd, c),
+            (_, false) => nchw_plane::<S, 4, 4, true>(simd, c),
         }
     }
 }
 
 #[inline(always)]
-fn nchw_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
+fn nchw_plane<S: Simd, const MR: usize, const NR: usize, const G: bool>(simd: S, c: &Ctx<'_>) {
     let lanes = S::F32_LANES;
     let [nb, _, oh, ow] = c.yd;
     let groups = c.yd[1] / c.cog;
@@ -433,43 +448,43 @@ fn nchw_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
                             let mut inner = true;
                             for (i, v) in vs.iter_mut().enumerate() {
                                 *v = plane_vector(j + i, per_row, ow, lanes, overlap);
-                                inner &= cols_interior(c, v, lanes);
+                                inner &= !G && cols_interior(c, v, lanes);
                             }
                             // SAFETY: n, channels o..o+m, ic0..ic0+cig and the vectors are in range.
                             unsafe {
                                 match (m == MR, inner) {
                                     (true, true) => {
-                                        nchw_block::<S, MR, NR, false>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, MR, NR, false, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                     (true, false) => {
-                                        nchw_block::<S, MR, NR, true>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, MR, NR, true, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                     (false, true) => {
-                                        nchw_block::<S, 1, NR, false>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, 1, NR, false, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                     (false, false) => {
-                                        nchw_block::<S, 1, NR, true>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, 1, NR, true, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                 }
                             }
                             j += NR;
                         } else {
                             let vs = [plane_vector(j, per_row, ow, lanes, overlap)];
-                            let inner = cols_interior(c, &vs[0], lanes);
+                            let inner = !G && cols_interior(c, &vs[0], lanes);
                             // SAFETY: as above.
                             unsafe {
                                 match (m == MR, inner) {
                                     (true, true) => {
-                                        nchw_block::<S, MR, 1, false>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, MR, 1, false, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                     (true, false) => {
-                                        nchw_block::<S, MR, 1, true>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, MR, 1, true, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                     (false, true) => {
-                                        nchw_block::<S, 1, 1, false>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, 1, 1, false, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                     (false, false) => {
-                                        nchw_block::<S, 1, 1, true>(simd, c, n, ic0, o, ch, &vs)
+                                        nchw_block::<S, 1, 1, true, G>(simd, c, n, ic0, o, ch, &vs)
                                     }
                                 }
                             }
@@ -490,7 +505,7 @@ fn nchw_plane<S: Simd, const MR: usize, const NR: usize>(simd: S, c: &Ctx<'_>) {
 /// `n`, `o0..o0 + MR` (within one group starting at input channel `ic0`) and the vectors
 /// must be in range of the output.
 #[inline(always)]
-unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool>(
+unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool, const G: bool>(
     simd: S,
     c: &Ctx<'_>,
     n: usize,
@@ -532,6 +547,19 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
             let mut lo = [0usize; NR];
             let mut hi = [lanes; NR];
             for v in 0..NR {
+                if G {
+                    // Lane j reads column (ox + j) * sww + kx * dw - pl: valid lanes are
+                    // lo..hi, at unit steps of sww from the column of lane 0.
+                    let a = vs[v].ox * c.sww + kx * c.dw; // column of lane 0, plus pl
+                    xp[v] = rowp[v].wrapping_add(a).wrapping_sub(c.pl);
+                    if rowok[v] {
+                        lo[v] = c.pl.saturating_sub(a).div_ceil(c.sww).min(lanes);
+                        hi[v] = if w + c.pl > a { ((w + c.pl - a - 1) / c.sww + 1).min(lanes) } else { 0 };
+                    } else {
+                        hi[v] = 0;
+                    }
+                    continue;
+                }
                 // Column of lane 0; may be negative (left padding).
                 let off = vs[v].ox + kx * c.dw;
                 xp[v] = rowp[v].wrapping_add(off).wrapping_sub(c.pl);
@@ -545,9 +573,10 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
                     }
                 }
             }
+            let mut gbuf = [[0.0f32; 16]; NR];
             let mut full = [true; NR];
             let mut masks = [lane_mask(simd, 0, lanes); NR];
-            if EDGE {
+            if EDGE && !G {
                 for v in 0..NR {
                     full[v] = lo[v] == 0 && hi[v] == lanes;
                     masks[v] = lane_mask(simd, lo[v], hi[v]);
@@ -558,6 +587,16 @@ unsafe fn nchw_block<S: Simd, const MR: usize, const NR: usize, const EDGE: bool
                 let mut xv = [zero; NR];
                 for v in 0..NR {
                     let p = xp[v].wrapping_add(i * sxc);
+                    if G {
+                        // Lanes outside lo..hi stay zero in `gbuf` for this tap.
+                        for j in lo[v]..hi[v] {
+                            // SAFETY: lane j's column is inside an in-range input row.
+                            gbuf[v][j] = unsafe { *p.wrapping_add(j * c.sww) };
+                        }
+                        // SAFETY: `gbuf[v]` holds 16 >= lanes floats.
+                        xv[v] = unsafe { ptr::read_unaligned(gbuf[v].as_ptr() as *const S::f32s) };
+                        continue;
+                    }
                     xv[v] = if EDGE && !full[v] {
                         // SAFETY: lanes lo..hi are columns inside the row of an in-range
                         // input row and channel; the row is contiguous (NCHW, or width 1
@@ -1019,24 +1058,6 @@ unsafe fn nhwc_dot_block<S: Simd, const MR: usize, const NR: usize>(
 /// with a channel multiplier.
 pub(super) fn run_nhwc_oc(exec: &crate::Exec, c: Ctx<'_>) {
     exec.dispatch(NhwcOc { c });
-}
-
-struct NchwSingle<'a> {
-    c: Ctx<'a>,
-}
-
-impl WithSimd for NchwSingle<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        nchw_plane::<S, 1, 4>(simd, &self.c);
-    }
-}
-
-/// The NCHW column path with one output channel per block (depthwise layers: one input
-/// channel per group, memory-bound).
-pub(super) fn run_nchw_single(exec: &crate::Exec, c: Ctx<'_>) {
-    exec.dispatch(NchwSingle { c });
 }
 
 /// One vector of input channels `off..off + hi` of a dot-product block.

@@ -18,9 +18,6 @@ mod im2col;
 mod matmul;
 #[cfg(feature = "std")]
 mod pointwise;
-// `apply_all` (a whole-tensor epilogue pass) is for algorithms that cannot fuse per tile;
-// the GEMM paths here use `apply_run` per tile instead.
-#[allow(dead_code)]
 pub(crate) mod store;
 
 use crate::error::{Error, Operand, Result, Unsupported};

@@ -1,9 +1,8 @@
 //! The fused epilogue applied to a contiguous run of outputs, right after it is written.
 
-use pulp::{Simd, WithSimd};
+use pulp::Simd;
 
-use crate::params::{Activation, Epilogue};
-use crate::tensor::{Layout, TensorViewMut};
+use crate::params::Activation;
 
 /// The bias of a contiguous run of outputs.
 #[derive(Clone, Copy, Debug)]
@@ -81,73 +80,4 @@ pub(crate) fn apply_run<S: Simd>(
         }
         *v = act.apply(acc);
     }
-}
-
-// Used by the GEMM-based algorithms (not on every branch yet).
-#[allow(dead_code)]
-struct ApplyAll<'a, 'b> {
-    y: TensorViewMut<'b, f32>,
-    epilogue: &'b Epilogue<'a>,
-    layout: Layout,
-}
-
-impl WithSimd for ApplyAll<'_, '_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let ApplyAll { mut y, epilogue, layout } = self;
-        let d = y.dims();
-        let s = y.strides();
-        let res = epilogue.residual;
-        match layout {
-            Layout::Nchw => {
-                for n in 0..d.n {
-                    for c in 0..d.c {
-                        let bias = epilogue.bias.map_or(RunBias::None, |b| RunBias::Broadcast(b[c]));
-                        for h in 0..d.h {
-                            let off = n * s[0] + c * s[1] + h * s[2];
-                            let row = &mut y.data_mut()[off..off + d.w];
-                            let r = res.as_ref().map(|r| {
-                                let o = r.offset(n, c, h, 0);
-                                &r.data()[o..o + d.w]
-                            });
-                            apply_run(simd, row, bias, r, epilogue.activation);
-                        }
-                    }
-                }
-            }
-            Layout::Nhwc => {
-                let bias = epilogue.bias.map_or(RunBias::None, RunBias::PerElement);
-                for n in 0..d.n {
-                    for h in 0..d.h {
-                        for w in 0..d.w {
-                            let off = n * s[0] + h * s[2] + w * s[3];
-                            let px = &mut y.data_mut()[off..off + d.c];
-                            let r = res.as_ref().map(|r| {
-                                let o = r.offset(n, 0, h, w);
-                                &r.data()[o..o + d.c]
-                            });
-                            apply_run(simd, px, bias, r, epilogue.activation);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Applies the epilogue to a whole output tensor in one pass (for algorithms, such as a
-/// GEMM from another crate, that cannot fuse it into their stores). `y` and the residual
-/// must be inner-contiguous in `layout` (checked by `conv2d`).
-#[allow(dead_code)]
-pub(crate) fn apply_all(
-    exec: &crate::Exec,
-    y: TensorViewMut<'_, f32>,
-    epilogue: &Epilogue<'_>,
-    layout: Layout,
-) {
-    if epilogue.is_identity() {
-        return;
-    }
-    exec.dispatch(ApplyAll { y, epilogue, layout });
 }
