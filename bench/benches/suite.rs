@@ -38,7 +38,8 @@ fn suite(c: &mut Criterion) {
         group.throughput(throughput);
         let algos: Vec<Algorithm> = match case.op {
             Op::Conv(_) => std::iter::once(Algorithm::Auto).chain(Algorithm::NAMED).collect(),
-            Op::Pool(_) => vec![Algorithm::Auto],
+            // Backward cases always run `BackwardAlgorithm::Auto`.
+            Op::Pool(_) | Op::ConvBackwardData(_) | Op::ConvBackwardFilter(_) => vec![Algorithm::Auto],
         };
         for isa in Isa::available() {
             let Ok(exec) = Exec::new().with_isa(isa) else { continue };
@@ -46,7 +47,9 @@ fn suite(c: &mut Criterion) {
                 for &algo in &algos {
                     let id = match case.op {
                         Op::Conv(_) => format!("{}/{}/{}", algo.name(), isa.name(), layout_name(layout)),
-                        Op::Pool(_) => format!("{}/{}", isa.name(), layout_name(layout)),
+                        Op::Pool(_) | Op::ConvBackwardData(_) | Op::ConvBackwardFilter(_) => {
+                            format!("{}/{}", isa.name(), layout_name(layout))
+                        }
                     };
                     let mut prepared = match Prepared::new(&case, exec, layout, algo) {
                         Ok(p) => p,

@@ -175,19 +175,64 @@ impl PoolSpec {
 pub enum Op {
     /// A forward convolution.
     Conv(ConvSpec),
+    /// The data gradient of a convolution (`simdconv::conv2d_backward_data`, `dy, w ->
+    /// dx`) with `BackwardAlgorithm::Auto`. The spec's bias and ReLU are ignored.
+    ConvBackwardData(ConvSpec),
+    /// The weight gradient of a convolution (`simdconv::conv2d_backward_filter`, `x, dy
+    /// -> dw`) with `BackwardAlgorithm::Auto`. The spec's bias and ReLU are ignored.
+    ConvBackwardFilter(ConvSpec),
     /// A pooling.
     Pool(PoolSpec),
 }
 
 impl Op {
-    /// The `op` column: `conv` or the pooling kind.
+    /// The `op` column: `conv`, `conv_bwd_data`, `conv_bwd_filter` or the pooling kind.
     #[must_use]
     pub const fn name(&self) -> &'static str {
         match self {
             Op::Conv(_) => "conv",
+            Op::ConvBackwardData(_) => BWD_DATA_OP,
+            Op::ConvBackwardFilter(_) => BWD_FILTER_OP,
             Op::Pool(p) => p.kind.name(),
         }
     }
+
+    /// The convolution of a forward or backward convolution case.
+    #[must_use]
+    pub const fn conv_spec(&self) -> Option<&ConvSpec> {
+        match self {
+            Op::Conv(c) | Op::ConvBackwardData(c) | Op::ConvBackwardFilter(c) => Some(c),
+            Op::Pool(_) => None,
+        }
+    }
+
+    /// True for the backward convolution ops.
+    #[must_use]
+    pub const fn is_backward(&self) -> bool {
+        matches!(self, Op::ConvBackwardData(_) | Op::ConvBackwardFilter(_))
+    }
+}
+
+/// The `op` column of a data-gradient case.
+pub const BWD_DATA_OP: &str = "conv_bwd_data";
+/// The `op` column of a weight-gradient case.
+pub const BWD_FILTER_OP: &str = "conv_bwd_filter";
+
+/// The name of the forward case a backward case belongs to: `vgg_conv3_2_bwd_data` and
+/// `vgg_conv3_2_bwd_filter` belong to `vgg_conv3_2`. `None` for other names.
+#[must_use]
+pub fn forward_case_name(backward_name: &str) -> Option<&str> {
+    backward_name.strip_suffix("_bwd_data").or_else(|| backward_name.strip_suffix("_bwd_filter"))
+}
+
+/// The two backward cases of forward convolution `name`: `<name>_bwd_data` and
+/// `<name>_bwd_filter`.
+#[must_use]
+pub fn backward_cases(name: &str, spec: ConvSpec) -> [Case; 2] {
+    [
+        Case::new(&format!("{name}_bwd_data"), Op::ConvBackwardData(spec)),
+        Case::new(&format!("{name}_bwd_filter"), Op::ConvBackwardFilter(spec)),
+    ]
 }
 
 /// A named benchmark case.
@@ -206,12 +251,14 @@ impl Case {
         Case { name: name.to_string(), op }
     }
 
-    /// Floating-point operations of one call: `2 x MACs` for a convolution, `None` for
-    /// pooling (memory-bound: measured in bytes, see [`Case::bytes_moved`]).
+    /// Floating-point operations of one call: `2 x MACs` of the forward convolution for a
+    /// convolution and for either of its backward passes (each does as many multiply-adds
+    /// as the forward), `None` for pooling (memory-bound: measured in bytes, see
+    /// [`Case::bytes_moved`]).
     pub fn flops(&self) -> Result<Option<u64>, simdconv::Error> {
-        match &self.op {
-            Op::Conv(c) => Ok(Some(c.geometry()?.flops())),
-            Op::Pool(_) => Ok(None),
+        match self.op.conv_spec() {
+            Some(c) => Ok(Some(c.geometry()?.flops())),
+            None => Ok(None),
         }
     }
 
@@ -219,7 +266,7 @@ impl Case {
     /// (f32). Used for pooling's GB/s.
     pub fn bytes_moved(&self) -> Result<u64, simdconv::Error> {
         let (i, o) = match &self.op {
-            Op::Conv(c) => {
+            Op::Conv(c) | Op::ConvBackwardData(c) | Op::ConvBackwardFilter(c) => {
                 let g = c.geometry()?;
                 (g.input().count()?, g.output().count()?)
             }
@@ -234,12 +281,13 @@ impl Case {
 
 const AVG_PYTORCH: PoolKind = PoolKind::Avg(AvgPoolOptions::PYTORCH);
 
-/// The standard suite: the anchors table's cases, batch 1, shapes as listed there.
+/// The standard suite: the anchors table's cases, batch 1, shapes as listed there, then
+/// the data and weight gradients of four of its convolutions (no anchors for those).
 #[must_use]
 pub fn standard_suite() -> Vec<Case> {
     use ConvSpec as C;
     use PoolSpec as P;
-    vec![
+    let mut suite = vec![
         Case::new("alexnet_conv1", Op::Conv(C::square(3, 227, 227, 96, 11, 4, 0))),
         Case::new("vgg_conv1_2", Op::Conv(C::square(64, 224, 224, 64, 3, 1, 1))),
         Case::new("vgg_conv3_2", Op::Conv(C::square(256, 56, 56, 256, 3, 1, 1))),
@@ -257,7 +305,21 @@ pub fn standard_suite() -> Vec<Case> {
         Case::new("maxpool_3x3_s2", Op::Pool(P::square(PoolKind::Max, 96, 55, 55, 3, 2))),
         Case::new("avgpool_2x2_s2", Op::Pool(P::square(AVG_PYTORCH, 64, 112, 112, 2, 2))),
         Case::new("global_avgpool", Op::Pool(P::global(PoolKind::GlobalAvg, 2048, 7, 7))),
-    ]
+    ];
+    let forward: Vec<(String, ConvSpec)> =
+        ["vgg_conv3_2", "resnet_1x1_reduce", "alexnet_conv1", "dilated_3x3_d2"]
+            .iter()
+            .filter_map(|name| {
+                suite.iter().find(|c| c.name == *name).and_then(|c| match c.op {
+                    Op::Conv(spec) => Some((c.name.clone(), spec)),
+                    _ => None,
+                })
+            })
+            .collect();
+    for (name, spec) in forward {
+        suite.extend(backward_cases(&name, spec));
+    }
+    suite
 }
 
 /// The quick suite: small problems covering every op and algorithm family; the whole
@@ -268,8 +330,12 @@ pub fn quick_suite() -> Vec<Case> {
     use PoolSpec as P;
     let mut l2 = P::square(PoolKind::L2, 16, 32, 32, 3, 2);
     l2.padding = Padding::uniform(1);
+    let conv3x3 = C::square(32, 28, 28, 32, 3, 1, 1);
+    let [bwd_data, bwd_filter] = backward_cases("quick_conv3x3", conv3x3);
     vec![
-        Case::new("quick_conv3x3", Op::Conv(C::square(32, 28, 28, 32, 3, 1, 1))),
+        Case::new("quick_conv3x3", Op::Conv(conv3x3)),
+        bwd_data,
+        bwd_filter,
         Case::new("quick_stem_7x7_s2", Op::Conv(C::square(3, 64, 64, 16, 7, 2, 3))),
         Case::new("quick_1x1", Op::Conv(C::square(64, 28, 28, 64, 1, 1, 0))),
         Case::new("quick_dilated", Op::Conv(C::square(16, 32, 32, 16, 3, 1, 2).dilated(2))),

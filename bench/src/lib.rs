@@ -72,6 +72,7 @@ pub fn measure_case(
         layout: layout_name(layout).to_string(),
         algo: match case.op {
             Op::Conv(_) => algorithm.name().to_string(),
+            Op::ConvBackwardData(_) | Op::ConvBackwardFilter(_) => run::BACKWARD_ALGORITHM.name().to_string(),
             Op::Pool(_) => "-".to_string(),
         },
         isa: exec.isa().name().to_string(),
@@ -152,13 +153,47 @@ mod tests {
                     assert!(!row.over_bound, "{what}: {:?} > {:?}", row.max_rel_err, row.err_bound);
                     assert!(row.median_ms.unwrap() > 0.0, "{what}");
                     match case.op {
-                        Op::Conv(_) => assert!(row.gflops.is_some() && row.gbps.is_none(), "{what}"),
+                        Op::Conv(_) | Op::ConvBackwardData(_) | Op::ConvBackwardFilter(_) => {
+                            assert!(row.gflops.is_some() && row.gbps.is_none(), "{what}");
+                        }
                         Op::Pool(_) => assert!(row.gbps.is_some() && row.gflops.is_none(), "{what}"),
                     }
                     assert_eq!(row.peak_fraction, None, "no limits given");
                 }
             }
         }
+    }
+
+    /// The quick suite's backward cases run with `BackwardAlgorithm::Auto`, are checked on
+    /// every element and within bound, count the forward's FLOPs, get no anchor, and get a
+    /// ratio to the forward row of the same layer measured alongside.
+    #[test]
+    fn backward_cases_measure_check_and_compare_to_forward() {
+        let settings = Settings { min_time: Duration::ZERO, min_samples: 1, ..Settings::default() };
+        let fwd = cases::find_case("quick_conv3x3").unwrap();
+        let mut rows = vec![measure_case(&fwd, Exec::new(), Layout::Nhwc, Algorithm::Auto, &settings, None)];
+        for name in ["quick_conv3x3_bwd_data", "quick_conv3x3_bwd_filter"] {
+            let case = cases::find_case(name).unwrap();
+            assert!(case.op.is_backward() && case.op.conv_spec() == fwd.op.conv_spec(), "{name}");
+            assert_eq!(case.flops().unwrap(), fwd.flops().unwrap(), "{name}");
+            let row = measure_case(&case, Exec::new(), Layout::Nhwc, Algorithm::Auto, &settings, None);
+            assert_eq!(row.error, None, "{name}");
+            assert!(!row.over_bound && row.max_rel_err.unwrap() <= row.err_bound.unwrap(), "{name}: {row:?}");
+            assert_eq!(row.op, case.op.name());
+            assert!(row.algo.starts_with("auto:"), "{name}: {}", row.algo);
+            assert!(row.anchor.is_none() && row.speedup.is_none(), "{name}");
+            rows.push(row);
+        }
+        report::fill_fwd_ratios(&mut rows);
+        assert_eq!(rows[0].fwd_ratio, None, "a forward row has no ratio");
+        for r in &rows[1..] {
+            let want = r.median_ms.unwrap() / rows[0].median_ms.unwrap();
+            assert_eq!(r.fwd_ratio, Some(want), "{}", r.case);
+        }
+        // Without its forward row a backward row has no ratio.
+        let mut alone = rows[1..].to_vec();
+        report::fill_fwd_ratios(&mut alone);
+        assert!(alone.iter().all(|r| r.fwd_ratio.is_none()));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub struct Row {
     pub anchor: Option<(String, f64)>,
     /// `anchor ms / our median ms` (above 1: we are faster).
     pub speedup: Option<f64>,
+    /// For a backward row: its median time over the median time of the forward row of the
+    /// same layer (and layout) in the same run (see [`fill_fwd_ratios`]); `None` otherwise.
+    pub fwd_ratio: Option<f64>,
     /// Largest magnitude-relative error against the f64 reference.
     pub max_rel_err: Option<f64>,
     /// The bound the error is held to.
@@ -80,7 +83,7 @@ pub fn sig(v: f64) -> String {
 }
 
 /// The table's header cells.
-pub const HEADER: [&str; 15] = [
+pub const HEADER: [&str; 16] = [
     "case",
     "op",
     "layout",
@@ -94,6 +97,7 @@ pub const HEADER: [&str; 15] = [
     "% peak",
     "best other (ms)",
     "speed-up",
+    "vs fwd",
     "max rel err",
     "status",
 ];
@@ -121,6 +125,7 @@ impl Row {
             fmt_opt(self.peak_fraction, |f| format!("{:.1}%", f * 100.0)),
             self.anchor.as_ref().map_or_else(|| "-".to_string(), |(e, ms)| format!("{e} {ms:.3}")),
             fmt_opt(self.speedup, |s| format!("{s:.2}x")),
+            fmt_opt(self.fwd_ratio, |r| format!("{r:.2}x")),
             fmt_opt(self.max_rel_err, |e| format!("{e:.1e}")),
             status,
         ];
@@ -130,8 +135,46 @@ impl Row {
 }
 
 /// Columns that hold numbers (right-aligned).
-const NUMERIC: [bool; 15] =
-    [false, false, false, false, false, true, true, true, true, true, true, false, true, true, false];
+const NUMERIC: [bool; 16] =
+    [false, false, false, false, false, true, true, true, true, true, true, false, true, true, true, false];
+
+/// Fills [`Row::fwd_ratio`] of every backward row (`op` `conv_bwd_data` or
+/// `conv_bwd_filter`, case `<layer>_bwd_data` / `<layer>_bwd_filter`) that ran: its median
+/// over the median of the forward row `<layer>` with the same layout, ISA and threads
+/// (the `auto` row when several algorithms ran, else the fastest). Other rows get `None`.
+pub fn fill_fwd_ratios(rows: &mut [Row]) {
+    let ratios: Vec<Option<f64>> = rows
+        .iter()
+        .map(|r| {
+            if r.op != crate::cases::BWD_DATA_OP && r.op != crate::cases::BWD_FILTER_OP {
+                return None;
+            }
+            let layer = crate::cases::forward_case_name(&r.case)?;
+            let ms = r.median_ms?;
+            let forward: Vec<(&Row, f64)> = rows
+                .iter()
+                .filter(|f| {
+                    f.op == "conv"
+                        && f.case == layer
+                        && f.layout == r.layout
+                        && f.isa == r.isa
+                        && f.threads == r.threads
+                        && f.error.is_none()
+                })
+                .filter_map(|f| f.median_ms.map(|m| (f, m)))
+                .collect();
+            let fwd_ms = forward
+                .iter()
+                .find(|(f, _)| f.algo.starts_with("auto"))
+                .or_else(|| forward.iter().min_by(|a, b| a.1.total_cmp(&b.1)))
+                .map(|(_, m)| *m)?;
+            Some(ms / fwd_ms)
+        })
+        .collect();
+    for (r, q) in rows.iter_mut().zip(ratios) {
+        r.fwd_ratio = q;
+    }
+}
 
 /// A plain-text table with aligned columns.
 #[must_use]
@@ -246,7 +289,7 @@ pub fn json_report(machine: &Machine, rows: &[Row]) -> String {
             "\"case\": {}, \"op\": {}, \"layout\": {}, \"algo\": {}, \"isa\": {}, \"threads\": {}, \
              \"median_ms\": {}, \"min_ms\": {}, \"gflops\": {}, \"gbps\": {}, \"peak_fraction\": {}, \
              \"max_rel_err\": {}, \"err_bound\": {}, \"anchor_engine\": {}, \"anchor_ms\": {}, \
-             \"speedup\": {}, \"error\": {}",
+             \"speedup\": {}, \"fwd_ratio\": {}, \"error\": {}",
             json_string(&r.case),
             json_string(&r.op),
             json_string(&r.layout),
@@ -263,6 +306,7 @@ pub fn json_report(machine: &Machine, rows: &[Row]) -> String {
             r.anchor.as_ref().map_or_else(|| "null".to_string(), |(e, _)| json_string(e)),
             json_number(r.anchor.as_ref().map(|(_, ms)| *ms)),
             json_number(r.speedup),
+            json_number(r.fwd_ratio),
             r.error.as_ref().map_or_else(|| "null".to_string(), |e| json_string(e)),
         );
         out.push('}');
@@ -346,7 +390,7 @@ pub fn svg_chart(machine: &Machine, rows: &[Row]) -> String {
         );
         match (r.peak_fraction, &r.error) {
             (Some(f), None) if f.is_finite() => {
-                let color = if r.op == "conv" { "#4a78c2" } else { "#4aa267" };
+                let color = if r.gflops.is_some() { "#4a78c2" } else { "#4aa267" };
                 let w = (x_of(f) - label_w).max(1.0);
                 let _ = writeln!(
                     s,
@@ -426,6 +470,7 @@ mod tests {
                 peak_fraction: Some(0.9),
                 anchor: Some(("ncnn".into(), 14.012)),
                 speedup: Some(14.012 / 25.5),
+                fwd_ratio: None,
                 max_rel_err: Some(1.5e-7),
                 err_bound: Some(1.4e-4),
                 over_bound: false,
@@ -469,6 +514,7 @@ mod tests {
             "gbps",
             "peak_fraction",
             "max_rel_err",
+            "fwd_ratio",
         ] {
             assert!(r[0].get(key).is_some() && r[1].get(key).is_some(), "missing {key}");
         }
@@ -509,6 +555,40 @@ mod tests {
         let m = markdown_table(&rows());
         assert_eq!(m.lines().count(), 4);
         assert!(m.contains("| odd name\\|x |"));
+    }
+
+    #[test]
+    fn backward_rows_get_their_forward_ratio() {
+        let fwd = rows().remove(0);
+        let bwd = |case: &str, op: &str, ms: f64| Row {
+            case: case.into(),
+            op: op.into(),
+            algo: "auto:gemm".into(),
+            median_ms: Some(ms),
+            anchor: None,
+            speedup: None,
+            ..fwd.clone()
+        };
+        let mut other_layout = bwd("vgg_conv3_2_bwd_data", "conv_bwd_data", 30.0);
+        other_layout.layout = "nhwc".into();
+        let mut rs = vec![
+            fwd.clone(),
+            bwd("vgg_conv3_2_bwd_data", "conv_bwd_data", 38.25),
+            bwd("vgg_conv3_2_bwd_filter", "conv_bwd_filter", 51.0),
+            bwd("resnet_1x1_reduce_bwd_data", "conv_bwd_data", 1.0),
+            other_layout,
+        ];
+        fill_fwd_ratios(&mut rs);
+        let got: Vec<Option<f64>> = rs.iter().map(|r| r.fwd_ratio).collect();
+        assert_eq!(got, [None, Some(1.5), Some(2.0), None, None]);
+        let t = text_table(&rs);
+        assert!(t.lines().next().unwrap().contains("vs fwd"));
+        assert!(t.contains("1.50x") && t.contains("2.00x"), "{t}");
+        let v: serde_json::Value = serde_json::from_str(&json_report(&machine(), &rs)).unwrap();
+        assert_eq!(v["results"][1]["fwd_ratio"], 1.5);
+        assert_eq!(v["results"][1]["op"], "conv_bwd_data");
+        assert_eq!(v["results"][0]["fwd_ratio"], serde_json::Value::Null);
+        assert_eq!(v["results"][1]["anchor_engine"], serde_json::Value::Null);
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use simdconv::{
-    reference, select_algorithm, Activation, Algorithm, Conv2dOptions, ConvGeometry, Dims, Epilogue, Exec,
-    FilterLayout, FilterView, Isa, Layout, PoolGeometry, TensorView, TensorViewMut,
+    input_coord, reference, select_algorithm, Activation, Algorithm, BackwardAlgorithm, Conv2dOptions,
+    ConvGeometry, Dims, Epilogue, Exec, FilterLayout, FilterView, FilterViewMut, Isa, Layout, PoolGeometry,
+    TensorView, TensorViewMut,
 };
 
 use crate::cases::{Case, Op, PoolKind};
@@ -70,10 +71,19 @@ pub const fn layout_name(layout: Layout) -> &'static str {
 #[derive(Clone, Copy, Debug)]
 enum Geometry {
     Conv(ConvGeometry),
+    BwdData(ConvGeometry),
+    BwdFilter(ConvGeometry),
     Pool(PoolKind, PoolGeometry),
 }
 
+/// The algorithm the backward cases run.
+pub const BACKWARD_ALGORITHM: BackwardAlgorithm = BackwardAlgorithm::Auto;
+
 /// A case with its data allocated: call [`Prepared::run`] to run the kernel once.
+///
+/// Buffers are named by tensor role: a forward case reads `x`, `w`, `b` and writes `y`;
+/// a data-gradient case reads `dy`, `w` and writes `x` (as `dx`); a weight-gradient case
+/// reads `x`, `dy` and writes `w` (as `dw`).
 #[derive(Debug)]
 pub struct Prepared {
     exec: Exec,
@@ -86,12 +96,13 @@ pub struct Prepared {
     w: Vec<f32>,
     b: Vec<f32>,
     y: Vec<f32>,
+    dy: Vec<f32>,
     workspace: Vec<f32>,
 }
 
 impl Prepared {
     /// Allocates random inputs (seeded by the case name), the output and the workspace.
-    /// Pooling cases ignore `algorithm`.
+    /// Pooling cases ignore `algorithm`; backward cases run [`BACKWARD_ALGORITHM`].
     pub fn new(
         case: &Case,
         exec: Exec,
@@ -105,8 +116,11 @@ impl Prepared {
         let mut rng = Rng::new(seed);
         let (geometry, bias, relu) = match &case.op {
             Op::Conv(c) => (Geometry::Conv(c.geometry()?), c.bias, c.relu),
+            Op::ConvBackwardData(c) => (Geometry::BwdData(c.geometry()?), false, false),
+            Op::ConvBackwardFilter(c) => (Geometry::BwdFilter(c.geometry()?), false, false),
             Op::Pool(p) => (Geometry::Pool(p.kind, p.geometry()?), false, false),
         };
+        let mut dy = Vec::new();
         let (x, w, b, y, workspace) = match &geometry {
             Geometry::Conv(g) => {
                 // Ask for the workspace first: an algorithm that cannot run `g` fails here.
@@ -119,6 +133,23 @@ impl Prepared {
                     vec![0.0; ws],
                 )
             }
+            Geometry::BwdData(g) => {
+                let ws = simdconv::conv2d_backward_data_workspace_len(g, BACKWARD_ALGORITHM, layout)?;
+                dy = rng.vec(g.output().count()?);
+                (
+                    vec![0.0; g.input().count()?],
+                    rng.vec(g.filter().count()?),
+                    Vec::new(),
+                    Vec::new(),
+                    vec![0.0; ws],
+                )
+            }
+            Geometry::BwdFilter(g) => {
+                let ws = simdconv::conv2d_backward_filter_workspace_len(g, BACKWARD_ALGORITHM, layout)?;
+                let x = rng.vec(g.input().count()?);
+                dy = rng.vec(g.output().count()?);
+                (x, vec![0.0; g.filter().count()?], Vec::new(), Vec::new(), vec![0.0; ws])
+            }
             Geometry::Pool(_, g) => (
                 rng.vec(g.input().count()?),
                 Vec::new(),
@@ -127,10 +158,11 @@ impl Prepared {
                 Vec::new(),
             ),
         };
-        Ok(Prepared { exec, layout, algorithm, geometry, bias, relu, x, w, b, y, workspace })
+        Ok(Prepared { exec, layout, algorithm, geometry, bias, relu, x, w, b, y, dy, workspace })
     }
 
-    /// The algorithm name for the report: `auto:<chosen>` for `Auto`, `-` for pooling.
+    /// The algorithm name for the report: `auto:<chosen>` for `Auto` (forward and
+    /// backward), `-` for pooling.
     /// A trailing `*` marks a GEMM-based algorithm run below the machine's best
     /// instruction set: the `gemm` crate picks its own kernels, so the cap does not reach
     /// it (see [`GEMM_NOTE`]).
@@ -149,6 +181,14 @@ impl Prepared {
                 if matches!(chosen, Algorithm::Im2colGemm | Algorithm::Pointwise)
                     && self.exec.isa() < Isa::detect()
                 {
+                    label.push('*');
+                }
+                label
+            }
+            Geometry::BwdData(_) | Geometry::BwdFilter(_) => {
+                let chosen = BACKWARD_ALGORITHM.resolve().unwrap_or(BACKWARD_ALGORITHM);
+                let mut label = format!("{}:{}", BACKWARD_ALGORITHM.name(), chosen.name());
+                if chosen == BackwardAlgorithm::Gemm && self.exec.isa() < Isa::detect() {
                     label.push('*');
                 }
                 label
@@ -175,6 +215,34 @@ impl Prepared {
                 let opts = Conv2dOptions { algorithm: self.algorithm, epilogue };
                 simdconv::conv2d(&self.exec, g, &opts, x, w, y, &mut self.workspace)
             }
+            Geometry::BwdData(g) => {
+                let dy = TensorView::new(&self.dy, g.output(), layout)?;
+                let w = FilterView::new(&self.w, g.filter(), filter_layout(layout))?;
+                let dx = TensorViewMut::new(&mut self.x, g.input(), layout)?;
+                simdconv::conv2d_backward_data(
+                    &self.exec,
+                    g,
+                    BACKWARD_ALGORITHM,
+                    dy,
+                    w,
+                    dx,
+                    &mut self.workspace,
+                )
+            }
+            Geometry::BwdFilter(g) => {
+                let x = TensorView::new(&self.x, g.input(), layout)?;
+                let dy = TensorView::new(&self.dy, g.output(), layout)?;
+                let dw = FilterViewMut::new(&mut self.w, g.filter(), filter_layout(layout))?;
+                simdconv::conv2d_backward_filter(
+                    &self.exec,
+                    g,
+                    BACKWARD_ALGORITHM,
+                    x,
+                    dy,
+                    dw,
+                    &mut self.workspace,
+                )
+            }
             Geometry::Pool(kind, g) => {
                 let x = TensorView::new(&self.x, g.input(), layout)?;
                 let y = TensorViewMut::new(&mut self.y, g.output(), layout)?;
@@ -191,14 +259,111 @@ impl Prepared {
     }
 
     /// Checks the last output against `simdconv::reference` run in f64 (see
-    /// [`ErrorCheck`]). For convolutions with more than `full_limit` multiply-adds, checks
-    /// `samples` outputs (the plane's corners included) instead of all of them.
+    /// [`ErrorCheck`]). For convolutions (forward or backward) with more than `full_limit`
+    /// multiply-adds, checks `samples` outputs (the plane's corners included) instead of
+    /// all of them, each computed directly in f64.
     #[must_use]
     pub fn check(&self, full_limit: u64, samples: usize) -> ErrorCheck {
         match &self.geometry {
             Geometry::Conv(g) => self.check_conv(g, full_limit, samples),
+            Geometry::BwdData(g) => self.check_bwd_data(g, full_limit, samples),
+            Geometry::BwdFilter(g) => self.check_bwd_filter(g, full_limit, samples),
             Geometry::Pool(kind, g) => self.check_pool(*kind, g),
         }
+    }
+
+    /// `dx` against the reference: each element sums at most `(o / groups) x kh x kw`
+    /// products `dy * w`; its magnitude is the same sum over `|dy| |w|`.
+    fn check_bwd_data(&self, g: &ConvGeometry, full_limit: u64, samples: usize) -> ErrorCheck {
+        let layout = self.layout;
+        let fl = filter_layout(layout);
+        let (inp, out, f) = (g.input(), g.output(), g.filter());
+        let dy64: Vec<f64> = self.dy.iter().map(|&v| f64::from(v)).collect();
+        let w64: Vec<f64> = self.w.iter().map(|&v| f64::from(v)).collect();
+        let Ok(dx) = TensorView::new(&self.x, inp, layout) else { return ErrorCheck::failed("dx view") };
+        let opg = f.o / g.groups();
+        let mut acc = ErrorCheck::new(gamma(opg * f.kh * f.kw + 2));
+        if g.macs() <= full_limit {
+            let Ok(count) = inp.count() else { return ErrorCheck::failed("dx too large") };
+            let mut want = vec![0.0f64; count];
+            let mut mag = vec![0.0f64; count];
+            let ady64: Vec<f64> = dy64.iter().map(|v| v.abs()).collect();
+            let aw64: Vec<f64> = w64.iter().map(|v| v.abs()).collect();
+            for (dy, w, dx) in [(&dy64, &w64, &mut want), (&ady64, &aw64, &mut mag)] {
+                let r = (|| -> Result<(), simdconv::Error> {
+                    let dy = TensorView::new(&dy[..], out, layout)?;
+                    let w = FilterView::new(&w[..], f, fl)?;
+                    let dx = TensorViewMut::new(&mut dx[..], inp, layout)?;
+                    reference::conv2d_backward_data(g, dy, w, dx)
+                })();
+                if let Err(e) = r {
+                    return ErrorCheck::failed(&format!("reference failed: {e}"));
+                }
+            }
+            let (Ok(wv), Ok(mv)) = (TensorView::new(&want, inp, layout), TensorView::new(&mag, inp, layout))
+            else {
+                return ErrorCheck::failed("reference views");
+            };
+            for_each(inp, &mut |n, c, h, w| {
+                acc.add(dx.get(n, c, h, w), wv.get(n, c, h, w), mv.get(n, c, h, w))
+            });
+        } else {
+            let (Ok(dy), Ok(w)) = (TensorView::new(&dy64, out, layout), FilterView::new(&w64, f, fl)) else {
+                return ErrorCheck::failed("could not build f64 views for the check");
+            };
+            for_samples(inp, samples, &mut |n, c, iy, ix| {
+                let (want, mag) = bwd_data_at(g, &dy, &w, n, c, iy, ix);
+                acc.add(dx.get(n, c, iy, ix), want, mag);
+            });
+        }
+        acc
+    }
+
+    /// `dw` against the reference: each element sums `n x oh x ow` products `dy * x`
+    /// (taps in the padding add zero); its magnitude is the same sum over `|dy| |x|`.
+    fn check_bwd_filter(&self, g: &ConvGeometry, full_limit: u64, samples: usize) -> ErrorCheck {
+        let layout = self.layout;
+        let fl = filter_layout(layout);
+        let (inp, out, f) = (g.input(), g.output(), g.filter());
+        let x64: Vec<f64> = self.x.iter().map(|&v| f64::from(v)).collect();
+        let dy64: Vec<f64> = self.dy.iter().map(|&v| f64::from(v)).collect();
+        let Ok(dw) = FilterView::new(&self.w, f, fl) else { return ErrorCheck::failed("dw view") };
+        let mut acc = ErrorCheck::new(gamma(out.n * out.h * out.w + 2));
+        let filter_as_dims = Dims::new(f.o, f.i, f.kh, f.kw);
+        if g.macs() <= full_limit {
+            let Ok(count) = f.count() else { return ErrorCheck::failed("dw too large") };
+            let mut want = vec![0.0f64; count];
+            let mut mag = vec![0.0f64; count];
+            let ax64: Vec<f64> = x64.iter().map(|v| v.abs()).collect();
+            let ady64: Vec<f64> = dy64.iter().map(|v| v.abs()).collect();
+            for (x, dy, dw) in [(&x64, &dy64, &mut want), (&ax64, &ady64, &mut mag)] {
+                let r = (|| -> Result<(), simdconv::Error> {
+                    let x = TensorView::new(&x[..], inp, layout)?;
+                    let dy = TensorView::new(&dy[..], out, layout)?;
+                    let dw = FilterViewMut::new(&mut dw[..], f, fl)?;
+                    reference::conv2d_backward_filter(g, x, dy, dw)
+                })();
+                if let Err(e) = r {
+                    return ErrorCheck::failed(&format!("reference failed: {e}"));
+                }
+            }
+            let (Ok(wv), Ok(mv)) = (FilterView::new(&want, f, fl), FilterView::new(&mag, f, fl)) else {
+                return ErrorCheck::failed("reference views");
+            };
+            for_each(filter_as_dims, &mut |o, i, ky, kx| {
+                acc.add(dw.get(o, i, ky, kx), wv.get(o, i, ky, kx), mv.get(o, i, ky, kx));
+            });
+        } else {
+            let (Ok(x), Ok(dy)) = (TensorView::new(&x64, inp, layout), TensorView::new(&dy64, out, layout))
+            else {
+                return ErrorCheck::failed("could not build f64 views for the check");
+            };
+            for_samples(filter_as_dims, samples, &mut |o, i, ky, kx| {
+                let (want, mag) = bwd_filter_at(g, &x, &dy, o, i, ky, kx);
+                acc.add(dw.get(o, i, ky, kx), want, mag);
+            });
+        }
+        acc
     }
 
     fn check_conv(&self, g: &ConvGeometry, full_limit: u64, samples: usize) -> ErrorCheck {
@@ -236,20 +401,7 @@ impl Prepared {
         if g.macs() <= full_limit {
             for_each(out, &mut one);
         } else {
-            let mut rng = Rng::new(0x5eed);
-            for s in 0..samples {
-                let n = rng.below(out.n);
-                let o = rng.below(out.c);
-                // The first samples hit the plane's corners, where padding matters most.
-                let (oy, ox) = match s {
-                    0 => (0, 0),
-                    1 => (0, out.w - 1),
-                    2 => (out.h - 1, 0),
-                    3 => (out.h - 1, out.w - 1),
-                    _ => (rng.below(out.h), rng.below(out.w)),
-                };
-                one(n, o, oy, ox);
-            }
+            for_samples(out, samples, &mut one);
         }
         acc
     }
@@ -303,6 +455,101 @@ impl Prepared {
         for_each(out, &mut |n, c, h, w| acc.add(y.get(n, c, h, w), wv.get(n, c, h, w), mv.get(n, c, h, w)));
         acc
     }
+}
+
+/// `samples` random positions of `d` (seeded, so every run checks the same ones); the
+/// first four hit the plane's corners, where padding matters most.
+fn for_samples(d: Dims, samples: usize, f: &mut impl FnMut(usize, usize, usize, usize)) {
+    let mut rng = Rng::new(0x5eed);
+    for s in 0..samples {
+        let n = rng.below(d.n);
+        let c = rng.below(d.c);
+        let (h, w) = match s {
+            0 => (0, 0),
+            1 => (0, d.w - 1),
+            2 => (d.h - 1, 0),
+            3 => (d.h - 1, d.w - 1),
+            _ => (rng.below(d.h), rng.below(d.w)),
+        };
+        f(n, c, h, w);
+    }
+}
+
+/// The output position along one axis whose tap `k` reads input position `i`, if any.
+fn output_for_tap(
+    i: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    outs: usize,
+    ins: usize,
+) -> Option<usize> {
+    let p = (i + pad).checked_sub(k * dilation)?;
+    let o = p / stride;
+    (p % stride == 0 && o < outs && input_coord(o, stride, k, dilation, pad, ins) == Some(i)).then_some(o)
+}
+
+/// One element of `dx` in f64, computed directly: `(sum dy * w, sum |dy| |w|)` over the
+/// output channels of `c`'s group and the taps that read `(iy, ix)`.
+fn bwd_data_at(
+    g: &ConvGeometry,
+    dy: &TensorView<'_, f64>,
+    w: &FilterView<'_, f64>,
+    n: usize,
+    c: usize,
+    iy: usize,
+    ix: usize,
+) -> (f64, f64) {
+    let (inp, out, f) = (g.input(), g.output(), g.filter());
+    let win = g.window();
+    let ([sh, sw], [dh, dw], pad) = (win.stride(), win.dilation(), win.padding());
+    let opg = f.o / g.groups();
+    let group = c / f.i;
+    let i = c % f.i;
+    let (mut sum, mut mag) = (0.0, 0.0);
+    for o in group * opg..(group + 1) * opg {
+        for ky in 0..f.kh {
+            let Some(oy) = output_for_tap(iy, ky, sh, dh, pad.top, out.h, inp.h) else { continue };
+            for kx in 0..f.kw {
+                let Some(ox) = output_for_tap(ix, kx, sw, dw, pad.left, out.w, inp.w) else { continue };
+                let (a, b) = (dy.get(n, o, oy, ox), w.get(o, i, ky, kx));
+                sum += a * b;
+                mag += (a * b).abs();
+            }
+        }
+    }
+    (sum, mag)
+}
+
+/// One element of `dw` in f64, computed directly: `(sum dy * x, sum |dy| |x|)` over the
+/// batch and the output positions whose tap `(ky, kx)` is inside the input.
+fn bwd_filter_at(
+    g: &ConvGeometry,
+    x: &TensorView<'_, f64>,
+    dy: &TensorView<'_, f64>,
+    o: usize,
+    i: usize,
+    ky: usize,
+    kx: usize,
+) -> (f64, f64) {
+    let (inp, out, f) = (g.input(), g.output(), g.filter());
+    let win = g.window();
+    let ([sh, sw], [dh, dw], pad) = (win.stride(), win.dilation(), win.padding());
+    let c = (o / (f.o / g.groups())) * f.i + i;
+    let (mut sum, mut mag) = (0.0, 0.0);
+    for n in 0..out.n {
+        for oy in 0..out.h {
+            let Some(iy) = input_coord(oy, sh, ky, dh, pad.top, inp.h) else { continue };
+            for ox in 0..out.w {
+                let Some(ix) = input_coord(ox, sw, kx, dw, pad.left, inp.w) else { continue };
+                let (a, b) = (dy.get(n, o, oy, ox), x.get(n, c, iy, ix));
+                sum += a * b;
+                mag += (a * b).abs();
+            }
+        }
+    }
+    (sum, mag)
 }
 
 fn for_each(d: Dims, f: &mut impl FnMut(usize, usize, usize, usize)) {
@@ -481,6 +728,60 @@ mod tests {
                     assert_eq!(sampled.checked, 16);
                     assert!(!sampled.ok(), "{name}: {sampled:?}");
                 }
+            }
+        }
+    }
+
+    /// The backward checks pass a correct result both in full (the f64 reference) and
+    /// sampled (the direct per-element sums, which must agree with the kernel on the
+    /// sampled elements), and catch one wrong element and wrong sampled corners.
+    #[test]
+    fn backward_check_catches_a_wrong_gradient() {
+        for name in ["quick_conv3x3_bwd_data", "quick_conv3x3_bwd_filter", "quick_dilated"] {
+            let mut case = crate::cases::find_case(name).unwrap();
+            // The dilated, padded layer's data gradient exercises `output_for_tap`.
+            if let Op::Conv(spec) = case.op {
+                case = crate::cases::backward_cases(name, spec)[0].clone();
+            }
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                let mut p = Prepared::new(&case, Exec::new(), layout, Algorithm::Auto).unwrap();
+                p.run().unwrap();
+                let is_data = matches!(p.geometry, Geometry::BwdData(_));
+                let len = if is_data { p.x.len() } else { p.w.len() };
+                let good = p.check(u64::MAX, 0);
+                assert!(good.ok() && good.checked == len, "{name}: {good:?}");
+                let sampled = p.check(0, 256);
+                assert!(sampled.ok() && sampled.checked == 256, "{name}: {sampled:?}");
+                let out = if is_data { &mut p.x } else { &mut p.w };
+                let i = len / 3;
+                let old = out[i];
+                out[i] += 1.0;
+                let bad = p.check(u64::MAX, 0);
+                assert_eq!(bad.violations, 1, "{name}: {bad:?}");
+                let out = if is_data { &mut p.x } else { &mut p.w };
+                out[i] = old;
+                // The first sample is at spatial (0, 0) of a random (n, c) / (o, i).
+                match p.geometry {
+                    Geometry::BwdData(g) => {
+                        let mut dx = TensorViewMut::new(&mut p.x, g.input(), layout).unwrap();
+                        for c in 0..g.input().c {
+                            *dx.get_mut(0, c, 0, 0) = f32::NAN;
+                        }
+                    }
+                    Geometry::BwdFilter(g) => {
+                        let f = g.filter();
+                        let mut dw = FilterViewMut::new(&mut p.w, f, filter_layout(layout)).unwrap();
+                        for o in 0..f.o {
+                            for i in 0..f.i {
+                                *dw.get_mut(o, i, 0, 0) = f32::NAN;
+                            }
+                        }
+                    }
+                    _ => unreachable!("backward cases only"),
+                }
+                let sampled = p.check(0, 16);
+                assert_eq!(sampled.checked, 16);
+                assert!(!sampled.ok(), "{name}: {sampled:?}");
             }
         }
     }

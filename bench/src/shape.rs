@@ -127,7 +127,7 @@ pub fn parse_shape(spec: &str) -> Result<Case, String> {
         return Err(format!("{spec:?}: unknown or inapplicable key {k:?}"));
     }
     let geometry = match &op {
-        Op::Conv(c) => c.geometry().map(|_| ()),
+        Op::Conv(c) | Op::ConvBackwardData(c) | Op::ConvBackwardFilter(c) => c.geometry().map(|_| ()),
         Op::Pool(p) => p.geometry().map(|_| ()),
     };
     geometry.map_err(|e| format!("{spec:?}: invalid geometry: {e}"))?;

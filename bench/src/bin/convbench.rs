@@ -282,13 +282,15 @@ fn bench(cfg: &Config) -> Result<ExitCode, String> {
         .flat_map(|c| {
             let algos: Vec<Algorithm> = match c.op {
                 Op::Conv(_) => cfg.algos.clone(),
-                Op::Pool(_) => vec![Algorithm::Auto],
+                // Backward cases always run `BackwardAlgorithm::Auto`.
+                Op::Pool(_) | Op::ConvBackwardData(_) | Op::ConvBackwardFilter(_) => vec![Algorithm::Auto],
             };
             algos.into_iter().map(move |a| (c, a))
         })
         .collect();
     for (i, (case, algo)) in jobs.iter().enumerate() {
-        eprint!("[{}/{}] {} ({}) ... ", i + 1, jobs.len(), case.name, algo.name());
+        let algo_name = if case.op.is_backward() { run::BACKWARD_ALGORITHM.name() } else { algo.name() };
+        eprint!("[{}/{}] {} ({}) ... ", i + 1, jobs.len(), case.name, algo_name);
         let row = measure_case(case, exec, cfg.layout, *algo, &settings, Some(&limits));
         match (&row.error, row.median_ms) {
             (Some(e), _) => eprintln!("error: {e}"),
@@ -319,6 +321,7 @@ fn bench(cfg: &Config) -> Result<ExitCode, String> {
         list_per_thread(&limits.peak_gflops, "GFLOP/s"),
         list_per_thread(&limits.copy_gbps, "GB/s")
     );
+    report::fill_fwd_ratios(&mut rows);
     println!();
     print!("{}", report::text_table(&rows));
     let starred = rows.iter().any(|r| r.algo.ends_with('*'));
