@@ -124,3 +124,10 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 pub fn abs_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x).abs()).collect()
 }
+
+/// Proptest cases per property: `default`, unless `PROPTEST_CASES` says otherwise (CI
+/// lowers it under qemu emulation, a local bug hunt raises it).
+#[must_use]
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}

@@ -333,7 +333,7 @@ fn check_case_with(c: &Case, algos: &[BackwardAlgorithm]) -> Result<(), String> 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
 
     #[test]
     fn backward_matches_reference(c in case()) {

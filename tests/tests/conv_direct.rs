@@ -215,11 +215,7 @@ prop_compose! {
 }
 
 proptest! {
-    // 48 cases unless PROPTEST_CASES asks for more (a longer local hunt).
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
 
     #[test]
     fn direct_matches_reference(case in direct_case()) {

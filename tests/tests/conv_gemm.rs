@@ -243,7 +243,7 @@ prop_compose! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
 
     #[test]
     fn im2col_matches_reference(case in any_case()) {

@@ -133,7 +133,7 @@ fn activation_strategy() -> impl Strategy<Value = Activation> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
 
     #[test]
     fn fc_forward_matches_reference(
@@ -237,7 +237,7 @@ fn fc_to_conv_case(c: usize, h: usize, w: usize, no: usize, seed: u64, layout: L
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(32)))]
 
     #[test]
     fn fc_to_conv_filter_is_the_same_layer(
@@ -600,7 +600,7 @@ fn local_case(c: &LocalCase) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
 
     #[test]
     fn locally_connected_matches_reference(c in local_strategy()) {
@@ -772,7 +772,7 @@ fn lrn_strategy() -> impl Strategy<Value = Lrn> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
 
     #[test]
     fn lrn_matches_reference(
@@ -1012,7 +1012,7 @@ fn layer_strategy() -> impl Strategy<Value = LayerSpec> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(64)))]
 
     /// The planner walks a net exactly as chaining the kernels' geometries would: the same
     /// shapes, counts and workspaces, and the same error at the same layer.

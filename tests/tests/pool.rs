@@ -362,7 +362,7 @@ fn check_global(d: Dims, seed: u64, mode: u8, extra: usize) -> Result<(), String
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
 
     #[test]
     fn max_matches_reference(c in case()) {
