@@ -360,6 +360,37 @@ fn conv_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     Ok(())
 }
 
+/// `conv(x, w) + b + r` in f64 with every input first mapped by `widen` (plain widening
+/// for the reference, absolute values for the error bound's magnitude).
+#[allow(clippy::too_many_arguments)]
+fn conv_f64(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    r: Option<&[f32]>,
+    layout: Layout,
+    fl: FilterLayout,
+    widen: fn(&[f32]) -> Vec<f64>,
+) -> Vec<f64> {
+    let (x64, w64, b64) = (widen(x), widen(w), b.map(widen));
+    let mut y = vec![0.0f64; g.output().count().unwrap()];
+    reference::conv2d(
+        g,
+        TensorView::new(&x64, g.input(), layout).unwrap(),
+        FilterView::new(&w64, g.filter(), fl).unwrap(),
+        b64.as_deref(),
+        TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
+    )
+    .unwrap();
+    if let Some(r) = r {
+        for (v, rv) in y.iter_mut().zip(widen(r)) {
+            *v += rv;
+        }
+    }
+    y
+}
+
 /// The f64 reference of `activation(conv(x, w) + b + r)` in `layout`.
 #[allow(clippy::too_many_arguments)]
 #[must_use]
@@ -373,23 +404,7 @@ pub fn conv_reference(
     layout: Layout,
     fl: FilterLayout,
 ) -> Vec<f64> {
-    let x64 = crate::to_f64(x);
-    let w64 = crate::to_f64(w);
-    let b64 = b.map(crate::to_f64);
-    let mut y = vec![0.0f64; g.output().count().unwrap()];
-    reference::conv2d(
-        g,
-        TensorView::new(&x64, g.input(), layout).unwrap(),
-        FilterView::new(&w64, g.filter(), fl).unwrap(),
-        b64.as_deref(),
-        TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
-    )
-    .unwrap();
-    if let Some(r) = r {
-        for (v, &rv) in y.iter_mut().zip(r) {
-            *v += f64::from(rv);
-        }
-    }
+    let mut y = conv_f64(g, x, w, b, r, layout, fl, crate::to_f64);
     for v in &mut y {
         *v = match act {
             Activation::Identity => *v,
@@ -411,24 +426,7 @@ pub fn conv_magnitude(
     layout: Layout,
     fl: FilterLayout,
 ) -> Vec<f64> {
-    let x64 = crate::abs_f64(x);
-    let w64 = crate::abs_f64(w);
-    let b64 = b.map(crate::abs_f64);
-    let mut y = vec![0.0f64; g.output().count().unwrap()];
-    reference::conv2d(
-        g,
-        TensorView::new(&x64, g.input(), layout).unwrap(),
-        FilterView::new(&w64, g.filter(), fl).unwrap(),
-        b64.as_deref(),
-        TensorViewMut::new(&mut y, g.output(), layout).unwrap(),
-    )
-    .unwrap();
-    if let Some(r) = r {
-        for (v, &rv) in y.iter_mut().zip(r) {
-            *v += f64::from(rv).abs();
-        }
-    }
-    y
+    conv_f64(g, x, w, b, r, layout, fl, crate::abs_f64)
 }
 
 fn pool_data(u: &mut Unstructured<'_>, n: usize) -> AResult<Vec<f32>> {
