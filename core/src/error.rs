@@ -147,6 +147,8 @@ pub enum Unsupported {
     MixedLayouts,
     /// More than one thread was asked for, but the `rayon` feature is off.
     ThreadsNeedRayon,
+    /// The Winograd algorithm needs a 3x3 kernel with stride 1 (any dilation).
+    WinogradNeeds3x3Stride1,
 }
 
 impl fmt::Display for Unsupported {
@@ -165,6 +167,9 @@ impl fmt::Display for Unsupported {
             ),
             Unsupported::MixedLayouts => f.write_str("input and output tensors must use the same layout"),
             Unsupported::ThreadsNeedRayon => f.write_str("more than one thread needs the `rayon` feature"),
+            Unsupported::WinogradNeeds3x3Stride1 => {
+                f.write_str("the Winograd algorithm needs a 3x3 kernel with stride 1")
+            }
         }
     }
 }

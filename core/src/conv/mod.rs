@@ -6,6 +6,7 @@
 //! | [`Algorithm::Im2colGemm`] | the notes' method: receptive fields stretched into columns (tiled), one GEMM per tile | bounded, see [`conv2d_workspace_len`] | `std` |
 //! | [`Algorithm::Pointwise`] | 1x1: a GEMM reading the input in place through strides | none | `std`, 1x1 kernel, no padding |
 //! | [`Algorithm::Depthwise`] | one filter per channel (times a multiplier), memory-bound SIMD | none | `groups == in_channels` |
+//! | [`Algorithm::Winograd`] | F(4x4, 3x3): 2.25x fewer multiplications, 36 GEMMs per block of tiles | transformed filter + bounded tiles | `std`, 3x3, stride 1 |
 //!
 //! [`Algorithm::Auto`] picks per shape (see [`select_algorithm`]). Asking by name for an
 //! algorithm that cannot do a geometry is an error, never a silent fallback.
@@ -19,6 +20,11 @@ mod matmul;
 #[cfg(feature = "std")]
 mod pointwise;
 pub(crate) mod store;
+#[cfg(feature = "std")]
+mod winograd;
+
+#[cfg(feature = "std")]
+pub use winograd::{conv2d_winograd, conv2d_winograd_workspace_len, WinogradFilter, WinogradFilterBuf};
 
 use crate::error::{Error, Operand, Result, Unsupported};
 use crate::geometry::ConvGeometry;
@@ -41,12 +47,21 @@ pub enum Algorithm {
     Pointwise,
     /// Depthwise convolution (`groups == in_channels`).
     Depthwise,
+    /// Winograd F(4x4, 3x3) for 3x3 stride-1 kernels, any dilation (needs `std`). Its
+    /// rounding error is larger than a direct sum's: see [`conv2d_winograd`] and the
+    /// module documentation of the bound.
+    Winograd,
 }
 
 impl Algorithm {
     /// Every named algorithm (not `Auto`).
-    pub const NAMED: [Algorithm; 4] =
-        [Algorithm::Direct, Algorithm::Im2colGemm, Algorithm::Pointwise, Algorithm::Depthwise];
+    pub const NAMED: [Algorithm; 5] = [
+        Algorithm::Direct,
+        Algorithm::Im2colGemm,
+        Algorithm::Pointwise,
+        Algorithm::Depthwise,
+        Algorithm::Winograd,
+    ];
 
     /// Lower-case name, as the benchmarks print it.
     #[must_use]
@@ -57,6 +72,7 @@ impl Algorithm {
             Algorithm::Im2colGemm => "im2col",
             Algorithm::Pointwise => "pointwise",
             Algorithm::Depthwise => "depthwise",
+            Algorithm::Winograd => "winograd",
         }
     }
 
@@ -86,11 +102,20 @@ impl Algorithm {
                     Err(Error::Unsupported(Unsupported::DepthwiseNeedsGroupsEqualChannels))
                 }
             }
+            Algorithm::Winograd => {
+                needs_std()?;
+                let win = g.window();
+                if win.kernel() == [3, 3] && win.stride() == [1, 1] {
+                    Ok(())
+                } else {
+                    Err(Error::Unsupported(Unsupported::WinogradNeeds3x3Stride1))
+                }
+            }
         }
     }
 }
 
-fn needs_std() -> Result<()> {
+pub(crate) fn needs_std() -> Result<()> {
     if cfg!(feature = "std") {
         Ok(())
     } else {
@@ -159,6 +184,8 @@ pub fn conv2d_workspace_len(g: &ConvGeometry, algorithm: Algorithm, layout: Layo
     match algorithm {
         #[cfg(feature = "std")]
         Algorithm::Im2colGemm => im2col::workspace_len(g, layout),
+        #[cfg(feature = "std")]
+        Algorithm::Winograd => winograd::workspace_len(g),
         _ => Ok(0),
     }
 }
@@ -202,8 +229,12 @@ pub fn conv2d(
         Algorithm::Im2colGemm => im2col::run(args, y, &mut workspace[..need]),
         #[cfg(feature = "std")]
         Algorithm::Pointwise => pointwise::run(args, y),
+        #[cfg(feature = "std")]
+        Algorithm::Winograd => winograd::run(args, y, &mut workspace[..need]),
         #[cfg(not(feature = "std"))]
-        Algorithm::Im2colGemm | Algorithm::Pointwise => Err(Error::Unsupported(Unsupported::NeedsStd)),
+        Algorithm::Im2colGemm | Algorithm::Pointwise | Algorithm::Winograd => {
+            Err(Error::Unsupported(Unsupported::NeedsStd))
+        }
         Algorithm::Depthwise => depthwise::run(args, y),
     }
 }
@@ -241,7 +272,7 @@ pub fn conv2d_alloc(
 }
 
 /// The layout input, output and residual share (see `tensor::shared_layout`).
-fn shared_layout(
+pub(crate) fn shared_layout(
     x: &TensorView<'_, f32>,
     y: &TensorViewMut<'_, f32>,
     epilogue: &Epilogue<'_>,

@@ -1,0 +1,779 @@
+//! Winograd F(4x4, 3x3) for 3x3 stride-1 convolution (Lavin and Gray, 2015).
+//!
+//! Each 4x4 block of outputs of one output channel is
+//! `Y = A^T [ sum_c (G g_c G^T) . (B^T d_c B) ] A`, with `g_c` the 3x3 filter of input
+//! channel `c` and `d_c` the 6x6 input patch under the block (`.` is the element-wise
+//! product), for the interpolation points `0, 1, -1, 2, -2, inf`:
+//!
+//! ```text
+//!        | 4  0 -5  0  1  0 |        | 1/4    0     0   |         | 1 1  1 1  1 0 |
+//!        | 0 -4 -4  1  1  0 |        | -1/6 -1/6  -1/6  |   A^T = | 0 1 -1 2 -2 0 |
+//! B^T =  | 0  4 -4 -1  1  0 |   G =  | -1/6  1/6  -1/6  |         | 0 1  1 4  4 0 |
+//!        | 0 -2 -1  2  1  0 |        | 1/24 1/12  1/6   |         | 0 1 -1 8 -8 1 |
+//!        | 0  2 -1 -2  1  0 |        | 1/24 -1/12 1/6   |
+//!        | 0  4  0 -5  0  1 |        | 0      0     1   |
+//! ```
+//!
+//! The sum over `c` is, for each of the 36 transformed positions `xi`, a matrix product
+//! `M[xi] (tiles x K) = V[xi] (tiles x C) * U[xi] (C x K)`, run by `gemm`: 36 products of
+//! `C * K` multiplications per tile instead of the direct `16 * 9 * C * K`, 2.25x fewer
+//! than a direct sum before the transforms.
+//!
+//! Layout: the transformed filter `U` is `[group][xi][c][k]` with `k` padded to a multiple
+//! of 16 (so every SIMD width stores whole vectors); tiles of a block are transformed into
+//! `V = [xi][tile][c]` and multiplied into `M = [xi][tile][k]` (channels padded likewise).
+//! All three transforms are vectorised across channels: input channels for `B^T d B`,
+//! output channels for `G g G^T` and `A^T M A`. An NHWC view loads a pixel's channels as
+//! one vector; an NCHW view gathers them (one scalar load per channel).
+//!
+//! The epilogue (bias, residual, activation) is applied to the vectors the output
+//! transform produces, before they are stored: no second pass over `y`.
+//!
+//! Dilation `d` (stride 1) is decomposed into `d_h * d_w` polyphase convolutions: outputs
+//! `(oh, ow)` with the same `(oh mod d_h, ow mod d_w)` read only input rows and columns of
+//! one residue class, so each phase is an undilated 3x3 convolution on strided sub-views
+//! of `x` and `y`, with its own top / left padding.
+//!
+//! ## Rounding error
+//!
+//! With `u = 2^-24` and `gamma(n) = n u / (1 - n u)`, each computed output satisfies, to
+//! first order,
+//!
+//! `|y - y_exact| <= gamma(C_g + 32) * sum_c |A^T| (|G| |g_c| |G^T| . |B^T| |d_c| |B|) |A|`
+//!
+//! (the filter transform is two 3-term sums with rounded constants, at most 8 roundings;
+//! the input transform two 4-term sums with exact constants, 8; the products and the sum
+//! over `C_g` channels, `C_g + 1`; the output transform two 5-term sums, 10; the epilogue's
+//! bias and residual adds, 2; plus slack, against the direct sum's `gamma(9 C_g)`). Bounding
+//! `|g_c| <= max|g_c|` and `|d_c| <= max|d_c|` element-wise gives
+//!
+//! `|y - y_exact| <= gamma(C_g + 32) * 48^2 * sum_c max|g_c| max|d_c|`,
+//!
+//! where `48 = max_i sum_xi |A^T[i][xi]| rowsum|G|[xi] rowsum|B^T|[xi]` (row sums of `G`:
+//! `1/4, 1/2, 1/2, 7/24, 7/24, 1`; of `B^T`: `10, 10, 10, 6, 6, 10`; row 3 of `A^T` gives
+//! `5 + 5 + 8 * 1.75 * 2 + 10 = 48`). This is much looser than what the sum of |w||x| of a
+//! direct sum allows: Winograd trades accuracy for speed, and F(4x4, 3x3) is the largest
+//! tile whose error stays within single precision for the usual layer widths (measured
+//! maximum relative errors are in the convbench results).
+
+use pulp::{Simd, WithSimd};
+
+use super::matmul::{gemm_parallelism, istride, matmul, split, Mat};
+use super::ConvArgs;
+use crate::error::{Dim, Error, Operand, Result, Unsupported};
+use crate::geometry::{ConvGeometry, FilterDims};
+use crate::isa::Exec;
+use crate::params::{Activation, Epilogue};
+use crate::tensor::{FilterView, TensorView, TensorViewMut};
+
+/// Transformed positions per tile (6 x 6).
+const XI: usize = 36;
+/// Channel padding of `U`, `V` and `M`: the widest SIMD vector (AVX-512, 16 floats).
+const PAD: usize = 16;
+/// Target floats of one worker's `V` and `M` tile buffers together (4 MiB): the 36
+/// products of a block then find their operands in L2 / L3.
+const TILE_BUDGET: usize = 1 << 20;
+/// Fewest tiles per worker before threads split the tiles rather than each product.
+const MIN_WORKER_TILES: usize = 8;
+
+/// Checks that `g` is a 3x3 stride-1 convolution (any dilation, padding, groups).
+pub(crate) fn supports(g: &ConvGeometry) -> Result<()> {
+    let win = g.window();
+    if win.kernel() == [3, 3] && win.stride() == [1, 1] {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(Unsupported::WinogradNeeds3x3Stride1))
+    }
+}
+
+/// Channel counts of one group, and their padded extents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    groups: usize,
+    cg: usize,
+    kg: usize,
+    cgp: usize,
+    kgp: usize,
+}
+
+fn round_up(n: usize) -> Result<usize> {
+    n.checked_next_multiple_of(PAD).ok_or(Error::Overflow { dim: Dim::Channels })
+}
+
+fn mul(a: usize, b: usize) -> Result<usize> {
+    a.checked_mul(b).ok_or(Error::Overflow { dim: Dim::Channels })
+}
+
+impl Shape {
+    fn of(g: &ConvGeometry) -> Result<Shape> {
+        supports(g)?;
+        let f = g.filter();
+        let groups = g.groups();
+        let kg = f.o / groups;
+        Ok(Shape { groups, cg: f.i, kg, cgp: round_up(f.i)?, kgp: round_up(kg)? })
+    }
+
+    /// Floats of the transformed filter: `groups * 36 * C_g * K_g` (padded).
+    fn packed_len(&self) -> Result<usize> {
+        mul(mul(mul(self.groups, XI)?, self.cg)?, self.kgp)
+    }
+
+    /// Floats of `V` and `M` for one tile.
+    fn per_tile(&self) -> Result<usize> {
+        mul(XI, self.cgp.checked_add(self.kgp).ok_or(Error::Overflow { dim: Dim::Channels })?)
+    }
+}
+
+/// One polyphase sub-convolution: outputs `(dh * a + ph, dw * b + pw)` from input rows
+/// `dh * i + rh` and columns `dw * j + rw`, an undilated 3x3 convolution with padding
+/// `(pad_t, pad_l)` on an `ih x iw` sub-input giving an `oh x ow` sub-output.
+#[derive(Clone, Copy, Debug)]
+struct Phase {
+    ph: usize,
+    pw: usize,
+    rh: usize,
+    rw: usize,
+    ih: usize,
+    iw: usize,
+    oh: usize,
+    ow: usize,
+    pad_t: usize,
+    pad_l: usize,
+    /// Tile rows and columns.
+    th: usize,
+    tw: usize,
+}
+
+/// The phase of one axis: `(residue, sub-input extent, sub-output extent, pad)`.
+fn axis_phase(p: usize, d: usize, pad: usize, input: usize, output: usize) -> (usize, usize, usize, usize) {
+    // Fit: p < d and pad <= the padded extent, both far below isize::MAX for a validated
+    // geometry (its element counts fit usize and its extents are sums of them).
+    let e = p as isize - pad as isize;
+    let q = e.div_euclid(d as isize);
+    let r = e.rem_euclid(d as isize) as usize;
+    let sub_in = if r < input { (input - r).div_ceil(d) } else { 0 };
+    let sub_out = if p < output { (output - p).div_ceil(d) } else { 0 };
+    // q <= 0 because p < d: the sub-convolution's padding is -q.
+    (r, sub_in, sub_out, q.unsigned_abs())
+}
+
+fn phases(g: &ConvGeometry) -> impl Iterator<Item = Phase> + '_ {
+    let win = g.window();
+    let [dh, dw] = win.dilation();
+    let pad = win.padding();
+    let (i, o) = (g.input(), g.output());
+    (0..dh).flat_map(move |ph| {
+        (0..dw).map(move |pw| {
+            let (rh, ih, oh, pad_t) = axis_phase(ph, dh, pad.top, i.h, o.h);
+            let (rw, iw, ow, pad_l) = axis_phase(pw, dw, pad.left, i.w, o.w);
+            Phase { ph, pw, rh, rw, ih, iw, oh, ow, pad_t, pad_l, th: oh.div_ceil(4), tw: ow.div_ceil(4) }
+        })
+    })
+}
+
+/// The most tiles of one phase (phase 0 has the largest sub-output).
+fn max_tiles(g: &ConvGeometry) -> usize {
+    phases(g).map(|p| g.output().n.saturating_mul(p.th).saturating_mul(p.tw)).max().unwrap_or(0)
+}
+
+/// Floats of tile workspace (`V` and `M` of one block of tiles).
+pub(crate) fn tile_workspace_len(g: &ConvGeometry) -> Result<usize> {
+    let shape = Shape::of(g)?;
+    let per = shape.per_tile()?;
+    let tiles = (TILE_BUDGET / per).max(1).min(max_tiles(g).max(1));
+    mul(per, tiles)
+}
+
+/// Floats of the transformed filter of `g`.
+pub(crate) fn packed_len(g: &ConvGeometry) -> Result<usize> {
+    Shape::of(g)?.packed_len()
+}
+
+/// Workspace of the per-call path: the transformed filter, then the tile buffers.
+pub(crate) fn workspace_len(g: &ConvGeometry) -> Result<usize> {
+    packed_len(g)?.checked_add(tile_workspace_len(g)?).ok_or(Error::Overflow { dim: Dim::Channels })
+}
+
+// ---------------------------------------------------------------------------------------
+// The three transforms, on vectors of channels.
+
+#[inline(always)]
+fn load<S: Simd>(src: &[f32]) -> S::f32s {
+    S::as_simd_f32s(&src[..S::F32_LANES]).0[0]
+}
+
+#[inline(always)]
+fn store<S: Simd>(dst: &mut [f32], v: S::f32s) {
+    S::as_mut_simd_f32s(&mut dst[..S::F32_LANES]).0[0] = v;
+}
+
+/// `B^T d` for one column of 6.
+#[inline(always)]
+fn bt<S: Simd>(s: S, d: [S::f32s; 6]) -> [S::f32s; 6] {
+    let four = s.splat_f32s(4.0);
+    let m4 = s.splat_f32s(-4.0);
+    let m5 = s.splat_f32s(-5.0);
+    let two = s.splat_f32s(2.0);
+    let m2 = s.splat_f32s(-2.0);
+    let e = s.sub_f32s(d[4], d[2]);
+    let f = s.sub_f32s(d[3], d[1]);
+    [
+        s.mul_add_e_f32s(four, d[0], s.mul_add_e_f32s(m5, d[2], d[4])),
+        s.mul_add_e_f32s(m4, s.add_f32s(d[1], d[2]), s.add_f32s(d[3], d[4])),
+        s.mul_add_e_f32s(four, s.sub_f32s(d[1], d[2]), s.sub_f32s(d[4], d[3])),
+        s.mul_add_e_f32s(two, f, e),
+        s.mul_add_e_f32s(m2, f, e),
+        s.mul_add_e_f32s(four, d[1], s.mul_add_e_f32s(m5, d[3], d[5])),
+    ]
+}
+
+/// `G g` for one column of 3.
+#[inline(always)]
+fn gt<S: Simd>(s: S, g: [S::f32s; 3]) -> [S::f32s; 6] {
+    let a = s.add_f32s(g[0], g[2]);
+    let sixth = s.splat_f32s(-1.0 / 6.0);
+    let b = s.mul_add_e_f32s(s.splat_f32s(1.0 / 24.0), g[0], s.mul_f32s(s.splat_f32s(1.0 / 6.0), g[2]));
+    let c = s.mul_f32s(s.splat_f32s(1.0 / 12.0), g[1]);
+    [
+        s.mul_f32s(s.splat_f32s(0.25), g[0]),
+        s.mul_f32s(sixth, s.add_f32s(a, g[1])),
+        s.mul_f32s(sixth, s.sub_f32s(a, g[1])),
+        s.add_f32s(b, c),
+        s.sub_f32s(b, c),
+        g[2],
+    ]
+}
+
+/// `A^T m` for one column of 6.
+#[inline(always)]
+fn at<S: Simd>(s: S, m: [S::f32s; 6]) -> [S::f32s; 4] {
+    let a = s.add_f32s(m[1], m[2]);
+    let b = s.sub_f32s(m[1], m[2]);
+    let c = s.add_f32s(m[3], m[4]);
+    let d = s.sub_f32s(m[3], m[4]);
+    [
+        s.add_f32s(s.add_f32s(m[0], a), c),
+        s.mul_add_e_f32s(s.splat_f32s(2.0), d, b),
+        s.mul_add_e_f32s(s.splat_f32s(4.0), c, a),
+        s.add_f32s(s.mul_add_e_f32s(s.splat_f32s(8.0), d, b), m[5]),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Filter transform.
+
+/// `U[grp][xi][c][k] = (G g G^T)[xi]` for filter `k` of group `grp`, input channel `c`.
+struct PackFilter<'a, 'b> {
+    w: &'b FilterView<'a, f32>,
+    shape: Shape,
+    u: &'b mut [f32],
+}
+
+impl WithSimd for PackFilter<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let PackFilter { w, shape, u } = self;
+        let l = S::F32_LANES;
+        let wd = w.data();
+        let Shape { groups, cg, kg, kgp, .. } = shape;
+        for grp in 0..groups {
+            for c in 0..cg {
+                for k0 in (0..kgp).step_by(l) {
+                    let lanes = kg.saturating_sub(k0).min(l);
+                    let mut g = [[s.splat_f32s(0.0); 3]; 3];
+                    for (kh, row) in g.iter_mut().enumerate() {
+                        for (kw, v) in row.iter_mut().enumerate() {
+                            let mut buf = [0.0f32; PAD];
+                            for (j, b) in buf[..lanes].iter_mut().enumerate() {
+                                *b = wd[w.offset(grp * kg + k0 + j, c, kh, kw)];
+                            }
+                            *v = load::<S>(&buf);
+                        }
+                    }
+                    // Columns, then rows: t[xi][kw] = (G g)[xi][kw], U = t G^T.
+                    let mut t = [[s.splat_f32s(0.0); 3]; 6];
+                    for kw in 0..3 {
+                        let col = gt(s, [g[0][kw], g[1][kw], g[2][kw]]);
+                        for (xi, v) in col.into_iter().enumerate() {
+                            t[xi][kw] = v;
+                        }
+                    }
+                    for (xi, row) in t.iter().enumerate() {
+                        for (nu, v) in gt(s, *row).into_iter().enumerate() {
+                            let o = ((grp * XI + xi * 6 + nu) * cg + c) * kgp + k0;
+                            store::<S>(&mut u[o..], v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn pack_into(exec: &Exec, w: &FilterView<'_, f32>, shape: Shape, u: &mut [f32]) {
+    exec.dispatch(PackFilter { w, shape, u });
+}
+
+// ---------------------------------------------------------------------------------------
+// Input transform.
+
+/// `V[xi][t][c]` for tiles `[t0, t1)` of `phase`, input channels of group `grp`.
+struct InputTransform<'a, 'b> {
+    x: &'b TensorView<'a, f32>,
+    dil: [usize; 2],
+    phase: Phase,
+    shape: Shape,
+    grp: usize,
+    t0: usize,
+    t1: usize,
+    v: &'b mut [f32],
+}
+
+impl WithSimd for InputTransform<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let InputTransform { x, dil, phase: p, shape, grp, t0, t1, v } = self;
+        let l = S::F32_LANES;
+        let xd = x.data();
+        let xs = x.strides();
+        let len = t1 - t0;
+        let Shape { cg, cgp, .. } = shape;
+        let c_lo = grp * cg;
+        let zero = s.splat_f32s(0.0);
+        for t in t0..t1 {
+            let n = t / (p.th * p.tw);
+            let rem = t % (p.th * p.tw);
+            let (ti, tj) = (rem / p.tw, rem % p.tw);
+            // Sub-input origin of the 6x6 patch (may be negative: padding).
+            let i0 = (4 * ti) as isize - p.pad_t as isize;
+            let j0 = (4 * tj) as isize - p.pad_l as isize;
+            // Offsets of the patch's rows / columns in `x`, or None in the padding.
+            let coord = |o: isize, r: usize, ext: usize, res: usize, d: usize| -> Option<usize> {
+                let i = o + r as isize;
+                (i >= 0 && (i as usize) < ext).then(|| (i as usize) * d + res)
+            };
+            let rows: [Option<usize>; 6] = core::array::from_fn(|r| coord(i0, r, p.ih, p.rh, dil[0]));
+            let cols: [Option<usize>; 6] = core::array::from_fn(|c| coord(j0, c, p.iw, p.rw, dil[1]));
+            for c0 in (0..cgp).step_by(l) {
+                let lanes = cg.saturating_sub(c0).min(l);
+                let contiguous = lanes == l && xs[1] == 1;
+                let mut d = [[zero; 6]; 6];
+                for (r, ih) in rows.iter().enumerate() {
+                    let Some(ih) = *ih else { continue };
+                    for (c, iw) in cols.iter().enumerate() {
+                        let Some(iw) = *iw else { continue };
+                        let o = x.offset(n, c_lo + c0, ih, iw);
+                        d[r][c] = if contiguous {
+                            load::<S>(&xd[o..])
+                        } else {
+                            let mut buf = [0.0f32; PAD];
+                            for (j, b) in buf[..lanes].iter_mut().enumerate() {
+                                *b = xd[o + j * xs[1]];
+                            }
+                            load::<S>(&buf)
+                        };
+                    }
+                }
+                let mut tmp = [[zero; 6]; 6];
+                for c in 0..6 {
+                    let col = bt(s, [d[0][c], d[1][c], d[2][c], d[3][c], d[4][c], d[5][c]]);
+                    for (xi, val) in col.into_iter().enumerate() {
+                        tmp[xi][c] = val;
+                    }
+                }
+                for (xi, row) in tmp.iter().enumerate() {
+                    for (nu, val) in bt(s, *row).into_iter().enumerate() {
+                        let o = ((xi * 6 + nu) * len + (t - t0)) * cgp + c0;
+                        store::<S>(&mut v[o..], val);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Output transform with the fused epilogue.
+
+/// The output tensor, shared by workers that each write their own tiles.
+#[derive(Clone, Copy)]
+struct OutRaw {
+    ptr: *mut f32,
+    strides: [usize; 4],
+}
+
+// SAFETY: made from a `TensorViewMut` that stays mutably borrowed while workers use it;
+// each worker writes the outputs of its own tiles only, and a view's elements never alias.
+unsafe impl Send for OutRaw {}
+// SAFETY: as above; shared references only copy the pointer.
+unsafe impl Sync for OutRaw {}
+
+struct OutputTransform<'a, 'b> {
+    m: &'b [f32],
+    y: OutRaw,
+    dil: [usize; 2],
+    phase: Phase,
+    shape: Shape,
+    grp: usize,
+    t0: usize,
+    t1: usize,
+    bias: Option<&'a [f32]>,
+    residual: Option<TensorView<'a, f32>>,
+    act: Activation,
+}
+
+impl WithSimd for OutputTransform<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        let OutputTransform { m, y, dil, phase: p, shape, grp, t0, t1, bias, residual, act } = self;
+        let l = S::F32_LANES;
+        let len = t1 - t0;
+        let Shape { kg, kgp, .. } = shape;
+        let k_lo = grp * kg;
+        let zero = s.splat_f32s(0.0);
+        let (lo, hi, clamp) = match act {
+            Activation::Identity => (f32::NEG_INFINITY, f32::INFINITY, false),
+            Activation::Relu => (0.0, f32::INFINITY, true),
+            Activation::Clamp { min, max } => (min, max, true),
+        };
+        let (vlo, vhi) = (s.splat_f32s(lo), s.splat_f32s(hi));
+        let ys = y.strides;
+        for t in t0..t1 {
+            let n = t / (p.th * p.tw);
+            let rem = t % (p.th * p.tw);
+            let (ti, tj) = (rem / p.tw, rem % p.tw);
+            let rows = (p.oh - 4 * ti).min(4);
+            let cols = (p.ow - 4 * tj).min(4);
+            for k0 in (0..kgp).step_by(l) {
+                let lanes = kg.saturating_sub(k0).min(l);
+                if lanes == 0 {
+                    break;
+                }
+                let full = lanes == l;
+                let mut mm = [[zero; 6]; 6];
+                for (xi, row) in mm.iter_mut().enumerate() {
+                    for (nu, val) in row.iter_mut().enumerate() {
+                        *val = load::<S>(&m[((xi * 6 + nu) * len + (t - t0)) * kgp + k0..]);
+                    }
+                }
+                let mut tmp = [[zero; 6]; 4];
+                for nu in 0..6 {
+                    let col = at(s, [mm[0][nu], mm[1][nu], mm[2][nu], mm[3][nu], mm[4][nu], mm[5][nu]]);
+                    for (a, val) in col.into_iter().enumerate() {
+                        tmp[a][nu] = val;
+                    }
+                }
+                let b = match bias {
+                    None => zero,
+                    Some(b) if full => load::<S>(&b[k_lo + k0..]),
+                    Some(b) => {
+                        let mut buf = [0.0f32; PAD];
+                        buf[..lanes].copy_from_slice(&b[k_lo + k0..k_lo + k0 + lanes]);
+                        load::<S>(&buf)
+                    }
+                };
+                for (a, row) in tmp.iter().enumerate().take(rows) {
+                    let out = at(s, *row);
+                    let oh = (4 * ti + a) * dil[0] + p.ph;
+                    for (bcol, &val) in out.iter().enumerate().take(cols) {
+                        let ow = (4 * tj + bcol) * dil[1] + p.pw;
+                        let mut acc = s.add_f32s(val, b);
+                        if let Some(r) = &residual {
+                            let rd = r.data();
+                            let o = r.offset(n, k_lo + k0, oh, ow);
+                            let rv = if full && r.strides()[1] == 1 {
+                                load::<S>(&rd[o..])
+                            } else {
+                                let mut buf = [0.0f32; PAD];
+                                for (j, bb) in buf[..lanes].iter_mut().enumerate() {
+                                    *bb = rd[o + j * r.strides()[1]];
+                                }
+                                load::<S>(&buf)
+                            };
+                            acc = s.add_f32s(acc, rv);
+                        }
+                        if clamp {
+                            // Selects rather than min / max: NaN passes through on every ISA.
+                            let below = s.less_than_f32s(acc, vlo);
+                            acc = s.select_f32s(below, vlo, acc);
+                            let above = s.greater_than_f32s(acc, vhi);
+                            acc = s.select_f32s(above, vhi, acc);
+                        }
+                        let off = n * ys[0] + (k_lo + k0) * ys[1] + oh * ys[2] + ow * ys[3];
+                        if full && ys[1] == 1 {
+                            // SAFETY: output (n, k_lo + k0 .. + l, oh, ow) is inside the view
+                            // (k_lo + k0 + l <= k_lo + kg <= K, oh < OH, ow < OW), its `l`
+                            // channels are consecutive (channel stride 1), and this worker
+                            // owns this tile's outputs; nothing else references them.
+                            let dst = unsafe { core::slice::from_raw_parts_mut(y.ptr.add(off), l) };
+                            store::<S>(dst, acc);
+                        } else {
+                            let mut buf = [0.0f32; PAD];
+                            store::<S>(&mut buf, acc);
+                            for (j, &bv) in buf[..lanes].iter().enumerate() {
+                                // SAFETY: output (n, k_lo + k0 + j, oh, ow) with j < lanes is
+                                // inside the view and owned by this worker (as above).
+                                unsafe { *y.ptr.add(off + j * ys[1]) = bv };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The driver.
+
+/// Runs the convolution with the transformed filter `u` (`[group][xi][c][k]`), over the
+/// tile workspace `ws` (at least one tile's `V` and `M`).
+#[allow(clippy::too_many_arguments)]
+fn run_packed(
+    exec: &Exec,
+    g: &ConvGeometry,
+    x: TensorView<'_, f32>,
+    u: &[f32],
+    shape: Shape,
+    epilogue: &Epilogue<'_>,
+    mut y: TensorViewMut<'_, f32>,
+    ws: &mut [f32],
+) -> Result<()> {
+    let per = shape.per_tile()?;
+    let dil = g.window().dilation();
+    let n_img = g.output().n;
+    let threads = exec.threads();
+    let y_raw = OutRaw { ptr: y.data_mut().as_mut_ptr(), strides: y.strides() };
+    let Shape { groups, cg, kg, cgp, kgp } = shape;
+    let (v_rs, m_rs) = (istride(cgp, 2)?, istride(kgp, 2)?);
+    for phase in phases(g) {
+        let total = n_img * phase.th * phase.tw;
+        if total == 0 {
+            continue;
+        }
+        let workers = if threads > 1 {
+            threads.min(ws.len() / per.saturating_mul(MIN_WORKER_TILES)).min(total / MIN_WORKER_TILES).max(1)
+        } else {
+            1
+        };
+        let par = if workers > 1 { gemm::Parallelism::None } else { gemm_parallelism(threads) };
+        split(workers, total, ws, |q0, q1, chunk| {
+            let cap = (chunk.len() / per).max(1);
+            let mut t0 = q0;
+            while t0 < q1 {
+                let t1 = (t0 + cap).min(q1);
+                let len = t1 - t0;
+                let (v, rest) = chunk.split_at_mut(XI * len * cgp);
+                let mbuf = &mut rest[..XI * len * kgp];
+                for grp in 0..groups {
+                    exec.dispatch(InputTransform { x: &x, dil, phase, shape, grp, t0, t1, v: &mut *v });
+                    for xi in 0..XI {
+                        let dst = Mat { ptr: mbuf[xi * len * kgp..].as_mut_ptr(), rs: m_rs, cs: 1 };
+                        let lhs = Mat { ptr: v[xi * len * cgp..].as_ptr(), rs: v_rs, cs: 1 };
+                        let rhs = Mat { ptr: u[(grp * XI + xi) * cg * kgp..].as_ptr(), rs: m_rs, cs: 1 };
+                        // SAFETY: dst is rows 0..len, columns 0..kg of M[xi] (len x kgp, in
+                        // `mbuf`); lhs rows 0..len, columns 0..cg of V[xi] (len x cgp, in
+                        // `v`); rhs rows 0..cg, columns 0..kg of U[grp][xi] (cg x kgp, in
+                        // `u`, whose length is the packed length). `mbuf` is disjoint from
+                        // `v` and `u` and owned by this worker.
+                        unsafe { matmul(len, kg, cg, dst, lhs, rhs, par) };
+                    }
+                    exec.dispatch(OutputTransform {
+                        m: mbuf,
+                        y: y_raw,
+                        dil,
+                        phase,
+                        shape,
+                        grp,
+                        t0,
+                        t1,
+                        bias: epilogue.bias,
+                        residual: epilogue.residual,
+                        act: epilogue.activation,
+                    });
+                }
+                t0 = t1;
+            }
+        });
+    }
+    Ok(())
+}
+
+/// The per-call path of [`Algorithm::Winograd`](super::Algorithm::Winograd): transforms
+/// the filter into the head of `ws`, then runs over the rest.
+pub(crate) fn run(args: ConvArgs<'_, '_>, y: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
+    let ConvArgs { exec, g, layout, x, w, epilogue } = args;
+    let _ = layout; // both layouts run the same transforms, through strides
+    let shape = Shape::of(g)?;
+    let (u, tiles) = ws.split_at_mut(shape.packed_len()?);
+    pack_into(exec, &w, shape, u);
+    run_packed(exec, g, x, u, shape, epilogue, y, tiles)
+}
+
+// ---------------------------------------------------------------------------------------
+// The prepacked public API.
+
+/// A filter bank transformed once for Winograd F(4x4, 3x3), in a caller buffer.
+///
+/// Inference engines transform constant weights when the model loads; this does the same:
+/// [`WinogradFilter::pack`] runs the filter transform (`G g G^T`) once, and
+/// [`conv2d_winograd`] then skips it on every call. The packed filter holds `36 / 9 = 4`
+/// times the floats of the filter (output channels per group rounded up to 16).
+///
+/// ```
+/// use simdconv::{conv2d_winograd, conv2d_winograd_workspace_len, Conv2d, ConvGeometry, Dims,
+///                Epilogue, Exec, FilterLayout, FilterView, Layout, TensorView, TensorViewMut,
+///                WinogradFilter};
+/// let g = ConvGeometry::new(Dims::new(1, 8, 10, 10), 16, Conv2d::new(3, 3).pad(1))?;
+/// let w = vec![0.5f32; g.filter().count()?];
+/// let exec = Exec::new();
+/// let mut packed = vec![0.0f32; WinogradFilter::packed_len(&g)?];
+/// let f = WinogradFilter::pack(&exec, &g, FilterView::new(&w, g.filter(), FilterLayout::Oihw)?,
+///                              &mut packed)?;
+/// // Later, once per inference:
+/// let x = vec![1.0f32; g.input().count()?];
+/// let mut y = vec![0.0f32; g.output().count()?];
+/// let mut ws = vec![0.0f32; conv2d_winograd_workspace_len(&g)?];
+/// conv2d_winograd(&exec, &g, &Epilogue::new(), TensorView::new(&x, g.input(), Layout::Nchw)?, &f,
+///                 TensorViewMut::new(&mut y, g.output(), Layout::Nchw)?, &mut ws)?;
+/// assert!((y[10 + 1] - 36.0).abs() < 1e-4); // an interior output: 72 taps of 0.5
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct WinogradFilter<'a> {
+    u: &'a [f32],
+    filter: FilterDims,
+    groups: usize,
+}
+
+impl<'a> WinogradFilter<'a> {
+    /// Floats of the buffer [`WinogradFilter::pack`] needs for `g` (a 3x3 stride-1
+    /// convolution, else [`Unsupported::WinogradNeeds3x3Stride1`]).
+    pub fn packed_len(g: &ConvGeometry) -> Result<usize> {
+        packed_len(g)
+    }
+
+    /// Transforms `w` (any [`FilterView`] strides) for `g` into `buf`, which needs
+    /// [`WinogradFilter::packed_len`] floats (more are left untouched).
+    pub fn pack(exec: &Exec, g: &ConvGeometry, w: FilterView<'_, f32>, buf: &'a mut [f32]) -> Result<Self> {
+        crate::tensor::expect_dims(Operand::Filter, g.filter().to_array(), w.dims().to_array())?;
+        let shape = Shape::of(g)?;
+        let need = shape.packed_len()?;
+        if buf.len() < need {
+            return Err(Error::SliceTooShort { operand: Operand::Filter, needed: need, actual: buf.len() });
+        }
+        let u = &mut buf[..need];
+        pack_into(exec, &w, shape, u);
+        Ok(WinogradFilter { u, filter: g.filter(), groups: g.groups() })
+    }
+
+    /// The filter dims this was packed for.
+    #[must_use]
+    pub fn filter_dims(&self) -> FilterDims {
+        self.filter
+    }
+
+    fn check(&self, g: &ConvGeometry) -> Result<Shape> {
+        crate::tensor::expect_dims(Operand::Filter, g.filter().to_array(), self.filter.to_array())?;
+        if g.groups() != self.groups {
+            // Same per-group dims, other grouping: report the dims over all input channels.
+            let f = self.filter;
+            return Err(Error::ShapeMismatch {
+                operand: Operand::Filter,
+                expected: [f.o, g.input().c, f.kh, f.kw],
+                actual: [f.o, f.i.saturating_mul(self.groups), f.kh, f.kw],
+            });
+        }
+        Shape::of(g)
+    }
+}
+
+/// An owned [`WinogradFilter`] (feature `alloc`).
+///
+/// ```
+/// use simdconv::{Conv2d, ConvGeometry, Dims, Exec, FilterLayout, FilterView, WinogradFilterBuf};
+/// let g = ConvGeometry::new(Dims::new(1, 4, 9, 9), 4, Conv2d::new(3, 3).pad(1))?;
+/// let w = vec![1.0f32; g.filter().count()?];
+/// let packed = WinogradFilterBuf::new(&Exec::new(), &g, FilterView::new(&w, g.filter(), FilterLayout::Oihw)?)?;
+/// assert_eq!(packed.as_filter().filter_dims(), g.filter());
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug)]
+pub struct WinogradFilterBuf {
+    u: alloc::vec::Vec<f32>,
+    filter: FilterDims,
+    groups: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl WinogradFilterBuf {
+    /// Transforms `w` for `g` into a new buffer.
+    pub fn new(exec: &Exec, g: &ConvGeometry, w: FilterView<'_, f32>) -> Result<Self> {
+        let mut u = alloc::vec![0.0f32; packed_len(g)?];
+        WinogradFilter::pack(exec, g, w, &mut u)?;
+        Ok(WinogradFilterBuf { u, filter: g.filter(), groups: g.groups() })
+    }
+
+    /// The borrowed form [`conv2d_winograd`] takes.
+    #[must_use]
+    pub fn as_filter(&self) -> WinogradFilter<'_> {
+        WinogradFilter { u: &self.u, filter: self.filter, groups: self.groups }
+    }
+}
+
+/// Floats of workspace [`conv2d_winograd`] needs for `g`: one block of transformed tiles,
+/// at most 2^20 floats (4 MiB) unless one tile alone is larger (`36 * (C_g + K_g)`
+/// floats, channels rounded up to 16), and never more than all tiles of one phase.
+pub fn conv2d_winograd_workspace_len(g: &ConvGeometry) -> Result<usize> {
+    tile_workspace_len(g)
+}
+
+/// Forward convolution with a prepacked filter: [`conv2d`](crate::conv2d) with
+/// [`Algorithm::Winograd`](crate::Algorithm::Winograd), minus the filter transform.
+///
+/// Same contract as [`conv2d`](crate::conv2d) (both layouts, any strides with a contiguous
+/// innermost dimension, the fused epilogue); `workspace` needs
+/// [`conv2d_winograd_workspace_len`] floats. See [`WinogradFilter`] for an example.
+pub fn conv2d_winograd(
+    exec: &Exec,
+    g: &ConvGeometry,
+    epilogue: &Epilogue<'_>,
+    x: TensorView<'_, f32>,
+    w: &WinogradFilter<'_>,
+    y: TensorViewMut<'_, f32>,
+    workspace: &mut [f32],
+) -> Result<()> {
+    super::needs_std()?;
+    crate::tensor::expect_dims(Operand::Input, g.input().to_array(), x.dims().to_array())?;
+    crate::tensor::expect_dims(Operand::Output, g.output().to_array(), y.dims().to_array())?;
+    let shape = w.check(g)?;
+    epilogue.validate(g.output())?;
+    super::shared_layout(&x, &y, epilogue)?;
+    let need = tile_workspace_len(g)?;
+    if workspace.len() < need {
+        return Err(Error::WorkspaceTooSmall { needed: need, actual: workspace.len() });
+    }
+    run_packed(exec, g, x, w.u, shape, epilogue, y, &mut workspace[..need])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_cover_the_output() {
+        // dilation 2, pad 2, 9 rows in and out: phase 0 has outputs 0,2,4,6,8 (5), phase 1 has 4.
+        let (r, sub_in, sub_out, pad) = axis_phase(0, 2, 2, 9, 9);
+        assert_eq!((r, sub_in, sub_out, pad), (0, 5, 5, 1));
+        let (r, sub_in, sub_out, pad) = axis_phase(1, 2, 2, 9, 9);
+        assert_eq!((r, sub_in, sub_out, pad), (1, 4, 4, 1));
+        // No dilation: the whole axis with its own padding.
+        assert_eq!(axis_phase(0, 1, 3, 7, 11), (0, 7, 11, 3));
+        // Dilation 3 with padding 1: phase 0 reads residue 2 with padding 1.
+        assert_eq!(axis_phase(0, 3, 1, 8, 8), (2, 2, 3, 1));
+    }
+}

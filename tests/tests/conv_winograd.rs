@@ -1,0 +1,417 @@
+//! Winograd F(4x4, 3x3) (`Algorithm::Winograd`, the prepacked `conv2d_winograd`) against
+//! the f64 reference: every ISA x both layouts x OIHW / OHWI / HWIO filters x random 3x3
+//! stride-1 geometry (dilation 1..3 through the polyphase split, asymmetric padding,
+//! groups, batch, planes from 1x1) x the fused epilogue x one or two threads, on strided
+//! views. The error bound is the one derived in the module documentation:
+//! `gamma(C_g + 32) * (48^2 * sum_c max|w_kc| max|x_nc| + |bias| + |residual|)`.
+
+use proptest::prelude::*;
+use simdconv::reference as r;
+use simdconv::{
+    conv2d, conv2d_winograd, conv2d_winograd_workspace_len, conv2d_workspace_len, Activation, Algorithm, Conv2d,
+    Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout, Operand, Padding,
+    Rounding, TensorView, TensorViewMut, Unsupported, WinogradFilter, WinogradFilterBuf,
+};
+use simdconv_tests::{check_close, isas, Rng};
+
+const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
+const FILTERS: [FilterLayout; 3] = [FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio];
+/// Marks output elements outside the view; they must survive untouched.
+const SENTINEL: f32 = 12345.0;
+
+/// The transform matrices of F(4x4, 3x3), written out independently of the kernel.
+const AT: [[f64; 6]; 4] =
+    [[1., 1., 1., 1., 1., 0.], [0., 1., -1., 2., -2., 0.], [0., 1., 1., 4., 4., 0.], [0., 1., -1., 8., -8., 1.]];
+const G: [[f64; 3]; 6] = [
+    [0.25, 0., 0.],
+    [-1. / 6., -1. / 6., -1. / 6.],
+    [-1. / 6., 1. / 6., -1. / 6.],
+    [1. / 24., 1. / 12., 1. / 6.],
+    [1. / 24., -1. / 12., 1. / 6.],
+    [0., 0., 1.],
+];
+const BT: [[f64; 6]; 6] = [
+    [4., 0., -5., 0., 1., 0.],
+    [0., -4., -4., 1., 1., 0.],
+    [0., 4., -4., -1., 1., 0.],
+    [0., -2., -1., 2., 1., 0.],
+    [0., 2., -1., -2., 1., 0.],
+    [0., 4., 0., -5., 0., 1.],
+];
+
+/// `max_i sum_xi |A^T[i][xi]| rowsum|G|[xi] rowsum|B^T|[xi]` (48 for these matrices).
+fn growth() -> f64 {
+    let rs = |r: &[f64]| r.iter().map(|v| v.abs()).sum::<f64>();
+    (0..4)
+        .map(|i| (0..6).map(|xi| AT[i][xi].abs() * rs(&G[xi]) * rs(&BT[xi])).sum::<f64>())
+        .fold(0.0, f64::max)
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    input: Dims,
+    k: usize,
+    conv: Conv2d,
+    bias: bool,
+    residual: bool,
+    act: Activation,
+    pad_c: usize,
+    pad_w: usize,
+    threads: usize,
+    seed: u64,
+}
+
+fn padded(d: Dims, layout: Layout, pad_c: usize, pad_w: usize) -> (usize, [usize; 4]) {
+    let big = Dims::new(d.n, d.c + pad_c, d.h, d.w + pad_w);
+    (big.count().unwrap(), layout.strides(big))
+}
+
+fn dense(v: &TensorView<'_, f32>) -> Vec<f32> {
+    let d = v.dims();
+    let mut out = Vec::with_capacity(d.count().unwrap());
+    for n in 0..d.n {
+        for c in 0..d.c {
+            for h in 0..d.h {
+                for w in 0..d.w {
+                    out.push(v.get(n, c, h, w));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How a case is run: `conv2d` with `Algorithm::Winograd` (or `Auto`), or the prepacked API.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Path {
+    PerCall(Algorithm),
+    Packed,
+}
+
+/// Runs `case` for every ISA x layout x filter layout along `path`, checks each result
+/// against the reference under the Winograd bound, and returns the results (dense NCHW).
+fn check_case(case: &Case, path: Path) -> Result<Vec<Vec<f32>>, TestCaseError> {
+    let g = match ConvGeometry::new(case.input, case.k, case.conv) {
+        Ok(g) => g,
+        Err(e) => return Err(TestCaseError::reject(format!("{e}"))),
+    };
+    let (id, od, fd) = (g.input(), g.output(), g.filter());
+    let mut rng = Rng::new(case.seed);
+    let xs = rng.vec(id.count().unwrap());
+    let ws = rng.vec(fd.count().unwrap());
+    let bias = rng.vec(od.c);
+    let res = rng.vec(od.count().unwrap());
+    let x64 = simdconv_tests::to_f64(&xs);
+    let w64 = simdconv_tests::to_f64(&ws);
+    let b64 = simdconv_tests::to_f64(&bias);
+    let mut want = vec![0.0f64; od.count().unwrap()];
+    r::conv2d(
+        &g,
+        TensorView::new(&x64[..], id, Layout::Nchw).unwrap(),
+        FilterView::new(&w64[..], fd, FilterLayout::Oihw).unwrap(),
+        case.bias.then_some(&b64[..]),
+        TensorViewMut::new(&mut want[..], od, Layout::Nchw).unwrap(),
+    )
+    .unwrap();
+    // The bound's magnitude: 48^2 sum_c max|w_kc| max|x_nc| + |bias| + |residual|.
+    let groups = g.groups();
+    let (cg, kg) = (fd.i, fd.o / groups);
+    let plane = id.h * id.w;
+    let xmax: Vec<f64> =
+        (0..id.n * id.c).map(|nc| x64[nc * plane..(nc + 1) * plane].iter().fold(0.0, |m, v| v.abs().max(m))).collect();
+    let wmax: Vec<f64> = (0..fd.o * fd.i).map(|kc| w64[kc * 9..(kc + 1) * 9].iter().fold(0.0, |m, v| v.abs().max(m))).collect();
+    let growth2 = growth() * growth();
+    let mut mag = vec![0.0f64; want.len()];
+    let oplane = od.h * od.w;
+    for (i, (y, m)) in want.iter_mut().zip(&mut mag).enumerate() {
+        let (n, k) = (i / (od.c * oplane), (i / oplane) % od.c);
+        let grp = k / kg;
+        let s: f64 = (0..cg).map(|c| wmax[k * cg + c] * xmax[n * id.c + grp * cg + c]).sum();
+        *m = growth2 * s;
+        if case.bias {
+            *m += b64[k].abs();
+        }
+        if case.residual {
+            *y += f64::from(res[i]);
+            *m += f64::from(res[i]).abs();
+        }
+        *y = match case.act {
+            Activation::Identity => *y,
+            Activation::Relu => y.max(0.0),
+            Activation::Clamp { min, max } => y.clamp(f64::from(min), f64::from(max)),
+        };
+    }
+    // check_close adds 2 to `terms`: gamma(C_g + 32).
+    let terms = cg + 30;
+
+    let mut results = Vec::new();
+    for isa in isas() {
+        let exec = Exec::new().with_isa(isa).unwrap().with_threads(case.threads).unwrap();
+        for layout in LAYOUTS {
+            let (xlen, xstr) = padded(id, layout, case.pad_c, case.pad_w);
+            let mut xbuf = vec![f32::NAN; xlen];
+            {
+                let mut xv = TensorViewMut::with_strides(&mut xbuf, id, xstr).unwrap();
+                let src = TensorView::new(&xs, id, Layout::Nchw).unwrap();
+                for n in 0..id.n {
+                    for c in 0..id.c {
+                        for h in 0..id.h {
+                            for w in 0..id.w {
+                                *xv.get_mut(n, c, h, w) = src.get(n, c, h, w);
+                            }
+                        }
+                    }
+                }
+            }
+            let x = TensorView::with_strides(&xbuf, id, xstr).unwrap();
+            let mut rbuf = vec![0.0f32; res.len()];
+            simdconv::repack_tensor(&res, Layout::Nchw, &mut rbuf, layout, od).unwrap();
+            for fl in FILTERS {
+                let mut wbuf = vec![0.0f32; ws.len()];
+                simdconv::repack_filter(&ws, FilterLayout::Oihw, &mut wbuf, fl, fd).unwrap();
+                let w = FilterView::new(&wbuf, fd, fl).unwrap();
+                let mut epilogue = Epilogue::new().activation(case.act);
+                if case.bias {
+                    epilogue = epilogue.bias(&bias);
+                }
+                if case.residual {
+                    epilogue = epilogue.residual(TensorView::new(&rbuf, od, layout).unwrap());
+                }
+                let (ylen, ystr) = padded(od, layout, case.pad_c, case.pad_w);
+                let mut ybuf = vec![SENTINEL; ylen];
+                let mut y = TensorViewMut::with_strides(&mut ybuf, od, ystr).unwrap();
+                for n in 0..od.n {
+                    for c in 0..od.c {
+                        for h in 0..od.h {
+                            for w in 0..od.w {
+                                *y.get_mut(n, c, h, w) = f32::NAN;
+                            }
+                        }
+                    }
+                }
+                let ran = match path {
+                    Path::PerCall(algorithm) => {
+                        let need = conv2d_workspace_len(&g, algorithm, layout).unwrap();
+                        let mut work = vec![f32::NAN; need];
+                        conv2d(&exec, &g, &Conv2dOptions { algorithm, epilogue }, x, w, y, &mut work)
+                    }
+                    Path::Packed => {
+                        let packed = WinogradFilterBuf::new(&exec, &g, w).unwrap();
+                        let mut work = vec![f32::NAN; conv2d_winograd_workspace_len(&g).unwrap()];
+                        conv2d_winograd(&exec, &g, &epilogue, x, &packed.as_filter(), y, &mut work)
+                    }
+                };
+                ran.map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?}: {e}")))?;
+                let yv = TensorView::with_strides(&ybuf, od, ystr).unwrap();
+                let got = dense(&yv);
+                check_close(&got, &want, &mag, terms)
+                    .map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?} {path:?}: {e}")))?;
+                let untouched = ybuf.iter().filter(|&&v| v == SENTINEL).count();
+                prop_assert_eq!(untouched, ylen - od.count().unwrap(), "{} {:?} {:?}: wrote outside", isa, layout, fl);
+                results.push(got);
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    prop_oneof![
+        Just(Activation::Identity),
+        Just(Activation::Relu),
+        Just(Activation::Clamp { min: -0.5, max: 0.75 }),
+    ]
+}
+
+prop_compose! {
+    /// 3x3 stride-1 convolutions: dilation 1..3 per axis, asymmetric padding up to 3,
+    /// groups, batch up to 3, channels per group up to 20, planes from 1x1, either rounding.
+    fn winograd_case()(
+        n in 1usize..=3,
+        groups in 1usize..=3,
+        cg in 1usize..=20,
+        kg in 1usize..=20,
+        dh in 1usize..=3, dw in 1usize..=3,
+        pad in [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
+        extra in [0usize..=9, 0usize..=9],
+        ceil in any::<bool>(),
+        bias in any::<bool>(), residual in any::<bool>(), act in activation(),
+        pad_c in prop_oneof![Just(0usize), 1usize..=3],
+        pad_w in prop_oneof![Just(0usize), 1usize..=2],
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) -> Case {
+        let h = (2 * dh + 1).saturating_sub(pad[0] + pad[1]).max(1) + extra[0];
+        let w = (2 * dw + 1).saturating_sub(pad[2] + pad[3]).max(1) + extra[1];
+        let conv = Conv2d::new(3, 3)
+            .dilation_hw(dh, dw)
+            .padding(Padding::new(pad[0], pad[1], pad[2], pad[3]))
+            .groups(groups)
+            .rounding(if ceil { Rounding::Ceil } else { Rounding::Floor });
+        Case { input: Dims::new(n, groups * cg, h, w), k: groups * kg, conv, bias, residual, act,
+               pad_c, pad_w, threads, seed }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(32)))]
+
+    #[test]
+    fn winograd_matches_reference(case in winograd_case()) {
+        check_case(&case, Path::PerCall(Algorithm::Winograd))?;
+    }
+
+    #[test]
+    fn packed_equals_per_call(case in winograd_case()) {
+        let per_call = check_case(&case, Path::PerCall(Algorithm::Winograd))?;
+        let packed = check_case(&case, Path::Packed)?;
+        for (a, b) in per_call.iter().zip(&packed) {
+            prop_assert!(a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits()), "packed differs from per-call");
+        }
+    }
+}
+
+fn case(input: Dims, k: usize, conv: Conv2d) -> Case {
+    Case { input, k, conv, bias: true, residual: true, act: Activation::Relu, pad_c: 0, pad_w: 0, threads: 1, seed: 7 }
+}
+
+#[test]
+fn tiny_planes() {
+    // 1x1 and 2x2 planes: one partial tile, mostly padding.
+    check_case(&case(Dims::new(2, 3, 1, 1), 4, Conv2d::new(3, 3).pad(1)), Path::PerCall(Algorithm::Winograd)).unwrap();
+    check_case(&case(Dims::new(1, 5, 2, 2), 3, Conv2d::new(3, 3).pad(1)), Path::Packed).unwrap();
+    // No padding: a 3x3 input gives one output.
+    check_case(&case(Dims::new(1, 2, 3, 3), 2, Conv2d::new(3, 3)), Path::PerCall(Algorithm::Winograd)).unwrap();
+}
+
+#[test]
+fn channels_not_multiple_of_16_with_strided_views_and_threads() {
+    let mut c = case(Dims::new(3, 17, 9, 11), 19, Conv2d::new(3, 3).padding(Padding::new(0, 2, 3, 1)));
+    c.pad_c = 2;
+    c.pad_w = 1;
+    c.threads = 2;
+    check_case(&c, Path::PerCall(Algorithm::Winograd)).unwrap();
+    check_case(&c, Path::Packed).unwrap();
+}
+
+#[test]
+fn dilated_polyphase() {
+    // dilated_3x3_d2 in small: every phase, padding equal to the dilation.
+    check_case(&case(Dims::new(1, 6, 13, 12), 5, Conv2d::new(3, 3).pad(2).dilation(2)), Path::PerCall(Algorithm::Winograd))
+        .unwrap();
+    // Dilation 3 with padding 1 (phases with a residue), and a phase with no input rows.
+    check_case(&case(Dims::new(2, 4, 8, 7), 3, Conv2d::new(3, 3).pad(1).dilation_hw(3, 2)), Path::Packed).unwrap();
+    check_case(&case(Dims::new(1, 2, 1, 1), 2, Conv2d::new(3, 3).pad(3).dilation(3)), Path::PerCall(Algorithm::Winograd))
+        .unwrap();
+}
+
+#[test]
+fn many_tile_blocks_and_threads() {
+    // 36 * (64 + 64) floats a tile: 2^20 of budget is 227 tiles, so 2 x 15 x 15 tiles take
+    // several blocks (crossing images), per thread too.
+    let mut c = case(Dims::new(2, 64, 60, 58), 64, Conv2d::new(3, 3).pad(1));
+    c.act = Activation::Clamp { min: -1.0, max: 1.0 };
+    for threads in [1, 2] {
+        c.threads = threads;
+        let exec = Exec::new().with_threads(threads).unwrap();
+        let g = ConvGeometry::new(c.input, c.k, c.conv).unwrap();
+        assert!(conv2d_winograd_workspace_len(&g).unwrap() < 36 * 128 * 2 * 15 * 15);
+        let _ = exec;
+        check_case_one_isa(&c);
+    }
+}
+
+/// A large case on the best ISA only (keeps the suite fast under emulation).
+fn check_case_one_isa(c: &Case) {
+    let g = ConvGeometry::new(c.input, c.k, c.conv).unwrap();
+    let (id, od, fd) = (g.input(), g.output(), g.filter());
+    let mut rng = Rng::new(c.seed);
+    let xs = rng.vec(id.count().unwrap());
+    let ws = rng.vec(fd.count().unwrap());
+    let x64 = simdconv_tests::to_f64(&xs);
+    let w64 = simdconv_tests::to_f64(&ws);
+    let mut want = vec![0.0f64; od.count().unwrap()];
+    r::conv2d(
+        &g,
+        TensorView::new(&x64[..], id, Layout::Nchw).unwrap(),
+        FilterView::new(&w64[..], fd, FilterLayout::Oihw).unwrap(),
+        None,
+        TensorViewMut::new(&mut want[..], od, Layout::Nchw).unwrap(),
+    )
+    .unwrap();
+    let exec = Exec::new().with_threads(c.threads).unwrap();
+    let mut y = vec![f32::NAN; od.count().unwrap()];
+    let act = c.act;
+    conv2d(
+        &exec,
+        &g,
+        &Conv2dOptions { algorithm: Algorithm::Winograd, epilogue: Epilogue::new().activation(act) },
+        TensorView::new(&xs, id, Layout::Nchw).unwrap(),
+        FilterView::new(&ws, fd, FilterLayout::Oihw).unwrap(),
+        TensorViewMut::new(&mut y, od, Layout::Nchw).unwrap(),
+        &mut vec![0.0; conv2d_workspace_len(&g, Algorithm::Winograd, Layout::Nchw).unwrap()],
+    )
+    .unwrap();
+    for v in &mut want {
+        if let Activation::Clamp { min, max } = act {
+            *v = v.clamp(f64::from(min), f64::from(max));
+        }
+    }
+    // |x|, |w| <= 1: the bound's magnitude is at most 48^2 * C_g.
+    let mag = vec![growth() * growth() * fd.i as f64; want.len()];
+    check_close(&y, &want, &mag, fd.i + 30).unwrap();
+}
+
+#[test]
+fn growth_factor_is_48() {
+    assert_eq!(growth(), 48.0);
+}
+
+#[test]
+fn unsupported_and_bad_input() {
+    let exec = Exec::new();
+    for conv in [Conv2d::new(5, 5), Conv2d::new(3, 3).stride(2), Conv2d::new(3, 1), Conv2d::new(1, 1)] {
+        let g = ConvGeometry::new(Dims::new(1, 2, 9, 9), 2, conv).unwrap();
+        let want = Err(Error::Unsupported(Unsupported::WinogradNeeds3x3Stride1));
+        assert_eq!(Algorithm::Winograd.supports(&g), want);
+        assert_eq!(conv2d_workspace_len(&g, Algorithm::Winograd, Layout::Nchw), want.map(|_| 0));
+        assert_eq!(WinogradFilter::packed_len(&g), want.map(|_| 0));
+        assert_eq!(conv2d_winograd_workspace_len(&g), want.map(|_| 0));
+    }
+    let g = ConvGeometry::new(Dims::new(1, 4, 6, 6), 4, Conv2d::new(3, 3).pad(1)).unwrap();
+    let w = vec![1.0f32; g.filter().count().unwrap()];
+    let wv = FilterView::new(&w, g.filter(), FilterLayout::Oihw).unwrap();
+    let need = WinogradFilter::packed_len(&g).unwrap();
+    let mut short = vec![0.0f32; need - 1];
+    assert_eq!(
+        WinogradFilter::pack(&exec, &g, wv, &mut short).unwrap_err(),
+        Error::SliceTooShort { operand: Operand::Filter, needed: need, actual: need - 1 }
+    );
+    let mut buf = vec![0.0f32; need];
+    let f = WinogradFilter::pack(&exec, &g, wv, &mut buf).unwrap();
+    let x = vec![1.0f32; g.input().count().unwrap()];
+    let mut y = vec![0.0f32; g.output().count().unwrap()];
+    let ws_len = conv2d_winograd_workspace_len(&g).unwrap();
+    let xv = TensorView::new(&x, g.input(), Layout::Nchw).unwrap();
+    let yv = TensorViewMut::new(&mut y, g.output(), Layout::Nchw).unwrap();
+    assert_eq!(
+        conv2d_winograd(&exec, &g, &Epilogue::new(), xv, &f, yv, &mut vec![0.0; ws_len - 1]).unwrap_err(),
+        Error::WorkspaceTooSmall { needed: ws_len, actual: ws_len - 1 }
+    );
+    // The same per-group filter dims, grouped differently.
+    let g2 = ConvGeometry::new(Dims::new(1, 8, 6, 6), 4, Conv2d::new(3, 3).pad(1).groups(2)).unwrap();
+    assert_eq!(g2.filter(), g.filter());
+    let x2 = vec![1.0f32; g2.input().count().unwrap()];
+    let mut y2 = vec![0.0f32; g2.output().count().unwrap()];
+    let err = conv2d_winograd(
+        &exec,
+        &g2,
+        &Epilogue::new(),
+        TensorView::new(&x2, g2.input(), Layout::Nchw).unwrap(),
+        &f,
+        TensorViewMut::new(&mut y2, g2.output(), Layout::Nchw).unwrap(),
+        &mut vec![0.0; conv2d_winograd_workspace_len(&g2).unwrap()],
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { operand: Operand::Filter, .. }), "{err:?}");
+}
