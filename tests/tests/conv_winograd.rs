@@ -415,3 +415,66 @@ fn unsupported_and_bad_input() {
     .unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { operand: Operand::Filter, .. }), "{err:?}");
 }
+
+#[test]
+fn auto_picks_winograd_where_it_pays() {
+    use simdconv::select_algorithm;
+    // 16 -> 16 channels on 28 x 28: 49 tiles, Winograd.
+    let g = ConvGeometry::new(Dims::new(1, 16, 28, 28), 16, Conv2d::new(3, 3).pad(1)).unwrap();
+    assert_eq!(select_algorithm(&g, Layout::Nchw), Algorithm::Winograd);
+    assert_eq!(select_algorithm(&g, Layout::Nhwc), Algorithm::Winograd);
+    let mut c = case(Dims::new(1, 16, 28, 28), 16, Conv2d::new(3, 3).pad(1));
+    c.act = Activation::Identity;
+    check_case_one_isa_auto(&c);
+    // Dilation 2 counts the tiles of all four phases (16 x 16 each): 2 x 2 x 4 x 4 = 64.
+    let g = ConvGeometry::new(Dims::new(1, 16, 32, 32), 16, Conv2d::new(3, 3).pad(2).dilation(2)).unwrap();
+    assert_eq!(select_algorithm(&g, Layout::Nchw), Algorithm::Winograd);
+    // Too few channels, too few tiles, stride 2, 5x5: im2col.
+    for (input, k, conv) in [
+        (Dims::new(1, 8, 56, 56), 8, Conv2d::new(3, 3).pad(1)),
+        (Dims::new(1, 3, 56, 56), 64, Conv2d::new(3, 3).pad(1)),
+        (Dims::new(1, 512, 14, 14), 512, Conv2d::new(3, 3).pad(1)),
+        (Dims::new(1, 64, 56, 56), 64, Conv2d::new(3, 3).pad(1).stride(2)),
+        (Dims::new(1, 64, 56, 56), 64, Conv2d::new(5, 5).pad(2)),
+    ] {
+        let g = ConvGeometry::new(input, k, conv).unwrap();
+        assert_eq!(select_algorithm(&g, Layout::Nchw), Algorithm::Im2colGemm, "{input:?} {conv:?}");
+    }
+}
+
+/// `Algorithm::Auto` on the best ISA, NCHW, against the Winograd bound.
+fn check_case_one_isa_auto(c: &Case) {
+    let g = ConvGeometry::new(c.input, c.k, c.conv).unwrap();
+    let (id, od, fd) = (g.input(), g.output(), g.filter());
+    let mut rng = Rng::new(c.seed);
+    let xs = rng.vec(id.count().unwrap());
+    let ws = rng.vec(fd.count().unwrap());
+    let mut want = vec![0.0f64; od.count().unwrap()];
+    r::conv2d(
+        &g,
+        TensorView::new(&simdconv_tests::to_f64(&xs)[..], id, Layout::Nchw).unwrap(),
+        FilterView::new(&simdconv_tests::to_f64(&ws)[..], fd, FilterLayout::Oihw).unwrap(),
+        None,
+        TensorViewMut::new(&mut want[..], od, Layout::Nchw).unwrap(),
+    )
+    .unwrap();
+    let run = |algorithm: Algorithm| {
+        let mut y = vec![f32::NAN; od.count().unwrap()];
+        simdconv::conv2d_alloc(
+            &Exec::new(),
+            &g,
+            &Conv2dOptions { algorithm, epilogue: Epilogue::new() },
+            TensorView::new(&xs, id, Layout::Nchw).unwrap(),
+            FilterView::new(&ws, fd, FilterLayout::Oihw).unwrap(),
+            TensorViewMut::new(&mut y, od, Layout::Nchw).unwrap(),
+        )
+        .unwrap();
+        y
+    };
+    let y = run(Algorithm::Auto);
+    // Auto ran the Winograd path: the same bits (im2col rounds differently).
+    assert!(y.iter().zip(run(Algorithm::Winograd)).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(y.iter().zip(run(Algorithm::Im2colGemm)).any(|(a, b)| a.to_bits() != b.to_bits()));
+    let mag = vec![growth() * growth() * fd.i as f64; want.len()];
+    check_close(&y, &want, &mag, fd.i + 30).unwrap();
+}

@@ -24,9 +24,11 @@ OPTIONS:
                            bench crate's `rayon` feature: add `--features rayon`
   --isa auto|scalar|avx2|avx512|neon
                            instruction set; caps simdconv with set_max_isa [auto: best]
-  --algo auto|direct|im2col|pointwise|depthwise|all
+  --algo auto|direct|im2col|pointwise|depthwise|winograd|all
                            convolution algorithm (`all`: auto and every named one;
-                           one that cannot run a case reports the error in its row) [auto]
+                           one that cannot run a case reports the error in its row) [auto];
+                           Winograd is timed with its filter packed before timing (as the
+                           anchor engines pack weights at load): `winograd(packed)`
   --layout nchw|nhwc       activation layout (filters: OIHW / OHWI) [nchw]
   --min-time SECONDS       time each case at least this long after warm-up [2]
   --json PATH              write machine and results as JSON: {\"machine\": {cpu, isa,
@@ -135,7 +137,7 @@ fn parse_args(args: &[String]) -> Result<Parsed, String> {
                     std::iter::once(Algorithm::Auto).chain(Algorithm::NAMED).collect()
                 } else {
                     vec![Algorithm::from_name(&v).ok_or_else(|| {
-                        format!("--algo {v}: expected auto, direct, im2col, pointwise, depthwise or all")
+                        format!("--algo {v}: expected auto, direct, im2col, pointwise, depthwise, winograd or all")
                     })?]
                 };
             }
@@ -406,6 +408,7 @@ mod tests {
         // Only the named cases when no suite is given.
         assert_eq!(selected_cases(&cfg("--case googlenet_1x1")).len(), 1);
         assert_eq!(cfg("--algo im2col").algos, vec![Algorithm::Im2colGemm]);
+        assert_eq!(cfg("--algo winograd").algos, vec![Algorithm::Winograd]);
         assert!(matches!(parse_args(&args("--help")), Ok(Parsed::Help)));
     }
 
@@ -417,7 +420,7 @@ mod tests {
             ("--shape conv:c=1", "--shape"),
             ("--threads 0", "positive integer"),
             ("--isa sse", "expected auto"),
-            ("--algo winograd", "expected auto"),
+            ("--algo fft", "expected auto"),
             ("--layout chwn", "nchw or nhwc"),
             ("--min-time -1", "seconds"),
             ("--json", "needs a value"),

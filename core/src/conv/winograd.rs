@@ -58,7 +58,7 @@
 
 use pulp::{Simd, WithSimd};
 
-use super::matmul::{gemm_parallelism, istride, matmul, split, Mat};
+use super::matmul::split;
 use super::ConvArgs;
 use crate::error::{Dim, Error, Operand, Result, Unsupported};
 use crate::geometry::{ConvGeometry, FilterDims};
@@ -73,8 +73,22 @@ const PAD: usize = 16;
 /// Target floats of one worker's `V` and `M` tile buffers together (4 MiB): the 36
 /// products of a block then find their operands in L2 / L3.
 const TILE_BUDGET: usize = 1 << 20;
-/// Fewest tiles per worker before threads split the tiles rather than each product.
-const MIN_WORKER_TILES: usize = 8;
+/// Output channels per panel of `U`: `U[xi]` is stored as panels of 64 channels (the last
+/// one narrower), each `[c][64]`, so the product kernel streams its filter vectors.
+const PANEL: usize = 64;
+
+/// Offset of `(c, k)` in one `U[xi]` of `cg x kgp`, and the width of `k`'s panel.
+#[inline(always)]
+fn panel_at(c: usize, k: usize, cg: usize, kgp: usize) -> (usize, usize) {
+    let p0 = k / PANEL * PANEL;
+    let width = PANEL.min(kgp - p0);
+    (p0 * cg + c * width + (k - p0), width)
+}
+
+/// Tiles per register block of the tile-product kernel; blocks of tiles are padded to it.
+const ROWS: usize = 6;
+/// Fewest tiles per worker before threads split the tiles rather than the products.
+const MIN_WORKER_TILES: usize = 2 * ROWS;
 
 /// Checks that `g` is a 3x3 stride-1 convolution (any dilation, padding, groups).
 pub(crate) fn supports(g: &ConvGeometry) -> Result<()> {
@@ -118,7 +132,7 @@ impl Shape {
         mul(mul(mul(self.groups, XI)?, self.cg)?, self.kgp)
     }
 
-    /// Floats of `V` and `M` for one tile.
+    /// Floats of `V` and `M` for one tile (blocks hold a multiple of [`ROWS`] tiles).
     fn per_tile(&self) -> Result<usize> {
         mul(XI, self.cgp.checked_add(self.kgp).ok_or(Error::Overflow { dim: Dim::Channels })?)
     }
@@ -171,6 +185,11 @@ fn phases(g: &ConvGeometry) -> impl Iterator<Item = Phase> + '_ {
     })
 }
 
+/// Tiles of all phases: `N * sum over phases of ceil(OH_p / 4) * ceil(OW_p / 4)`.
+pub(crate) fn tiles(g: &ConvGeometry) -> usize {
+    phases(g).map(|p| g.output().n.saturating_mul(p.th).saturating_mul(p.tw)).fold(0, usize::saturating_add)
+}
+
 /// The most tiles of one phase (phase 0 has the largest sub-output).
 fn max_tiles(g: &ConvGeometry) -> usize {
     phases(g).map(|p| g.output().n.saturating_mul(p.th).saturating_mul(p.tw)).max().unwrap_or(0)
@@ -180,7 +199,8 @@ fn max_tiles(g: &ConvGeometry) -> usize {
 pub(crate) fn tile_workspace_len(g: &ConvGeometry) -> Result<usize> {
     let shape = Shape::of(g)?;
     let per = shape.per_tile()?;
-    let tiles = (TILE_BUDGET / per).max(1).min(max_tiles(g).max(1));
+    let most = max_tiles(g).max(1).next_multiple_of(ROWS);
+    let tiles = (TILE_BUDGET / per / ROWS * ROWS).max(ROWS).min(most);
     mul(per, tiles)
 }
 
@@ -262,7 +282,8 @@ fn at<S: Simd>(s: S, m: [S::f32s; 6]) -> [S::f32s; 4] {
 // ---------------------------------------------------------------------------------------
 // Filter transform.
 
-/// `U[grp][xi][c][k] = (G g G^T)[xi]` for filter `k` of group `grp`, input channel `c`.
+/// `U[grp][xi][c][k] = (G g G^T)[xi]` for filter `k` of group `grp`, input channel `c`
+/// (each `U[grp][xi]` in panels, see [`panel_at`]).
 struct PackFilter<'a, 'b> {
     w: &'b FilterView<'a, f32>,
     shape: Shape,
@@ -278,8 +299,9 @@ impl WithSimd for PackFilter<'_, '_> {
         let wd = w.data();
         let Shape { groups, cg, kg, kgp, .. } = shape;
         for grp in 0..groups {
-            for c in 0..cg {
-                for k0 in (0..kgp).step_by(l) {
+            // Filters outside: each lane then walks one filter's weights in order.
+            for k0 in (0..kgp).step_by(l) {
+                for c in 0..cg {
                     let lanes = kg.saturating_sub(k0).min(l);
                     let mut g = [[s.splat_f32s(0.0); 3]; 3];
                     for (kh, row) in g.iter_mut().enumerate() {
@@ -301,7 +323,7 @@ impl WithSimd for PackFilter<'_, '_> {
                     }
                     for (xi, row) in t.iter().enumerate() {
                         for (nu, v) in gt(s, *row).into_iter().enumerate() {
-                            let o = ((grp * XI + xi * 6 + nu) * cg + c) * kgp + k0;
+                            let o = (grp * XI + xi * 6 + nu) * cg * kgp + panel_at(c, k0, cg, kgp).0;
                             store::<S>(&mut u[o..], v);
                         }
                     }
@@ -327,6 +349,8 @@ struct InputTransform<'a, 'b> {
     grp: usize,
     t0: usize,
     t1: usize,
+    /// Tiles of the block, padded to [`ROWS`] (the row count of `V[xi]`).
+    rows: usize,
     v: &'b mut [f32],
 }
 
@@ -334,15 +358,18 @@ impl WithSimd for InputTransform<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        let InputTransform { x, dil, phase: p, shape, grp, t0, t1, v } = self;
+        let InputTransform { x, dil, phase: p, shape, grp, t0, t1, rows: len, v } = self;
         let l = S::F32_LANES;
         let xd = x.data();
         let xs = x.strides();
-        let len = t1 - t0;
         let Shape { cg, cgp, .. } = shape;
         let c_lo = grp * cg;
         let zero = s.splat_f32s(0.0);
-        for t in t0..t1 {
+        // Channels outside when they are strided (NCHW): the gathers then stay within a
+        // few planes at a time instead of touching one page per lane.
+        let (nt, nc) = (t1 - t0, cgp / l);
+        for it in 0..nt * nc {
+            let (t, c0) = if xs[1] == 1 { (t0 + it / nc, it % nc * l) } else { (t0 + it % nt, it / nt * l) };
             let n = t / (p.th * p.tw);
             let rem = t % (p.th * p.tw);
             let (ti, tj) = (rem / p.tw, rem % p.tw);
@@ -356,7 +383,7 @@ impl WithSimd for InputTransform<'_, '_> {
             };
             let rows: [Option<usize>; 6] = core::array::from_fn(|r| coord(i0, r, p.ih, p.rh, dil[0]));
             let cols: [Option<usize>; 6] = core::array::from_fn(|c| coord(j0, c, p.iw, p.rw, dil[1]));
-            for c0 in (0..cgp).step_by(l) {
+            {
                 let lanes = cg.saturating_sub(c0).min(l);
                 let contiguous = lanes == l && xs[1] == 1;
                 let mut d = [[zero; 6]; 6];
@@ -412,6 +439,8 @@ unsafe impl Sync for OutRaw {}
 
 struct OutputTransform<'a, 'b> {
     m: &'b [f32],
+    /// Rows of `M[xi]` (tiles padded to [`ROWS`]).
+    rows: usize,
     y: OutRaw,
     dil: [usize; 2],
     phase: Phase,
@@ -428,9 +457,8 @@ impl WithSimd for OutputTransform<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        let OutputTransform { m, y, dil, phase: p, shape, grp, t0, t1, bias, residual, act } = self;
+        let OutputTransform { m, rows: len, y, dil, phase: p, shape, grp, t0, t1, bias, residual, act } = self;
         let l = S::F32_LANES;
-        let len = t1 - t0;
         let Shape { kg, kgp, .. } = shape;
         let k_lo = grp * kg;
         let zero = s.splat_f32s(0.0);
@@ -441,17 +469,18 @@ impl WithSimd for OutputTransform<'_, '_> {
         };
         let (vlo, vhi) = (s.splat_f32s(lo), s.splat_f32s(hi));
         let ys = y.strides;
-        for t in t0..t1 {
+        // Channels outside when they are strided (NCHW), as in the input transform; only
+        // the vectors holding real channels.
+        let (nt, nk) = (t1 - t0, kg.div_ceil(l));
+        for it in 0..nt * nk {
+            let (t, k0) = if ys[1] == 1 { (t0 + it / nk, it % nk * l) } else { (t0 + it % nt, it / nt * l) };
             let n = t / (p.th * p.tw);
             let rem = t % (p.th * p.tw);
             let (ti, tj) = (rem / p.tw, rem % p.tw);
-            let rows = (p.oh - 4 * ti).min(4);
-            let cols = (p.ow - 4 * tj).min(4);
-            for k0 in (0..kgp).step_by(l) {
+            let out_rows = (p.oh - 4 * ti).min(4);
+            let out_cols = (p.ow - 4 * tj).min(4);
+            {
                 let lanes = kg.saturating_sub(k0).min(l);
-                if lanes == 0 {
-                    break;
-                }
                 let full = lanes == l;
                 let mut mm = [[zero; 6]; 6];
                 for (xi, row) in mm.iter_mut().enumerate() {
@@ -475,10 +504,10 @@ impl WithSimd for OutputTransform<'_, '_> {
                         load::<S>(&buf)
                     }
                 };
-                for (a, row) in tmp.iter().enumerate().take(rows) {
+                for (a, row) in tmp.iter().enumerate().take(out_rows) {
                     let out = at(s, *row);
                     let oh = (4 * ti + a) * dil[0] + p.ph;
-                    for (bcol, &val) in out.iter().enumerate().take(cols) {
+                    for (bcol, &val) in out.iter().enumerate().take(out_cols) {
                         let ow = (4 * tj + bcol) * dil[1] + p.pw;
                         let mut acc = s.add_f32s(val, b);
                         if let Some(r) = &residual {
@@ -526,6 +555,119 @@ impl WithSimd for OutputTransform<'_, '_> {
     }
 }
 
+
+// ---------------------------------------------------------------------------------------
+// The 36 tile products.
+
+/// `M[xi] = V[xi] * U[xi]` for the 36 positions of one block, on `threads` threads.
+fn products(exec: &Exec, threads: usize, v: &[f32], u: &[f32], m: &mut [f32], rows: usize, shape: Shape) {
+    let (vlen, ulen, mlen) = (rows * shape.cgp, shape.cg * shape.kgp, rows * shape.kgp);
+    let one = |xi: usize, m: &mut [f32]| {
+        let (v, u) = (&v[xi * vlen..(xi + 1) * vlen], &u[xi * ulen..(xi + 1) * ulen]);
+        exec.dispatch(Product { v, u, m, rows, shape });
+    };
+    #[cfg(feature = "rayon")]
+    if threads > 1 {
+        use rayon::prelude::*;
+        m[..XI * mlen].par_chunks_mut(mlen).enumerate().for_each(|(xi, m)| one(xi, m));
+        return;
+    }
+    let _ = threads;
+    m[..XI * mlen].chunks_mut(mlen).enumerate().for_each(|(xi, m)| one(xi, m));
+}
+
+/// One position's product `M (rows x kgp) = V (rows x cg, row stride cgp) * U (cg x kgp)`,
+/// register-blocked: [`ROWS`] tiles x `NV` vectors of output channels, the tile values
+/// broadcast, the filter vectors loaded once per input channel.
+struct Product<'a> {
+    v: &'a [f32],
+    u: &'a [f32],
+    m: &'a mut [f32],
+    rows: usize,
+    shape: Shape,
+}
+
+impl WithSimd for Product<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, s: S) {
+        // Accumulators: 24 of 32 registers on AVX-512 and NEON, 12 of 16 on AVX2.
+        match S::F32_LANES {
+            8 => product::<S, 2>(s, self),
+            _ => product::<S, 4>(s, self),
+        }
+    }
+}
+
+#[inline(always)]
+fn product<S: Simd, const NV: usize>(s: S, p: Product<'_>) {
+    let Product { v, u, m, rows, shape } = p;
+    let Shape { cg, cgp, kgp, .. } = shape;
+    let l = S::F32_LANES;
+    let wide = NV * l;
+    for p0 in (0..kgp).step_by(PANEL) {
+        let width = PANEL.min(kgp - p0);
+        let mut k0 = p0;
+        while k0 < p0 + width {
+            if k0 + wide <= p0 + width {
+                for t0 in (0..rows).step_by(ROWS) {
+                    block::<S, NV>(s, v, u, m, cg, cgp, kgp, t0, k0);
+                }
+                k0 += wide;
+            } else {
+                // Panels are multiples of 16 floats, hence of `l`: whole vectors remain.
+                for t0 in (0..rows).step_by(ROWS) {
+                    block::<S, 1>(s, v, u, m, cg, cgp, kgp, t0, k0);
+                }
+                k0 += l;
+            }
+        }
+    }
+}
+
+/// `M[t0..t0 + ROWS][k0..k0 + NV * l] = V[t0..t0 + ROWS][..cg] * U[..cg][k0..k0 + NV * l]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn block<S: Simd, const NV: usize>(
+    s: S,
+    v: &[f32],
+    u: &[f32],
+    m: &mut [f32],
+    cg: usize,
+    cgp: usize,
+    kgp: usize,
+    t0: usize,
+    k0: usize,
+) {
+    let l = S::F32_LANES;
+    let (base, width) = panel_at(0, k0, cg, kgp);
+    // The last element each pointer below reaches, checked once: the vectors of row
+    // `cg - 1` end inside the panel, which ends inside `u`.
+    assert!(t0 + ROWS <= v.len() / cgp && cg <= cgp && cg > 0);
+    assert!(base + (cg - 1) * width + NV * l <= u.len() && (k0 % PANEL) + NV * l <= width);
+    let mut acc = [[s.splat_f32s(0.0); NV]; ROWS];
+    let vp: [*const f32; ROWS] = core::array::from_fn(|r| v[(t0 + r) * cgp..].as_ptr());
+    let up = u[base..].as_ptr();
+    for c in 0..cg {
+        // SAFETY: `c < cg` and the asserts above: the NV vectors at `c * width` (from the
+        // panel's column of `k0`) lie inside `u`; `f32s` is plain data, read unaligned.
+        let uv: [S::f32s; NV] =
+            core::array::from_fn(|j| unsafe { core::ptr::read_unaligned(up.add(c * width + j * l).cast::<S::f32s>()) });
+        for r in 0..ROWS {
+            // SAFETY: row `t0 + r < v.len() / cgp` and `c < cg <= cgp`: inside `v`.
+            let b = s.splat_f32s(unsafe { *vp[r].add(c) });
+            for j in 0..NV {
+                acc[r][j] = s.mul_add_e_f32s(b, uv[j], acc[r][j]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, &a) in row.iter().enumerate() {
+            store::<S>(&mut m[(t0 + r) * kgp + k0 + j * l..], a);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The driver.
 
@@ -547,8 +689,7 @@ fn run_packed(
     let n_img = g.output().n;
     let threads = exec.threads();
     let y_raw = OutRaw { ptr: y.data_mut().as_mut_ptr(), strides: y.strides() };
-    let Shape { groups, cg, kg, cgp, kgp } = shape;
-    let (v_rs, m_rs) = (istride(cgp, 2)?, istride(kgp, 2)?);
+    let Shape { groups, cg, cgp, kgp, .. } = shape;
     for phase in phases(g) {
         let total = n_img * phase.th * phase.tw;
         if total == 0 {
@@ -559,30 +700,24 @@ fn run_packed(
         } else {
             1
         };
-        let par = if workers > 1 { gemm::Parallelism::None } else { gemm_parallelism(threads) };
+        // With too few tiles to share, the threads share each block's 36 products instead.
+        let product_threads = if workers > 1 { 1 } else { threads };
         split(workers, total, ws, |q0, q1, chunk| {
-            let cap = (chunk.len() / per).max(1);
+            let cap = chunk.len() / per / ROWS * ROWS;
             let mut t0 = q0;
             while t0 < q1 {
                 let t1 = (t0 + cap).min(q1);
                 let len = t1 - t0;
-                let (v, rest) = chunk.split_at_mut(XI * len * cgp);
-                let mbuf = &mut rest[..XI * len * kgp];
+                let rows = len.next_multiple_of(ROWS);
+                let (v, rest) = chunk.split_at_mut(XI * rows * cgp);
+                let mbuf = &mut rest[..XI * rows * kgp];
                 for grp in 0..groups {
-                    exec.dispatch(InputTransform { x: &x, dil, phase, shape, grp, t0, t1, v: &mut *v });
-                    for xi in 0..XI {
-                        let dst = Mat { ptr: mbuf[xi * len * kgp..].as_mut_ptr(), rs: m_rs, cs: 1 };
-                        let lhs = Mat { ptr: v[xi * len * cgp..].as_ptr(), rs: v_rs, cs: 1 };
-                        let rhs = Mat { ptr: u[(grp * XI + xi) * cg * kgp..].as_ptr(), rs: m_rs, cs: 1 };
-                        // SAFETY: dst is rows 0..len, columns 0..kg of M[xi] (len x kgp, in
-                        // `mbuf`); lhs rows 0..len, columns 0..cg of V[xi] (len x cgp, in
-                        // `v`); rhs rows 0..cg, columns 0..kg of U[grp][xi] (cg x kgp, in
-                        // `u`, whose length is the packed length). `mbuf` is disjoint from
-                        // `v` and `u` and owned by this worker.
-                        unsafe { matmul(len, kg, cg, dst, lhs, rhs, par) };
-                    }
+                    exec.dispatch(InputTransform { x: &x, dil, phase, shape, grp, t0, t1, rows, v: &mut *v });
+                    let ug = &u[grp * XI * cg * kgp..(grp + 1) * XI * cg * kgp];
+                    products(exec, product_threads, &*v, ug, &mut *mbuf, rows, shape);
                     exec.dispatch(OutputTransform {
                         m: mbuf,
+                        rows,
                         y: y_raw,
                         dil,
                         phase,
