@@ -68,6 +68,7 @@ fn forward<R: Red>(
     let (x, y) = (x.data(), y.data_mut());
     match layout {
         Layout::Nhwc => exec.dispatch(nhwc::Fwd { p: &p, x, xs, y, ys, r }),
+        Layout::Nchw if nchw::rows_path(&p) => exec.dispatch(nchw::FwdRows { p: &p, x, xs, y, ys, r }),
         Layout::Nchw => exec.dispatch(nchw::Fwd { p: &p, x, xs, y, ys, r }),
     }
 }

@@ -7,7 +7,7 @@
 use pulp::{Simd, WithSimd};
 
 use super::plan::{AxisPlan, Plan};
-use super::simd::{even_odd, L2Operands, Red, MAX_LANES};
+use super::simd::{even_odd, lanes_reduce, L2Operands, Red, MAX_LANES};
 
 /// Lane indices `0, 1, 2, ..` as f32, to build lane masks.
 static IOTA: [f32; MAX_LANES] = [0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.];
@@ -69,6 +69,279 @@ fn fold_row<R: Red, S: Simd>(simd: S, row: &[f32], ox: usize, aw: AxisPlan, low:
             racc = R::v(simd, racc, split2(simd, row, 2 * ox + kx * dw - pl, low).0);
         }
         racc
+    }
+}
+
+/// Output columns per chunk of the row-buffer path (a multiple of every lane count).
+const CHUNK: usize = 128;
+/// Longest horizontal window span `(kw - 1) * dw` the row-buffer path takes.
+const MAX_SPAN: usize = 64;
+/// Row-buffer length: a chunk at stride 2 plus the window span.
+const BUF: usize = 2 * CHUNK + MAX_SPAN;
+/// Output rows whose vertical folds are buffered together.
+const BATCH: usize = 8;
+
+/// Whether [`FwdRows`] handles this geometry (horizontal stride 1 or 2, span up to
+/// [`MAX_SPAN`]); [`Fwd`] takes the rest.
+pub(crate) fn rows_path(p: &Plan) -> bool {
+    (p.aw.stride == 1 || p.aw.stride == 2) && (p.aw.kernel - 1) * p.aw.dilation <= MAX_SPAN
+}
+
+/// `[buf[rel + 2j], buf[rel + 2j + 1]]` for `j < L`, split into even and odd lanes.
+#[inline(always)]
+fn pair<S: Simd>(simd: S, buf: &[f32], rel: usize) -> (S::f32s, S::f32s) {
+    let l = S::F32_LANES;
+    let (v, _) = S::as_simd_f32s(&buf[rel..rel + 2 * l]);
+    even_odd(simd, v[0], v[1])
+}
+
+/// The horizontal fold (with `vmerge`) of the `L` outputs whose windows start at buffer
+/// column `rel`, `rel + sw`, ...
+#[inline(always)]
+fn hfold<R: Red, S: Simd>(simd: S, buf: &[f32], rel: usize, aw: AxisPlan) -> S::f32s {
+    let (sw, kw, dw) = (aw.stride, aw.kernel, aw.dilation);
+    if sw == 1 {
+        let mut acc = super::nhwc::load::<S>(buf, rel);
+        for kx in 1..kw {
+            acc = R::vmerge(simd, acc, super::nhwc::load::<S>(buf, rel + kx * dw));
+        }
+        acc
+    } else if dw == 1 {
+        // With dilation 1 the odd columns are the next tap.
+        let (e, o) = pair(simd, buf, rel);
+        let mut acc = e;
+        if kw > 1 {
+            acc = R::vmerge(simd, acc, o);
+        }
+        let mut kx = 2;
+        while kx < kw {
+            let (e, o) = pair(simd, buf, rel + kx);
+            acc = R::vmerge(simd, acc, e);
+            if kx + 1 < kw {
+                acc = R::vmerge(simd, acc, o);
+            }
+            kx += 2;
+        }
+        acc
+    } else {
+        let mut acc = pair(simd, buf, rel).0;
+        for kx in 1..kw {
+            acc = R::vmerge(simd, acc, pair(simd, buf, rel + kx * dw).0);
+        }
+        acc
+    }
+}
+
+/// The vertical fold of the `N` rows at column `j`, stored at `dst[j..j + L]`.
+#[inline(always)]
+fn vert1<R: Red, S: Simd, const N: usize>(simd: S, dst: &mut [f32], j: usize, rows: &[&[f32]; N]) {
+    let mut acc = R::vfirst(simd, super::nhwc::load::<S>(rows[0], j));
+    for rw in &rows[1..] {
+        acc = R::v(simd, acc, super::nhwc::load::<S>(rw, j));
+    }
+    S::as_mut_simd_f32s(&mut dst[j..j + S::F32_LANES]).0[0] = acc;
+}
+
+/// Vertical folds of the `N` window rows into `dst` (`rows[i][j]` lines up with `dst[j]`;
+/// every row is at least as long as `dst`).
+#[inline(always)]
+fn vert<R: Red, S: Simd, const N: usize>(simd: S, dst: &mut [f32], rows: [&[f32]; N]) {
+    let l = S::F32_LANES;
+    let len = dst.len();
+    let mut j = 0;
+    while j + l <= len {
+        vert1::<R, S, N>(simd, dst, j, &rows);
+        j += l;
+    }
+    if j < len {
+        if len >= l {
+            // Overlaps the previous vector with the same values.
+            vert1::<R, S, N>(simd, dst, len - l, &rows);
+        } else {
+            vert_scalar::<R>(dst, &rows);
+        }
+    }
+}
+
+/// [`vert`] for a buffer shorter than a vector.
+#[inline(never)]
+fn vert_scalar<R: Red>(dst: &mut [f32], rows: &[&[f32]]) {
+    for (jj, b) in dst.iter_mut().enumerate() {
+        let mut acc = R::s(R::INIT, rows[0][jj]);
+        for rw in &rows[1..] {
+            acc = R::s(acc, rw[jj]);
+        }
+        *b = acc;
+    }
+}
+
+/// Folds one more window row into the vertical folds `dst`.
+#[inline(never)]
+fn vert_more<R: Red>(dst: &mut [f32], row: &[f32]) {
+    for (b, &v) in dst.iter_mut().zip(row) {
+        *b = R::s(*b, v);
+    }
+}
+
+/// The outputs `ox` in `o0..o1` whose windows touch padding or lie past it, from the
+/// buffer of chunk `o0` (each with its own divisor).
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn border<R: Red>(
+    p: &Plan,
+    r: R,
+    buf: &[f32],
+    yrow: &mut [f32],
+    oy: usize,
+    o0: usize,
+    o1: usize,
+    aw: AxisPlan,
+) {
+    let (sw, kw, dw) = (aw.stride, aw.kernel, aw.dilation);
+    for ox in (o0..aw.lo.clamp(o0, o1)).chain(aw.hi.clamp(o0, o1)..o1) {
+        let rel = (ox - o0) * sw;
+        let mut acc = buf[rel];
+        for kx in 1..kw {
+            acc = R::smerge(acc, buf[rel + kx * dw]);
+        }
+        let (taps, padded) = p.counts(oy, ox);
+        yrow[ox] = R::sfin(acc, r.scale(taps, padded));
+    }
+}
+
+/// Forward values-only pooling through a row buffer, for horizontal strides 1 and 2: per
+/// output row and chunk of output columns, the window rows are folded vertically into a
+/// buffer that spans the padded input columns (padding holds `R::INIT`, which never
+/// changes a fold), then every output of the chunk is a contiguous (stride 1) or
+/// even/odd-split (stride 2) horizontal fold of that buffer, vectorised with no border
+/// cases. Outputs whose windows touch padding or lie past it get their own divisor
+/// afterwards, recomputed from the buffer.
+pub(crate) struct FwdRows<'a, R> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub r: R,
+}
+
+impl<R: Red> WithSimd for FwdRows<'_, R> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let aw = self.p.aw;
+        // The common windows get their width and stride as constants.
+        match (aw.kernel, aw.stride, aw.dilation) {
+            (2, 2, 1) => rows_body::<R, S, 2, 2>(simd, self),
+            (3, 2, 1) => rows_body::<R, S, 3, 2>(simd, self),
+            (3, 1, 1) => rows_body::<R, S, 3, 1>(simd, self),
+            _ => rows_body::<R, S, 0, 0>(simd, self),
+        }
+    }
+}
+
+/// [`FwdRows`] with window width `KW` and stride `SW` (dilation 1), or as the plan says
+/// when `KW == 0`.
+#[inline(always)]
+fn rows_body<R: Red, S: Simd, const KW: usize, const SW: usize>(simd: S, op: FwdRows<'_, R>) {
+    let FwdRows { p, x, xs, y, ys, r } = op;
+    let l = S::F32_LANES;
+    let mut aw = p.aw;
+    if KW != 0 {
+        aw.kernel = KW;
+        aw.stride = SW;
+        aw.dilation = 1;
+    }
+    let (sw, kw, dw, pl) = (aw.stride, aw.kernel, aw.dilation, aw.pad);
+    let span = (kw - 1) * dw;
+    let w = p.w;
+    // One buffer per output row of a batch: the vertical folds of a batch are all stored
+    // before the first is read back, so the horizontal loads (which straddle the vertical
+    // stores) do not wait on store forwarding.
+    let mut bufs = [0.0f32; BATCH * BUF];
+    let mut tmp = [0.0f32; MAX_LANES];
+    // Chunks of output columns outermost: a chunk's buffer layout (which columns are
+    // padding) is the same for every plane and row.
+    let mut o0 = 0;
+    while o0 < p.ow {
+        let o1 = (o0 + CHUNK).min(p.ow);
+        let nb = (o1 - o0).div_ceil(l);
+        let full = (o1 - o0) / l;
+        // Buffer column `j` is padded column `p0 + j`, input column `p0 + j - pl` for `j`
+        // in `ja..jb`; the rest holds `R::INIT`.
+        let p0 = o0 * sw;
+        let len = sw * nb * l + span;
+        let ja = pl.saturating_sub(p0).min(len);
+        let jb = (w + pl).saturating_sub(p0).min(len).max(ja);
+        // Input column of buffer column `ja` (`ja >= pl - p0`).
+        let ix0 = ja + p0 - pl;
+        let borders = o0 < aw.lo || o1 > aw.hi;
+        // Row buffers of `pitch` columns, packed so a batch stays in few cache lines.
+        let pitch = len.next_multiple_of(MAX_LANES);
+        for buf in bufs.chunks_exact_mut(pitch).take(BATCH) {
+            buf[..ja].fill(R::INIT);
+            buf[jb..len].fill(R::INIT);
+        }
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = n * xs[0] + c * xs[1] + ix0;
+                let yp = n * ys[0] + c * ys[1];
+                for oyb in (0..p.oh).step_by(BATCH) {
+                    let batch = BATCH.min(p.oh - oyb);
+                    for (g, buf) in bufs.chunks_exact_mut(pitch).enumerate().take(batch) {
+                        let oy = oyb + g;
+                        let (ky0, ky1, _) = p.ah.taps(oy);
+                        let row = |i: usize| {
+                            let ro = xp + p.ah.coord(oy, ky0 + i) * xs[2];
+                            &x[ro..ro + (jb - ja)]
+                        };
+                        let dst = &mut buf[ja..jb];
+                        match ky1 - ky0 {
+                            1 => vert::<R, S, 1>(simd, dst, [row(0)]),
+                            2 => vert::<R, S, 2>(simd, dst, [row(0), row(1)]),
+                            3 => vert::<R, S, 3>(simd, dst, [row(0), row(1), row(2)]),
+                            nr => {
+                                vert::<R, S, 4>(simd, dst, [row(0), row(1), row(2), row(3)]);
+                                // Window rows past the fourth fold through the buffer.
+                                for i in 4..nr {
+                                    vert_more::<R>(dst, row(i));
+                                }
+                            }
+                        }
+                    }
+                    for (g, buf) in bufs.chunks_exact(pitch).enumerate().take(batch) {
+                        let oy = oyb + g;
+                        let (ky0, ky1, py) = p.ah.taps(oy);
+                        let vscale = simd.splat_f32s(r.scale((ky1 - ky0) * kw, py.saturating_mul(kw)));
+                        let yo = yp + oy * ys[2];
+                        let yrow = &mut y[yo..yo + p.ow];
+                        for b in 0..full {
+                            let ox = o0 + b * l;
+                            let acc = hfold::<R, S>(simd, buf, b * l * sw, aw);
+                            S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = R::vfin(simd, acc, vscale);
+                        }
+                        if full < nb {
+                            // A last partial block: overlapping the previous one (same
+                            // values) or, in a chunk narrower than a vector, through `tmp`.
+                            let ox = if full > 0 { o1 - l } else { o0 };
+                            let acc = R::vfin(simd, hfold::<R, S>(simd, buf, (ox - o0) * sw, aw), vscale);
+                            if full > 0 {
+                                S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = acc;
+                            } else {
+                                S::as_mut_simd_f32s(&mut tmp[..l]).0[0] = acc;
+                                for (yv, &t) in yrow[o0..o1].iter_mut().zip(&tmp) {
+                                    *yv = t;
+                                }
+                            }
+                        }
+                        if borders {
+                            border(p, r, buf, yrow, oy, o0, o1, aw);
+                        }
+                    }
+                }
+            }
+        }
+        o0 = o1;
     }
 }
 
@@ -294,8 +567,55 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
         let scale = r.scale(taps, taps);
         // Rows that follow each other in memory make one run of `h * w` values.
         let (runs, run_len) = if h == 1 || xs[2] == w { (1, taps) } else { (h, w) };
+        let l = S::F32_LANES;
+        // Contiguous planes of at least a vector: `L` planes at a time, each folded into
+        // one vector (the last one overlapping, its repeated lanes masked to `INIT`), then
+        // the `L` vectors reduced together by a transpose-and-merge tree.
+        let grouped = if runs == 1 && run_len >= l && l > 1 { p.c / l * l } else { 0 };
+        let full = run_len / l;
+        let tail = run_len % l;
+        let init = simd.splat_f32s(R::INIT);
+        // Lanes `>= L - tail` of the last vector are new.
+        let tail_mask = simd
+            .greater_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s((l - tail) as f32 - 0.5));
+        let vscale = simd.splat_f32s(scale);
+        let mut parts = [init; MAX_LANES];
+        let mut outs = [0.0f32; MAX_LANES];
         for n in 0..p.n {
-            for c in 0..p.c {
+            for c0 in (0..grouped).step_by(l) {
+                for (i, part) in parts.iter_mut().enumerate().take(l) {
+                    let xo = n * xs[0] + (c0 + i) * xs[1];
+                    let plane = &x[xo..xo + run_len];
+                    let (head, _) = S::as_simd_f32s(plane);
+                    let mut a0 = head[0];
+                    let mut a1 = init;
+                    let mut k = 1;
+                    while k + 1 < full {
+                        a0 = R::v(simd, a0, head[k]);
+                        a1 = R::v(simd, a1, head[k + 1]);
+                        k += 2;
+                    }
+                    if k < full {
+                        a0 = R::v(simd, a0, head[k]);
+                    }
+                    if tail != 0 {
+                        let last = super::nhwc::load::<S>(plane, run_len - l);
+                        a1 = R::v(simd, a1, simd.select_f32s(tail_mask, last, init));
+                    }
+                    *part = R::vmerge(simd, a0, a1);
+                }
+                let v = R::vfin(simd, lanes_reduce::<R, S>(simd, &parts[..l]), vscale);
+                let yo = n * ys[0] + c0 * ys[1];
+                if ys[1] == 1 {
+                    S::as_mut_simd_f32s(&mut y[yo..yo + l]).0[0] = v;
+                } else {
+                    S::as_mut_simd_f32s(&mut outs[..l]).0[0] = v;
+                    for (i, &o) in outs.iter().enumerate().take(l) {
+                        y[yo + i * ys[1]] = o;
+                    }
+                }
+            }
+            for c in grouped..p.c {
                 let xp = n * xs[0] + c * xs[1];
                 let mut v0 = simd.splat_f32s(R::INIT);
                 let mut v1 = simd.splat_f32s(R::INIT);

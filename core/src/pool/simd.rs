@@ -39,8 +39,7 @@ impl Red for MaxR {
     const INIT: f32 = f32::NEG_INFINITY;
     #[inline(always)]
     fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
-        let take = simd.or_m32s(simd.greater_than_f32s(x, acc), simd.not_m32s(simd.equal_f32s(x, x)));
-        simd.select_f32s(take, x, acc)
+        vmax(simd, acc, x)
     }
     #[inline(always)]
     fn s(acc: f32, x: f32) -> f32 {
@@ -79,6 +78,45 @@ impl Red for MaxR {
     fn scale(&self, _: usize, _: usize) -> f32 {
         1.0
     }
+}
+
+/// The larger of `acc` and `x` per lane, NaN when either is NaN, on every ISA. Equal
+/// values give either operand (so a zero maximum may carry either sign).
+///
+/// AVX-512: a compare (is `x` a number?) and a masked `max(x, acc)` (which returns `acc`
+/// when `acc` is NaN; lanes where `x` is NaN keep `x`). AVX2: `max(acc, x) | max(x, acc)`
+/// (each `max` returns its second operand when either is NaN, so one of the two is that
+/// NaN, and OR-ing a NaN with any value keeps it a NaN; without NaN both are equal).
+/// Elsewhere compare + select, as pulp's `max` disagrees across ISAs on NaN.
+#[inline(always)]
+pub(crate) fn vmax<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::any::TypeId;
+        use core::arch::x86_64::*;
+        use core::mem::transmute_copy;
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>() {
+            // SAFETY: `S` is `V4`, so `S::f32s` is `f32x16`, 64 bytes like `__m512`, and a
+            // value of `S` exists only if AVX-512F is available (the caller holds one).
+            unsafe {
+                let a: __m512 = transmute_copy(&acc);
+                let b: __m512 = transmute_copy(&x);
+                let num = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(b, b);
+                return transmute_copy(&_mm512_mask_max_ps(b, num, b, a));
+            }
+        }
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V3>() {
+            // SAFETY: `S` is `V3`, so `S::f32s` is `f32x8`, 32 bytes like `__m256`, and a
+            // value of `S` exists only if AVX2 is available.
+            unsafe {
+                let a: __m256 = transmute_copy(&acc);
+                let b: __m256 = transmute_copy(&x);
+                return transmute_copy(&_mm256_or_ps(_mm256_max_ps(a, b), _mm256_max_ps(b, a)));
+            }
+        }
+    }
+    let take = simd.or_m32s(simd.greater_than_f32s(x, acc), simd.not_m32s(simd.equal_f32s(x, x)));
+    simd.select_f32s(take, x, acc)
 }
 
 /// Sum, then multiplied by the reciprocal of the divisor [`AvgPoolOptions`] selects.
@@ -239,4 +277,111 @@ pub(crate) fn even_odd<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> (S::f32s, S:
     }
     let (v, _) = S::as_simd_f32s(&out[..2 * l]);
     (v[0], v[1])
+}
+
+/// `R::vmerge` on raw x86 vectors `T` (which must be `S::f32s`'s layout).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn merge_raw<R: Red, S: Simd, T: Copy>(simd: S, a: T, b: T) -> T {
+    debug_assert_eq!(core::mem::size_of::<T>(), core::mem::size_of::<S::f32s>());
+    // SAFETY: the callers pass `T = __m512` for `V4` and `__m256` for `V3`, the layouts
+    // of their `f32s`; all bit patterns are valid floats.
+    unsafe {
+        let a: S::f32s = core::mem::transmute_copy(&a);
+        let b: S::f32s = core::mem::transmute_copy(&b);
+        core::mem::transmute_copy(&R::vmerge(simd, a, b))
+    }
+}
+
+/// For `v` of `L` vectors, the vector whose lane `i` is the fold (`R::vmerge`) of the
+/// lanes of `v[i]`: a transpose-and-merge tree on AVX2 / AVX-512 (`L - 1` merges and
+/// `2 (L - 1)` shuffles for `L` reductions), lane by lane elsewhere. Written without
+/// closures: they would not inherit the ISA's target features.
+#[inline(always)]
+pub(crate) fn lanes_reduce<R: Red, S: Simd>(simd: S, v: &[S::f32s]) -> S::f32s {
+    let l = S::F32_LANES;
+    debug_assert_eq!(v.len(), l);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::any::TypeId;
+        use core::arch::x86_64::*;
+        use core::mem::transmute_copy;
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>() {
+            // SAFETY: `S` is `V4`, so `S::f32s` is `f32x16`, 64 bytes like `__m512`, and a
+            // value of `S` exists only if AVX-512F is available (the caller holds one).
+            unsafe {
+                let mut p = [_mm512_setzero_ps(); 16];
+                for (d, x) in p.iter_mut().zip(v) {
+                    *d = transmute_copy(x);
+                }
+                // Per 128-bit block: [a, b, a, b] partials of vectors 2i, 2i + 1.
+                let mut q = [_mm512_setzero_ps(); 8];
+                for (i, d) in q.iter_mut().enumerate() {
+                    let (a, b) = (p[2 * i], p[2 * i + 1]);
+                    *d = merge_raw::<R, S, _>(simd, _mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+                }
+                // Per 128-bit block: one partial of each of vectors 4i .. 4i + 4, in order.
+                let mut t = [_mm512_setzero_ps(); 4];
+                for (i, d) in t.iter_mut().enumerate() {
+                    let (c, e) = (q[2 * i], q[2 * i + 1]);
+                    *d = merge_raw::<R, S, _>(
+                        simd,
+                        _mm512_shuffle_ps::<0x44>(c, e),
+                        _mm512_shuffle_ps::<0xEE>(c, e),
+                    );
+                }
+                // Blocks: vectors 8i .. 8i + 4 (two partials), then 8i + 4 .. 8i + 8.
+                let mut u = [_mm512_setzero_ps(); 2];
+                for (i, d) in u.iter_mut().enumerate() {
+                    let (e, f) = (t[2 * i], t[2 * i + 1]);
+                    *d = merge_raw::<R, S, _>(
+                        simd,
+                        _mm512_shuffle_f32x4::<0x88>(e, f),
+                        _mm512_shuffle_f32x4::<0xDD>(e, f),
+                    );
+                }
+                let r = merge_raw::<R, S, _>(
+                    simd,
+                    _mm512_shuffle_f32x4::<0x88>(u[0], u[1]),
+                    _mm512_shuffle_f32x4::<0xDD>(u[0], u[1]),
+                );
+                return transmute_copy(&r);
+            }
+        }
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V3>() {
+            // SAFETY: `S` is `V3`, so `S::f32s` is `f32x8`, 32 bytes like `__m256`, and a
+            // value of `S` exists only if AVX2 is available.
+            unsafe {
+                let mut p = [_mm256_setzero_ps(); 8];
+                for (d, x) in p.iter_mut().zip(v) {
+                    *d = transmute_copy(x);
+                }
+                let mut q = [_mm256_setzero_ps(); 4];
+                for (i, d) in q.iter_mut().enumerate() {
+                    let (a, b) = (p[2 * i], p[2 * i + 1]);
+                    *d = merge_raw::<R, S, _>(simd, _mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+                }
+                let mut t = [_mm256_setzero_ps(); 2];
+                for (i, d) in t.iter_mut().enumerate() {
+                    let (c, e) = (q[2 * i], q[2 * i + 1]);
+                    *d = merge_raw::<R, S, _>(
+                        simd,
+                        _mm256_shuffle_ps::<0x44>(c, e),
+                        _mm256_shuffle_ps::<0xEE>(c, e),
+                    );
+                }
+                let r = merge_raw::<R, S, _>(
+                    simd,
+                    _mm256_permute2f128_ps::<0x20>(t[0], t[1]),
+                    _mm256_permute2f128_ps::<0x31>(t[0], t[1]),
+                );
+                return transmute_copy(&r);
+            }
+        }
+    }
+    let mut out = [0.0f32; MAX_LANES];
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = R::vreduce(simd, x);
+    }
+    S::as_simd_f32s(&out[..l]).0[0]
 }
