@@ -147,6 +147,10 @@ pub enum Unsupported {
     MixedLayouts,
     /// More than one thread was asked for, but the `rayon` feature is off.
     ThreadsNeedRayon,
+    /// `BackwardAlgorithm::Flipped` computes only data gradients and transposed
+    /// convolutions, of stride 1, with leading padding at most `dilation * (kernel - 1)`
+    /// and the gradient no smaller than the output minus the leading padding, per axis.
+    FlippedGeometry,
 }
 
 impl fmt::Display for Unsupported {
@@ -165,6 +169,10 @@ impl fmt::Display for Unsupported {
             ),
             Unsupported::MixedLayouts => f.write_str("input and output tensors must use the same layout"),
             Unsupported::ThreadsNeedRayon => f.write_str("more than one thread needs the `rayon` feature"),
+            Unsupported::FlippedGeometry => f.write_str(
+                "the flipped algorithm computes only data gradients of stride-1 convolutions with leading \
+                 padding at most dilation * (kernel - 1)",
+            ),
         }
     }
 }

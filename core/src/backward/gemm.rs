@@ -301,18 +301,30 @@ impl WithSimd for Col2im<'_, '_> {
                 }
             }
             Layout::Nhwc => {
+                // With dilation 1 and one group filling the channel stride, the taps
+                // `kx` of one pixel and row `ky` are `kw * cg` contiguous column elements
+                // landing on contiguous elements of `dx`: one add per run, not per tap.
+                let merged = dwl * xs[3] == cg * xs[1] && xs[1] == 1;
                 for oy in oy0..oy1 {
                     for ky in 0..kh {
                         let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else { continue };
+                        let row = n * xs[0] + g * cg * xs[1] + iy * xs[2];
                         for ox in 0..ow {
-                            let pix = ((oy - oy0) * ow + ox) * p_s;
+                            let pix = ((oy - oy0) * ow + ox) * p_s + ky * kw * tap_s;
+                            if merged {
+                                let (lo, hi, ix) = p.taps_at(1, ox);
+                                if lo < hi {
+                                    let src = &col[pix + lo * tap_s..];
+                                    add(simd, src, &mut xd[row + ix * xs[3]..], 1, (hi - lo) * cg);
+                                }
+                                continue;
+                            }
                             for kx in 0..kw {
                                 let Some(ix) = input_coord(ox, sw, kx, dwl, p.pad[1], p.x.w) else {
                                     continue;
                                 };
-                                let src = &col[pix + (ky * kw + kx) * tap_s..];
-                                let dst = n * xs[0] + g * cg * xs[1] + iy * xs[2] + ix * xs[3];
-                                add(simd, src, &mut xd[dst..], xs[1], cg);
+                                let src = &col[pix + kx * tap_s..];
+                                add(simd, src, &mut xd[row + ix * xs[3]..], xs[1], cg);
                             }
                         }
                     }
@@ -369,19 +381,36 @@ fn im2col(
             }
         }
         Layout::Nhwc => {
+            // As in col2im: with dilation 1 and one group, the taps `kx` of a row are one
+            // contiguous run in both the column tile and `x`.
+            let merged = dwl * xs[3] == cg * xs[1] && xs[1] == 1;
             for oy in oy0..oy1 {
                 for ox in 0..ow {
                     let pix = ((oy - oy0) * ow + ox) * p_s;
+                    let (lo, hi, ix_lo) = p.taps_at(1, ox);
                     for ky in 0..kh {
-                        let iy = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h);
+                        let run = &mut col[pix + ky * kw * tap_s..][..kw * tap_s];
+                        let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else {
+                            run.fill(0.0);
+                            continue;
+                        };
+                        let row = n * xs[0] + g * cg * xs[1] + iy * xs[2];
+                        if merged {
+                            if lo >= hi {
+                                run.fill(0.0);
+                                continue;
+                            }
+                            run[..lo * cg].fill(0.0);
+                            run[hi * cg..].fill(0.0);
+                            let len = (hi - lo) * cg;
+                            run[lo * cg..hi * cg].copy_from_slice(&xd[row + ix_lo * xs[3]..][..len]);
+                            continue;
+                        }
                         for kx in 0..kw {
-                            let dst = &mut col[pix + (ky * kw + kx) * tap_s..][..cg];
-                            match (iy, input_coord(ox, sw, kx, dwl, p.pad[1], p.x.w)) {
-                                (Some(iy), Some(ix)) => {
-                                    let src = n * xs[0] + g * cg * xs[1] + iy * xs[2] + ix * xs[3];
-                                    copy(&xd[src..], xs[1], dst, 1, cg);
-                                }
-                                _ => dst.fill(0.0),
+                            let dst = &mut run[kx * tap_s..][..cg];
+                            match input_coord(ox, sw, kx, dwl, p.pad[1], p.x.w) {
+                                Some(ix) => copy(&xd[row + ix * xs[3]..], xs[1], dst, 1, cg),
+                                None => dst.fill(0.0),
                             }
                         }
                     }
