@@ -928,7 +928,7 @@ fn flipped_padding_edges() {
 #[test]
 fn several_gemm_tiles() {
     // 64 channels x 3x3 taps x 1850 columns = 1.07M column elements per output row, over
-    // the 1M-element tile budget: one row per tile, two tiles.
+    // the 256K-element tile budget: one row per tile, two tiles.
     let c = named(1, 1, 64, 1, [2, 1850], Conv2d::new(3, 3).pad(1));
     let g = c.geometry();
     assert_eq!(g.output().h, 2);
