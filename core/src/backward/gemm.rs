@@ -189,7 +189,7 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
     if p.is_pointwise() {
         // dx[c, oy * sh, ox * sw] = sum_o w[o, c] dy[o, oy, ox]; other positions are 0.
         if !(sh == 1 && sw == 1 && oh == p.x.h && ow == p.x.w) {
-            crate::tensor::fill_runs(&mut dx, layout, 0.0);
+            super::zero(&mut dx, layout);
         }
         let (xr, xc) = (sh.saturating_mul(xs[2]), sw.saturating_mul(xs[3]));
         let xd = dx.data_mut();
@@ -205,7 +205,7 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
         }
         return;
     }
-    crate::tensor::fill_runs(&mut dx, layout, 0.0);
+    super::zero(&mut dx, layout);
     let rows_per = rows_per_tile(rr * ow, oh);
     let r_w = filter_r_stride(layout, p, fs);
     for n in 0..p.x.n {
@@ -314,7 +314,11 @@ impl WithSimd for Col2im<'_, '_> {
                     for ky in 0..kh {
                         let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else { continue };
                         let row = n * xs[0] + g * cg * xs[1] + iy * xs[2];
-                        for ox in 0..ow {
+                        // Runs of neighbouring pixels overlap when kw > sw: visiting every
+                        // `step`-th pixel per pass keeps the runs of one pass disjoint, so
+                        // no load waits on a partly overlapping store still in flight.
+                        let step = if merged { kw.div_ceil(sw) } else { 1 };
+                        for ox in (0..step).flat_map(|phase| (phase..ow).step_by(step)) {
                             let pix = ((oy - oy0) * ow + ox) * p_s + ky * kw * tap_s;
                             if merged {
                                 let (lo, hi, ix) = p.taps_at(1, ox);

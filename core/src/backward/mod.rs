@@ -221,6 +221,48 @@ pub(crate) fn collapse(dims: &[(usize, usize)]) -> Option<usize> {
     Some(inner.map_or(1, |(s, _)| s))
 }
 
+/// Zeroes every element of `t`, whose innermost dimension in `layout` is contiguous,
+/// merging inner dimensions into one run wherever their strides allow (an NHWC tensor of
+/// 3 channels is one run, not a run of 3 per pixel).
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+pub(crate) fn zero(t: &mut TensorViewMut<'_, f32>, layout: Layout) {
+    let (d, s) = (t.dims(), t.strides());
+    let dims = match layout {
+        Layout::Nchw => [(d.n, s[0]), (d.c, s[1]), (d.h, s[2]), (d.w, s[3])],
+        Layout::Nhwc => [(d.n, s[0]), (d.h, s[2]), (d.w, s[3]), (d.c, s[1])],
+    };
+    // Merge inner dims while each one's stride equals the run so far (or it has extent 1).
+    let mut run = 1;
+    let mut outer = 4;
+    while outer > 0 {
+        let (e, st) = dims[outer - 1];
+        if e != 1 && st != run {
+            break;
+        }
+        run *= e; // at most the element count, which fits
+        outer -= 1;
+    }
+    let data = t.data_mut();
+    let mut idx = [0usize; 4];
+    loop {
+        let off: usize = (0..outer).map(|i| idx[i] * dims[i].1).sum();
+        data[off..off + run].fill(0.0);
+        // Odometer over the outer dims.
+        let mut i = outer;
+        loop {
+            if i == 0 {
+                return;
+            }
+            i -= 1;
+            idx[i] += 1;
+            if idx[i] < dims[i].0 {
+                break;
+            }
+            idx[i] = 0;
+        }
+    }
+}
+
 /// A tensor's preferred inner-contiguous layout, dims and strides.
 type Shape = (Option<Layout>, Dims, [usize; 4]);
 
