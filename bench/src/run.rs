@@ -207,10 +207,21 @@ impl Prepared {
                 }
                 label
             }
-            Geometry::BwdData(_) | Geometry::BwdFilter(_) => {
-                let chosen = BACKWARD_ALGORITHM.resolve().unwrap_or(BACKWARD_ALGORITHM);
+            Geometry::BwdData(g) | Geometry::BwdFilter(g) => {
+                // Auto picks per geometry for data gradients (stride 1 runs the flipped
+                // forward convolution).
+                let chosen = match &self.geometry {
+                    Geometry::BwdData(_) => {
+                        simdconv::select_backward_data_algorithm(g, BACKWARD_ALGORITHM, self.layout)
+                    }
+                    _ => BACKWARD_ALGORITHM.resolve(),
+                }
+                .unwrap_or(BACKWARD_ALGORITHM);
                 let mut label = format!("{}:{}", BACKWARD_ALGORITHM.name(), chosen.name());
-                if chosen == BackwardAlgorithm::Gemm && self.exec.isa() < Isa::detect() {
+                // Flipped runs the forward's Auto, a GEMM path for non-depthwise layers.
+                if matches!(chosen, BackwardAlgorithm::Gemm | BackwardAlgorithm::Flipped)
+                    && self.exec.isa() < Isa::detect()
+                {
                     label.push('*');
                 }
                 label

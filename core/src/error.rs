@@ -149,6 +149,10 @@ pub enum Unsupported {
     ThreadsNeedRayon,
     /// The Winograd algorithm needs a 3x3 kernel with stride 1 (any dilation).
     WinogradNeeds3x3Stride1,
+    /// `BackwardAlgorithm::Flipped` computes only data gradients and transposed
+    /// convolutions, of stride 1, with leading padding at most `dilation * (kernel - 1)`
+    /// and the gradient no smaller than the output minus the leading padding, per axis.
+    FlippedGeometry,
 }
 
 impl fmt::Display for Unsupported {
@@ -170,6 +174,10 @@ impl fmt::Display for Unsupported {
             Unsupported::WinogradNeeds3x3Stride1 => {
                 f.write_str("the Winograd algorithm needs a 3x3 kernel with stride 1")
             }
+            Unsupported::FlippedGeometry => f.write_str(
+                "the flipped algorithm computes only data gradients of stride-1 convolutions with leading \
+                 padding at most dilation * (kernel - 1)",
+            ),
         }
     }
 }

@@ -7,9 +7,9 @@ use simdconv::reference as r;
 use simdconv::{
     conv2d_backward_bias, conv2d_backward_data, conv2d_backward_data_workspace_len, conv2d_backward_filter,
     conv2d_backward_filter_workspace_len, conv_transpose2d, conv_transpose2d_workspace_len, dispatch_count,
-    BackwardAlgorithm, Conv2d, ConvGeometry, ConvTransposeGeometry, Dims, Error, Exec, FilterDims,
-    FilterView, FilterViewMut, Layout, Operand, Padding, Param, Rounding, TensorView, TensorViewMut,
-    Unsupported,
+    select_backward_data_algorithm, BackwardAlgorithm, Conv2d, ConvGeometry, ConvTransposeGeometry, Dims,
+    Error, Exec, FilterDims, FilterView, FilterViewMut, Layout, Operand, Padding, Param, Rounding,
+    TensorView, TensorViewMut, Unsupported,
 };
 use simdconv_tests::{abs_f64, check_close, gamma, isas, Rng};
 
@@ -222,6 +222,30 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
+/// Stride-1 cases; paddings up to 4 reach past `dilation * (kernel - 1)` sometimes.
+fn flipped_case() -> impl Strategy<Value = Case> {
+    (
+        (1usize..=2, 1usize..=3, channels(), channels()),
+        ([0usize..=3, 0usize..=3], [1usize..=4, 1usize..=4], [1usize..=3, 1usize..=3]),
+        ([0usize..=4, 0usize..=4, 0usize..=4, 0usize..=4], any::<bool>(), 0u8..4, any::<u64>()),
+    )
+        .prop_map(|((n, groups, cg, og), (extra, k, d), (p, padded_act, filter, seed))| Case {
+            n,
+            groups,
+            cg,
+            og,
+            extra,
+            k,
+            s: [1, 1],
+            d,
+            pad: Padding::new(p[0], p[1], p[2], p[3]),
+            rounding: Rounding::Floor,
+            padded_act,
+            filter,
+            seed,
+        })
+}
+
 /// Everything for one case in one layout: random x, w, dy and their f64 references.
 struct Fixture {
     g: ConvGeometry,
@@ -295,8 +319,66 @@ impl Fixture {
     }
 }
 
+/// Every algorithm, `Auto` and the data-only `Flipped` included.
+const ALL: [BackwardAlgorithm; 4] =
+    [BackwardAlgorithm::Gemm, BackwardAlgorithm::Direct, BackwardAlgorithm::Flipped, BackwardAlgorithm::Auto];
+
 fn check_case(c: &Case) -> Result<(), String> {
-    check_case_with(c, &BackwardAlgorithm::NAMED)
+    check_case_with(c, &ALL)
+}
+
+/// Whether the flipped forward form exists, derived from the case directly: stride 1 and,
+/// per axis, both paddings at most `dilation * (kernel - 1)`.
+fn flippable(g: &ConvGeometry) -> bool {
+    let w = g.window();
+    let (k, s, d, p) = (w.kernel(), w.stride(), w.dilation(), w.padding());
+    let ext = [d[0] * (k[0] - 1), d[1] * (k[1] - 1)];
+    s == [1, 1] && p.top <= ext[0] && p.bottom <= ext[0] && p.left <= ext[1] && p.right <= ext[1]
+}
+
+/// For a data-gradient algorithm: `Ok(true)` if it runs `g`; `Ok(false)` if it is
+/// `Flipped` on a geometry it cannot run and both the workspace query and the call
+/// report `Unsupported(FlippedGeometry)`.
+fn data_runs(f: &Fixture, exec: &Exec, algo: BackwardAlgorithm) -> Result<bool, String> {
+    let g = &f.g;
+    let flips = flippable(g);
+    let pointwise = g.filter().kh == 1 && g.filter().kw == 1 && g.window().padding() == Padding::uniform(0);
+    let want_auto = if flips && !pointwise {
+        BackwardAlgorithm::Flipped
+    } else {
+        BackwardAlgorithm::Auto.resolve().unwrap()
+    };
+    let auto =
+        select_backward_data_algorithm(g, BackwardAlgorithm::Auto, f.layout).map_err(|e| e.to_string())?;
+    if auto != want_auto {
+        return Err(format!("Auto picked {} for {g:?}, expected {}", auto.name(), want_auto.name()));
+    }
+    if algo != BackwardAlgorithm::Flipped || flips {
+        return Ok(true);
+    }
+    let unsupported = Error::Unsupported(Unsupported::FlippedGeometry);
+    if conv2d_backward_data_workspace_len(g, algo, f.layout) != Err(unsupported) {
+        return Err(format!("flipped workspace query accepted {g:?}"));
+    }
+    let mut dx = Buf::sentinel(f.x.dims, f.x.strides);
+    if conv2d_backward_data(exec, g, algo, f.dy.t(), f.w.f(), dx.t_mut(), &mut []) != Err(unsupported) {
+        return Err(format!("flipped accepted {g:?}"));
+    }
+    Ok(false)
+}
+
+/// `Flipped` computes no filter gradients: both the query and the call say so.
+fn filter_rejects_flipped(f: &Fixture, exec: &Exec) -> Result<(), String> {
+    let unsupported = Error::Unsupported(Unsupported::FlippedGeometry);
+    let algo = BackwardAlgorithm::Flipped;
+    if conv2d_backward_filter_workspace_len(&f.g, algo, f.layout) != Err(unsupported) {
+        return Err("flipped filter workspace query accepted".into());
+    }
+    let mut dw = Buf::sentinel(f.w.dims, f.w.strides);
+    if conv2d_backward_filter(exec, &f.g, algo, f.x.t(), f.dy.t(), dw.f_mut(), &mut []) != Err(unsupported) {
+        return Err("flipped filter gradient accepted".into());
+    }
+    Ok(())
 }
 
 fn check_case_with(c: &Case, algos: &[BackwardAlgorithm]) -> Result<(), String> {
@@ -316,8 +398,15 @@ fn check_case_with(c: &Case, algos: &[BackwardAlgorithm]) -> Result<(), String> 
             for &algo in algos {
                 let ctx = || format!("{isa} {} {layout:?} padded={} {g:?}", algo.name(), f.padded());
                 let before = dispatch_count(isa);
-                let dx = f.got_dx(&exec, algo).map_err(|e| format!("dX {}: {e}", ctx()))?;
-                check_close(&dx, &dx_want, &dx_mag, dx_terms).map_err(|e| format!("dX {}: {e}", ctx()))?;
+                if data_runs(&f, &exec, algo).map_err(|e| format!("dX {}: {e}", ctx()))? {
+                    let dx = f.got_dx(&exec, algo).map_err(|e| format!("dX {}: {e}", ctx()))?;
+                    check_close(&dx, &dx_want, &dx_mag, dx_terms)
+                        .map_err(|e| format!("dX {}: {e}", ctx()))?;
+                }
+                if algo == BackwardAlgorithm::Flipped {
+                    filter_rejects_flipped(&f, &exec).map_err(|e| format!("dW {}: {e}", ctx()))?;
+                    continue;
+                }
                 let dw = f.got_dw(&exec, algo).map_err(|e| format!("dW {}: {e}", ctx()))?;
                 check_close(&dw, &dw_want, &dw_mag, dw_terms).map_err(|e| format!("dW {}: {e}", ctx()))?;
                 if algo == BackwardAlgorithm::Direct && dispatch_count(isa) <= before {
@@ -338,6 +427,13 @@ proptest! {
     #[test]
     fn backward_matches_reference(c in case()) {
         check_case(&c).map_err(TestCaseError::fail)?;
+    }
+
+    /// Stride 1 with paddings around `dilation * (kernel - 1)`: the flipped forward path
+    /// (and its refusals) with groups, dilation, asymmetric padding, 1x1 planes.
+    #[test]
+    fn flipped_matches_reference(c in flipped_case()) {
+        check_case_with(&c, &[BackwardAlgorithm::Flipped, BackwardAlgorithm::Auto]).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -377,7 +473,10 @@ fn adjoint(c: &Case) -> Result<(), String> {
         let bound = gamma(terms + 2) * abs_scale + 1e-12 * abs_scale + 1e-30;
         for isa in isas() {
             let exec = Exec::new().with_isa(isa).unwrap();
-            for algo in BackwardAlgorithm::NAMED {
+            for algo in ALL {
+                if !data_runs(&f, &exec, algo)? {
+                    continue;
+                }
                 let dx = f.got_dx(&exec, algo)?;
                 let rhs: f64 = dx.iter().zip(&xl).map(|(&a, b)| f64::from(a) * b).sum();
                 if (lhs - rhs).abs() > bound {
@@ -566,7 +665,24 @@ fn check_transpose(t: &TCase) -> Result<(), String> {
         let ys = act_strides(tg.output(), layout, t.padded_act);
         for isa in isas() {
             let exec = Exec::new().with_isa(isa).unwrap();
-            for algo in BackwardAlgorithm::NAMED {
+            for algo in ALL {
+                let ws = conv_transpose2d_workspace_len(&tg, algo, layout);
+                // Flipped needs stride 1, leading padding within dilation * (k - 1) and
+                // trailing padding within that plus the output padding.
+                let win = tg.conv().window();
+                let (k, st, d, p, op) = (win.kernel(), win.stride(), win.dilation(), win.padding(), t.op);
+                let ext = [d[0] * (k[0] - 1), d[1] * (k[1] - 1)];
+                let flips = st == [1, 1]
+                    && p.top <= ext[0]
+                    && p.left <= ext[1]
+                    && p.bottom <= ext[0] + op[0]
+                    && p.right <= ext[1] + op[1];
+                if algo == BackwardAlgorithm::Flipped && !flips {
+                    if ws != Err(Error::Unsupported(Unsupported::FlippedGeometry)) {
+                        return Err(format!("{tg:?}: flipped workspace query gave {ws:?}"));
+                    }
+                    continue;
+                }
                 let got = run_transpose(&exec, &tg, algo, &x, &w, bias, ys)?;
                 check_close(&got, &want, &mag, terms)
                     .map_err(|e| format!("{isa} {} {layout:?} {tg:?}: {e}", algo.name()))?;
@@ -773,11 +889,46 @@ fn one_by_one_with_trailing_padding() {
     check_named(named(2, 1, 3, 2, [3, 4], Conv2d::new(1, 1).stride(2).padding(Padding::new(0, 2, 0, 1))));
 }
 
+/// The flipped forward path at its padding edges: none (leading `d * (k - 1)`), exactly
+/// `d * (k - 1)` (leading 0), asymmetric, per-axis dilation, groups, depthwise (the
+/// forward runs its depthwise kernel with a channel multiplier), a 1x1 plane, a padded 1x1
+/// kernel (not flippable: falls back), and trailing padding past `d * (k - 1)`.
+#[test]
+fn flipped_padding_edges() {
+    let cases = [
+        named(2, 1, 3, 5, [6, 7], Conv2d::new(3, 3)),
+        named(1, 1, 2, 3, [5, 6], Conv2d::new(3, 2).dilation_hw(2, 3).padding(Padding::new(4, 0, 3, 1))),
+        named(1, 2, 3, 2, [6, 5], Conv2d::new(3, 3).dilation(2).pad(2).groups(2)),
+        named(1, 17, 1, 1, [5, 6], Conv2d::new(3, 3).pad(1).groups(17)),
+        named(1, 5, 2, 1, [4, 4], Conv2d::new(3, 3).padding(Padding::new(0, 2, 1, 0)).groups(5)),
+        named(1, 1, 17, 3, [1, 1], Conv2d::new(3, 3).pad(1)),
+        named(1, 1, 3, 2, [4, 4], Conv2d::new(1, 1).pad(1)),
+        named(1, 1, 2, 2, [4, 5], Conv2d::new(2, 2).padding(Padding::new(0, 2, 1, 0))),
+        named(1, 1, 2, 2, [4, 5], Conv2d::new(3, 3).padding(Padding::new(3, 0, 0, 0))),
+    ];
+    for c in cases {
+        for v in c.variants() {
+            check_case_with(&v, &[BackwardAlgorithm::Flipped, BackwardAlgorithm::Auto]).unwrap();
+            adjoint(&v).unwrap();
+        }
+    }
+    // The workspace holds the flipped bank plus the forward's workspace.
+    let g = named(1, 1, 4, 6, [8, 8], Conv2d::new(3, 3).pad(1)).geometry();
+    for layout in LAYOUTS {
+        let fwd = ConvGeometry::new(g.output(), 4, Conv2d::new(3, 3).pad(1)).unwrap();
+        let fwd_ws = simdconv::conv2d_workspace_len(&fwd, simdconv::Algorithm::Auto, layout).unwrap();
+        assert_eq!(
+            conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Flipped, layout),
+            Ok(g.filter().count().unwrap() + fwd_ws)
+        );
+    }
+}
+
 /// Regression shape big enough to need several column tiles per image in the GEMM path.
 #[test]
 fn several_gemm_tiles() {
     // 64 channels x 3x3 taps x 1850 columns = 1.07M column elements per output row, over
-    // the 1M-element tile budget: one row per tile, two tiles.
+    // the 256K-element tile budget: one row per tile, two tiles.
     let c = named(1, 1, 64, 1, [2, 1850], Conv2d::new(3, 3).pad(1));
     let g = c.geometry();
     assert_eq!(g.output().h, 2);

@@ -324,6 +324,77 @@ fn grouped_and_depthwise_with_multiplier() {
     }
 }
 
+/// The NCHW depthwise stencil path (stride 1, dilation 1, kernels up to 3x3, at least one
+/// vector of output columns): output rows of exactly 8 and 16 columns (one AVX2 / AVX-512
+/// vector) and one more (the last vector overlaps), kernels 1x3, 3x1, 2x2, one input row,
+/// padding past the kernel (columns and rows of padding only), asymmetric padding, a
+/// channel multiplier, rows just inside and just past the stack row buffer (1024 padded
+/// columns), and two images.
+#[test]
+fn depthwise_nchw_stencil_edges() {
+    simdconv_tests::setup();
+    let cases = [
+        Case { groups: 5, w: 8, h: 3, ..base(Layout::Nchw, FilterLayout::Oihw) },
+        Case { groups: 5, w: 16, h: 3, ..base(Layout::Nchw, FilterLayout::Oihw) },
+        Case { groups: 3, w: 17, h: 4, n: 2, ..base(Layout::Nchw, FilterLayout::Ohwi) },
+        Case {
+            groups: 2,
+            w: 18,
+            h: 5,
+            k: [1, 3],
+            pad: Padding::new(0, 0, 2, 0),
+            ..base(Layout::Nchw, FilterLayout::Hwio)
+        },
+        Case {
+            groups: 2,
+            w: 18,
+            h: 5,
+            k: [3, 1],
+            pad: Padding::new(2, 1, 0, 0),
+            ..base(Layout::Nchw, FilterLayout::Oihw)
+        },
+        Case {
+            groups: 4,
+            w: 20,
+            h: 1,
+            k: [2, 2],
+            pad: Padding::new(1, 0, 0, 1),
+            ..base(Layout::Nchw, FilterLayout::Oihw)
+        },
+        Case {
+            groups: 3,
+            w: 17,
+            h: 2,
+            pad: Padding::new(3, 4, 0, 5),
+            ..base(Layout::Nchw, FilterLayout::Oihw)
+        },
+        Case {
+            groups: 3,
+            cog: 2,
+            w: 33,
+            h: 4,
+            pad: Padding::new(0, 2, 2, 0),
+            ..base(Layout::Nchw, FilterLayout::Ohwi)
+        },
+        Case {
+            groups: 2,
+            w: 1022,
+            h: 3,
+            act: Activation::Identity,
+            ..base(Layout::Nchw, FilterLayout::Oihw)
+        },
+        Case { groups: 2, w: 1023, h: 3, residual: false, ..base(Layout::Nchw, FilterLayout::Oihw) },
+    ];
+    for c in cases {
+        run_case(&c, Algorithm::Depthwise).unwrap();
+        run_case(
+            &Case { bias: false, residual: false, act: Activation::Identity, ..c },
+            Algorithm::Depthwise,
+        )
+        .unwrap();
+    }
+}
+
 #[test]
 fn many_input_channels_split_into_chunks() {
     // Enough input channels that the kernels split them into cache-sized chunks and carry

@@ -10,8 +10,13 @@
 //! |---|---|---|---|---|
 //! | [`BackwardAlgorithm::Gemm`] | GEMM `W^T dY` into column tiles, then col2im | im2col tiles, then GEMM `dY cols^T` | bounded (0 for 1x1 unpadded) | `std` |
 //! | [`BackwardAlgorithm::Direct`] | SIMD scatter of `dY` through the filters | SIMD dot products / rank-1 updates | none | nothing (the `no_std` path) |
+//! | [`BackwardAlgorithm::Flipped`] | the forward [`conv2d`](crate::conv2d) (`Algorithm::Auto`) of `dY` with flipped, in/out-swapped filters | - | the flipped filters plus the forward's | stride 1, leading padding at most `dilation * (kernel - 1)` |
 //!
-//! [`BackwardAlgorithm::Auto`] picks `Gemm` when built with `std`, else `Direct`.
+//! [`BackwardAlgorithm::Auto`] picks, for `dX` and transposed convolution, `Flipped` when
+//! built with `std` and the geometry allows it (except for 1x1 unpadded kernels, where
+//! `Gemm` runs the same GEMM in place without workspace), else `Gemm` with `std`, else
+//! `Direct`; for `dW`, `Gemm` with `std`, else `Direct` (see
+//! [`select_backward_data_algorithm`]).
 //!
 //! Conventions are the forward's ([`conv2d`](crate::conv2d)): activations and their
 //! gradients share one layout whose innermost dimension is contiguous (any other strides),
@@ -20,6 +25,7 @@
 //! feature, the thread count handed to the GEMM).
 
 mod direct;
+mod flipped;
 #[cfg(feature = "std")]
 mod gemm;
 mod simd;
@@ -43,10 +49,18 @@ pub enum BackwardAlgorithm {
     Gemm,
     /// Direct SIMD loops, no workspace; works without `std`.
     Direct,
+    /// Data gradient (and transposed convolution) only, stride 1 only: the forward
+    /// convolution of `dY` with the spatially flipped, in/out-swapped filters, built in the
+    /// workspace, run by [`conv2d`](crate::conv2d) with `Algorithm::Auto`, so it is as fast
+    /// as the forward of the same layer. Needs the leading padding at most
+    /// `dilation * (kernel - 1)` and the trailing at least 0 per axis
+    /// (else [`Unsupported::FlippedGeometry`]).
+    Flipped,
 }
 
 impl BackwardAlgorithm {
-    /// Every named algorithm (not `Auto`).
+    /// Every named algorithm that computes both gradients of every geometry (not `Auto`,
+    /// not the data-only, stride-1-only `Flipped`).
     pub const NAMED: [BackwardAlgorithm; 2] = [BackwardAlgorithm::Gemm, BackwardAlgorithm::Direct];
 
     /// Lower-case name.
@@ -56,10 +70,12 @@ impl BackwardAlgorithm {
             BackwardAlgorithm::Auto => "auto",
             BackwardAlgorithm::Gemm => "gemm",
             BackwardAlgorithm::Direct => "direct",
+            BackwardAlgorithm::Flipped => "flipped",
         }
     }
 
-    /// The algorithm `Auto` resolves to in this build; errors for `Gemm` without `std`.
+    /// The algorithm `Auto` resolves to in this build for filter gradients (for data
+    /// gradients see [`select_backward_data_algorithm`]); errors for `Gemm` without `std`.
     pub fn resolve(self) -> Result<BackwardAlgorithm> {
         match self {
             BackwardAlgorithm::Auto if cfg!(feature = "std") => Ok(BackwardAlgorithm::Gemm),
@@ -131,6 +147,22 @@ impl Problem {
     /// Along `axis` (0 = rows, 1 = columns), the output indices `[lo, hi)` for which tap
     /// `k` lands inside the input, and the input index of output `lo`. Empty when
     /// `lo >= hi`.
+    /// The algorithm `algorithm` runs for this problem's data gradient in `layout`.
+    pub(crate) fn data_algorithm(&self, algorithm: BackwardAlgorithm) -> Result<BackwardAlgorithm> {
+        match algorithm {
+            BackwardAlgorithm::Auto
+                if cfg!(feature = "std")
+                    && !self.is_pointwise()
+                    && flipped::forward_geometry(self).is_some() =>
+            {
+                Ok(BackwardAlgorithm::Flipped)
+            }
+            BackwardAlgorithm::Flipped if flipped::forward_geometry(self).is_none() => {
+                Err(Error::Unsupported(Unsupported::FlippedGeometry))
+            }
+            a => a.resolve(),
+        }
+    }
     pub(crate) fn range(&self, axis: usize, k: usize) -> (usize, usize, usize) {
         let (s, d, pad) = (self.s[axis], self.d[axis], self.pad[axis]);
         let (input, output) = if axis == 0 { (self.x.h, self.y.h) } else { (self.x.w, self.y.w) };
@@ -143,6 +175,27 @@ impl Problem {
             return (0, 0, 0);
         }
         (lo, hi, lo * s + off - pad)
+    }
+}
+
+impl Problem {
+    /// Along `axis` (0 = rows, 1 = columns), the taps `[lo, hi)` of output index `o` that
+    /// land inside the input, and the input index of tap `lo` (taps are increasing in
+    /// input position). Empty when `lo >= hi`.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn taps_at(&self, axis: usize, o: usize) -> (usize, usize, usize) {
+        let (s, d, pad, k) = (self.s[axis], self.d[axis], self.pad[axis], self.k[axis]);
+        let input = if axis == 0 { self.x.h } else { self.x.w };
+        // `o * s` is at most the last window start and `input + pad` the padded extent:
+        // both fit (the geometry checked the padded extent).
+        let start = o * s;
+        let lo = if start >= pad { 0 } else { (pad - start).div_ceil(d) };
+        let end = input + pad; // positions (start + t * d) must be < end
+        let hi = if end <= start { 0 } else { ((end - start - 1) / d + 1).min(k) };
+        if lo >= hi {
+            return (0, 0, 0);
+        }
+        (lo, hi, start + lo * d - pad)
     }
 }
 
@@ -168,6 +221,48 @@ pub(crate) fn collapse(dims: &[(usize, usize)]) -> Option<usize> {
     Some(inner.map_or(1, |(s, _)| s))
 }
 
+/// Zeroes every element of `t`, whose innermost dimension in `layout` is contiguous,
+/// merging inner dimensions into one run wherever their strides allow (an NHWC tensor of
+/// 3 channels is one run, not a run of 3 per pixel).
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+pub(crate) fn zero(t: &mut TensorViewMut<'_, f32>, layout: Layout) {
+    let (d, s) = (t.dims(), t.strides());
+    let dims = match layout {
+        Layout::Nchw => [(d.n, s[0]), (d.c, s[1]), (d.h, s[2]), (d.w, s[3])],
+        Layout::Nhwc => [(d.n, s[0]), (d.h, s[2]), (d.w, s[3]), (d.c, s[1])],
+    };
+    // Merge inner dims while each one's stride equals the run so far (or it has extent 1).
+    let mut run = 1;
+    let mut outer = 4;
+    while outer > 0 {
+        let (e, st) = dims[outer - 1];
+        if e != 1 && st != run {
+            break;
+        }
+        run *= e; // at most the element count, which fits
+        outer -= 1;
+    }
+    let data = t.data_mut();
+    let mut idx = [0usize; 4];
+    loop {
+        let off: usize = (0..outer).map(|i| idx[i] * dims[i].1).sum();
+        data[off..off + run].fill(0.0);
+        // Odometer over the outer dims.
+        let mut i = outer;
+        loop {
+            if i == 0 {
+                return;
+            }
+            i -= 1;
+            idx[i] += 1;
+            if idx[i] < dims[i].0 {
+                break;
+            }
+            idx[i] = 0;
+        }
+    }
+}
+
 /// A tensor's preferred inner-contiguous layout, dims and strides.
 type Shape = (Option<Layout>, Dims, [usize; 4]);
 
@@ -183,10 +278,23 @@ fn check_workspace(need: usize, workspace: &[f32]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
-    match algorithm.resolve()? {
+pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm, layout: Layout) -> Result<usize> {
+    match p.data_algorithm(algorithm)? {
         #[cfg(feature = "std")]
         BackwardAlgorithm::Gemm => gemm::workspace_len(p),
+        BackwardAlgorithm::Flipped => {
+            flipped::workspace_len(p, layout).unwrap_or(Err(Error::Unsupported(Unsupported::FlippedGeometry)))
+        }
+        _ => Ok(0),
+    }
+}
+
+fn filter_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
+    match algorithm.resolve()? {
+        // The column tile of dW has the shape of dX's.
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Gemm => gemm::workspace_len(p),
+        BackwardAlgorithm::Flipped => Err(Error::Unsupported(Unsupported::FlippedGeometry)),
         _ => {
             let _ = p;
             Ok(0)
@@ -194,9 +302,28 @@ pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> R
     }
 }
 
-fn filter_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
-    // The column tile of dW has the shape of dX's.
-    data_workspace_len(p, algorithm)
+/// The algorithm [`conv2d_backward_data`] runs for `g` in `layout` when asked for
+/// `algorithm` (`Auto` resolved per geometry, see the [module docs](self)); errors when
+/// `algorithm` cannot run `g` in this build.
+///
+/// ```
+/// use simdconv::{select_backward_data_algorithm, BackwardAlgorithm, Conv2d, ConvGeometry, Dims,
+///                Layout};
+/// let g = ConvGeometry::new(Dims::new(1, 8, 16, 16), 8, Conv2d::new(3, 3).pad(1))?;
+/// let auto = select_backward_data_algorithm(&g, BackwardAlgorithm::Auto, Layout::Nchw)?;
+/// assert_eq!(auto, if cfg!(feature = "std") { BackwardAlgorithm::Flipped } else { BackwardAlgorithm::Direct });
+/// // Stride 2 has no flipped forward form.
+/// let s2 = ConvGeometry::new(Dims::new(1, 8, 16, 16), 8, Conv2d::new(3, 3).pad(1).stride(2))?;
+/// assert!(select_backward_data_algorithm(&s2, BackwardAlgorithm::Flipped, Layout::Nchw).is_err());
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn select_backward_data_algorithm(
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    layout: Layout,
+) -> Result<BackwardAlgorithm> {
+    let _ = layout;
+    Problem::from_conv(g).data_algorithm(algorithm)
 }
 
 /// f32 elements of workspace [`conv2d_backward_data`] needs for `g` with `algorithm` in
@@ -206,12 +333,12 @@ pub fn conv2d_backward_data_workspace_len(
     algorithm: BackwardAlgorithm,
     layout: Layout,
 ) -> Result<usize> {
-    let _ = layout;
-    data_workspace_len(&Problem::from_conv(g), algorithm)
+    data_workspace_len(&Problem::from_conv(g), algorithm, layout)
 }
 
 /// f32 elements of workspace [`conv2d_backward_filter`] needs for `g` with `algorithm` in
-/// `layout` (0 for [`BackwardAlgorithm::Direct`] and for 1x1 unpadded kernels).
+/// `layout` (0 for [`BackwardAlgorithm::Direct`] and for 1x1 unpadded kernels;
+/// [`BackwardAlgorithm::Flipped`] computes no filter gradients: an error).
 pub fn conv2d_backward_filter_workspace_len(
     g: &ConvGeometry,
     algorithm: BackwardAlgorithm,
@@ -239,8 +366,8 @@ pub(crate) fn run_data(
     dx: TensorViewMut<'_, f32>,
     workspace: &mut [f32],
 ) -> Result<()> {
-    let algorithm = algorithm.resolve()?;
-    let need = data_workspace_len(args.p, algorithm)?;
+    let algorithm = args.p.data_algorithm(algorithm)?;
+    let need = data_workspace_len(args.p, algorithm, args.layout)?;
     check_workspace(need, workspace)?;
     match algorithm {
         #[cfg(feature = "std")]
@@ -248,6 +375,7 @@ pub(crate) fn run_data(
             gemm::data(args, dx, &mut workspace[..need]);
             Ok(())
         }
+        BackwardAlgorithm::Flipped => flipped::data(args, dx, &mut workspace[..need]),
         _ => {
             direct::data(args, dx);
             Ok(())
@@ -363,6 +491,7 @@ pub fn conv2d_backward_filter(
     match algorithm {
         #[cfg(feature = "std")]
         BackwardAlgorithm::Gemm => gemm::filter(args, dw, &mut workspace[..need]),
+        BackwardAlgorithm::Flipped => return Err(Error::Unsupported(Unsupported::FlippedGeometry)),
         _ => direct::filter(args, dw),
     }
     Ok(())

@@ -218,8 +218,7 @@ pub fn conv_transpose2d_workspace_len(
     algorithm: BackwardAlgorithm,
     layout: Layout,
 ) -> Result<usize> {
-    let _ = layout;
-    data_workspace_len(&tg.problem(), algorithm)
+    data_workspace_len(&tg.problem(), algorithm, layout)
 }
 
 /// Transposed convolution `y = conv_transpose(x, w) + bias` (see

@@ -8,8 +8,14 @@
 //!   or per tap (larger kernels).
 //! - NHWC, multiplier > 1 with output-channel stride 1: the direct kernel's
 //!   vectors-over-output-channels path (each group is one input channel).
-//! - NCHW, column stride 1: vectors over the output columns of one plane, the taps of a
-//!   3x3 (up to 9) held in registers for the plane, masked loads at the padded edges.
+//! - NCHW, stride 1, dilation 1, kernels up to 3x3, output rows of at least one vector:
+//!   a 2-D stencil per plane. The input rows a window needs are copied once into a ring of
+//!   zero-padded stack rows, so every tap is one full unaligned vector load (no masks at
+//!   the borders), the taps sit in registers, and each output vector is stored once (the
+//!   last of a row overlaps its neighbour instead of a masked store).
+//! - NCHW, column stride 1 otherwise: vectors over the output columns of one plane, the
+//!   taps of a 3x3 (up to 9) held in registers for the plane, masked loads at the padded
+//!   edges.
 //! - NCHW with a larger column stride: a scalar loop whose interior columns skip the
 //!   bounds checks.
 //! - Anything else: a strided loop that splits each row into edge and interior columns.
@@ -240,10 +246,117 @@ impl WithSimd for DwNchw<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let c = &self.c;
-        if c.kh == 3 && c.kw == 3 {
+        if stencil_fits::<S>(c) {
+            if c.kh == 3 && c.kw == 3 {
+                dw_nchw_stencil::<S>(simd, c, 3, 3);
+            } else {
+                dw_nchw_stencil::<S>(simd, c, c.kh, c.kw);
+            }
+        } else if c.kh == 3 && c.kw == 3 {
             dw_nchw::<S>(simd, c, 3, 3);
         } else {
             dw_nchw::<S>(simd, c, c.kh, c.kw);
+        }
+    }
+}
+
+/// Padded row width the stencil path handles (floats per ring row).
+const STENCIL_W: usize = 1024;
+
+/// Whether [`dw_nchw_stencil`] runs `c`: stride 1, dilation 1, at most 3x3, at least one
+/// vector of output columns, and a padded row that fits a ring row.
+fn stencil_fits<S: Simd>(c: &Ctx<'_>) -> bool {
+    let ow = c.yd[3];
+    // Stride 1: ow + kw - 1 = w + pl + pr, the padded row, a valid geometry's extent.
+    c.sh == 1
+        && c.sww == 1
+        && c.dh == 1
+        && c.dw == 1
+        && c.kh <= 3
+        && c.kw <= 3
+        && ow >= S::F32_LANES
+        && ow + c.kw - 1 <= STENCIL_W
+}
+
+/// NCHW depthwise stencil (see the module docs): `stencil_fits` holds.
+#[inline(always)]
+fn dw_nchw_stencil<S: Simd>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize) {
+    let lanes = S::F32_LANES;
+    let [nb, k, oh, ow] = c.yd;
+    let [_, _, h, w] = c.xd;
+    // Ring row j holds padded column j: input column j - pl, zero outside the input.
+    // Output column ox, tap kx reads ring column ox + kx <= ow - 1 + kw - 1 < padded width.
+    let padded = ow + kw - 1;
+    let mut ring = [[0.0f32; STENCIL_W]; 3];
+    let per_row = ow.div_ceil(lanes);
+    for n in 0..nb {
+        for o in 0..k {
+            let ci = o / c.cog;
+            let xb = c.x.wrapping_add(n * c.sx[0] + ci * c.sx[1]);
+            let wb = c.w.wrapping_add(o * c.sw[0]);
+            let bias = c.bias.map(|b| simd.splat_f32s(b[o]));
+            let mut wvs = [simd.splat_f32s(0.0); 9];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    // SAFETY: weight [o, 0, ky, kx] is in range.
+                    wvs[ky * 3 + kx] = simd.splat_f32s(unsafe { *wb.add(ky * c.sw[2] + kx * c.sw[3]) });
+                }
+            }
+            // Which input row each ring slot holds (none at the start of a plane).
+            let mut held = [usize::MAX; 3];
+            for oy in 0..oh {
+                // The rows of this window, loaded into slot `iy % 3` unless already there.
+                let mut rows = [None; 3];
+                for ky in 0..kh {
+                    let Some(iy) = input_coord(oy, 1, ky, 1, c.pt, h) else { continue };
+                    let slot = iy % 3;
+                    if held[slot] != iy {
+                        let r = &mut ring[slot][..padded];
+                        let (left, rest) = r.split_at_mut(c.pl.min(padded));
+                        left.fill(0.0);
+                        let len = w.min(rest.len());
+                        // SAFETY: columns 0..len <= w of in-range input row [n, ci, iy]
+                        // (column stride 1 in NCHW).
+                        let src = unsafe { core::slice::from_raw_parts(xb.add(iy * c.sx[2]), len) };
+                        rest[..len].copy_from_slice(src);
+                        rest[len..].fill(0.0);
+                        held[slot] = iy;
+                    }
+                    rows[ky] = Some(slot);
+                }
+                let yrow = n * c.sy[0] + o * c.sy[1] + oy * c.sy[2];
+                for j in 0..per_row {
+                    let ox = (j * lanes).min(ow - lanes);
+                    let mut acc = [simd.splat_f32s(0.0); 3];
+                    for ky in 0..kh {
+                        let Some(slot) = rows[ky] else { continue };
+                        let base = ring[slot].as_ptr();
+                        for kx in 0..kw {
+                            // SAFETY: ring columns ox + kx .. ox + kx + lanes end at most at
+                            // ow - 1 + kw - 1 + 1 = padded <= STENCIL_W.
+                            let xv =
+                                unsafe { core::ptr::read_unaligned(base.add(ox + kx) as *const S::f32s) };
+                            acc[ky] = simd.mul_add_e_f32s(wvs[ky * 3 + kx], xv, acc[ky]);
+                        }
+                    }
+                    let mut val = simd.add_f32s(simd.add_f32s(acc[0], acc[1]), acc[2]);
+                    if let Some(b) = bias {
+                        val = simd.add_f32s(val, b);
+                    }
+                    if c.has_r {
+                        let ro = n * c.sr[0] + o * c.sr[1] + oy * c.sr[2] + ox;
+                        // SAFETY: columns ox..ox+lanes <= ow of an in-range residual row
+                        // (contiguous).
+                        val = simd.add_f32s(val, unsafe {
+                            core::ptr::read_unaligned(c.r.add(ro) as *const S::f32s)
+                        });
+                    }
+                    val = c.act.vec(simd, val);
+                    // SAFETY: columns ox..ox+lanes <= ow of an in-range output row
+                    // (contiguous).
+                    unsafe { core::ptr::write_unaligned(c.y.add(yrow + ox) as *mut S::f32s, val) };
+                }
+            }
         }
     }
 }
