@@ -242,8 +242,46 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    /// Thin-input convolutions with a wide window (network stems: the im2col algorithm's
+    /// direct `thin` kernel): one group, 1-4 input channels, 5x5 to 7x7 windows, stride up
+    /// to 8 (beyond the kernel), dilation up to 2, asymmetric padding, 1-40 output channels
+    /// (one partial SIMD vector up to several blocks), batch up to 2, planes from one
+    /// window up.
+    fn thin_case()(
+        n in 1usize..=2,
+        cg in 1usize..=4,
+        k in prop_oneof![1usize..=20, 21usize..=40],
+        kh in 5usize..=7, kw in 5usize..=7,
+        sh in 1usize..=3, sw in prop_oneof![1usize..=3, 6usize..=8],
+        dh in 1usize..=2, dw in 1usize..=2,
+        pad in [0usize..=3, 0usize..=3, 0usize..=3, 0usize..=3],
+        extra in [0usize..=4, 0usize..=12],
+        bias in any::<bool>(), residual in any::<bool>(), act in activation(),
+        pad_c in prop_oneof![Just(0usize), 1usize..=3],
+        pad_w in prop_oneof![Just(0usize), 1usize..=2],
+        threads in 1usize..=2,
+        seed in any::<u64>(),
+    ) -> Case {
+        let eh = dh * (kh - 1) + 1;
+        let ew = dw * (kw - 1) + 1;
+        let h = eh.saturating_sub(pad[0] + pad[1]).max(1) + extra[0];
+        let w = ew.saturating_sub(pad[2] + pad[3]).max(1) + extra[1];
+        let conv = Conv2d::new(kh, kw)
+            .stride_hw(sh, sw)
+            .dilation_hw(dh, dw)
+            .padding(Padding::new(pad[0], pad[1], pad[2], pad[3]));
+        Case { input: Dims::new(n, cg, h, w), k, conv, bias, residual, act, pad_c, pad_w, threads, seed }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(simdconv_tests::proptest_cases(48)))]
+
+    #[test]
+    fn im2col_thin_input_matches_reference(case in thin_case()) {
+        check_case(&case, Algorithm::Im2colGemm)?;
+    }
 
     #[test]
     fn im2col_matches_reference(case in any_case()) {
@@ -506,6 +544,32 @@ fn fused_epilogue_runs_on_every_isa() {
     for (isa, b) in isas.into_iter().zip(before) {
         assert!(simdconv::dispatch_count(isa) >= b + 2, "{isa} never ran the epilogue");
     }
+}
+
+#[test]
+fn thin_input_edges() {
+    // One channel, one output channel, a 5x5 window that is the whole padded input.
+    let c = case(Dims::new(1, 1, 3, 4), 1, Conv2d::new(5, 5).padding(Padding::new(1, 1, 0, 1)));
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    // AlexNet-like: 11x11 stride 4, 3 -> 17 channels (a partial vector on every ISA),
+    // batch 2, two threads, over channel-slice and padded-row views.
+    let mut c = case(Dims::new(2, 3, 23, 27), 17, Conv2d::new(11, 11).stride(4));
+    c.pad_c = 1;
+    c.pad_w = 2;
+    c.threads = 2;
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    // ResNet-like: 7x7 stride 2 pad 3, 3 -> 64 (whole blocks) and -> 40 (a padded block);
+    // rows of every length up to past the pixel block, so tails and border pixels meet.
+    for (w, k) in [(9, 64), (14, 40), (30, 33)] {
+        let c = case(Dims::new(1, 3, 10, w), k, Conv2d::new(7, 7).stride(2).pad(3));
+        check_case(&c, Algorithm::Im2colGemm).unwrap();
+    }
+    // Stride beyond the kernel, dilation, 4 channels, no epilogue, through Auto.
+    let mut c = case(Dims::new(1, 4, 12, 40), 24, Conv2d::new(5, 6).stride_hw(6, 7).dilation_hw(1, 2).pad(2));
+    c.bias = false;
+    c.residual = false;
+    c.act = Activation::Identity;
+    check_case(&c, Algorithm::Auto).unwrap();
 }
 
 #[test]

@@ -279,6 +279,9 @@ fn copy_small(dst: &mut [f32], src: &[f32]) {
 
 /// im2col + GEMM over the whole batch, tile by tile, split over `exec.threads()`.
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
+    if thin_input(args.g) {
+        return thin::run(args, y);
+    }
     let ConvArgs { exec, g, layout, x, w, epilogue } = args;
     let red = reduction(&w, layout)?;
     let rl = red.len();
@@ -357,6 +360,337 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mu
         }
     });
     Ok(())
+}
+
+/// Most input channels (per group) for the [`thin`] kernel.
+const THIN_MAX_CHANNELS: usize = 4;
+
+/// Fewest window taps (`KH * KW`) for the [`thin`] kernel.
+const THIN_MIN_TAPS: usize = 25;
+
+/// Whether `g` takes the [`thin`] kernel instead of the column matrix: one group of at
+/// most [`THIN_MAX_CHANNELS`] input channels and a window of at least [`THIN_MIN_TAPS`]
+/// taps, 5x5 and up (network
+/// stems such as AlexNet's conv1, 3 -> 96 k11 s4, and ResNet's, 3 -> 64 k7 s2 p3).
+/// There the column matrix is `KH * KW / (SH * SW)` times the input (7.6x and 12x),
+/// its fill and re-read cost a third of the time, and `gemm` writing an NCHW output runs
+/// at 70-80% of its speed for an NHWC one; the direct kernel keeps the weights in L2 and
+/// the accumulators in registers, and reads the input in place.
+fn thin_input(g: &ConvGeometry) -> bool {
+    let f = g.filter();
+    g.groups() == 1 && f.i <= THIN_MAX_CHANNELS && f.kh * f.kw >= THIN_MIN_TAPS
+}
+
+/// Direct convolution for thin inputs (see [`thin_input`]), writing either layout.
+///
+/// Output channels are cut into blocks of `NB` SIMD vectors, output pixels along a row
+/// into blocks of `PB` pixels; a block's `PB x NB` accumulators stay in registers while
+/// the loop runs over the window's taps `(kh, kw, i)`: per tap `NB` weight vectors
+/// (packed once per call, `[block][kh][kw][i][NB * lanes]`, zero past the last channel)
+/// and `PB` broadcast input values feed `PB * NB` FMAs. The input is read in place
+/// through its strides. Border pixels whose window leaves the input run one at a time
+/// over their valid taps only; padded rows are skipped.
+mod thin {
+    use alloc::vec::Vec;
+
+    use pulp::{Simd, WithSimd};
+
+    use super::super::matmul::{epilogue_tile, split, Join, OutPtr, Pixels};
+    use super::super::ConvArgs;
+    use super::MIN_WORKER_PIXELS;
+    use crate::error::Result;
+    use crate::geometry::input_coord;
+    use crate::isa::Isa;
+    use crate::tensor::{Layout, TensorView, TensorViewMut};
+
+    /// Vectors per output-channel block for `v` vectors of channels: the largest block
+    /// (up to 4) that wastes the fewest padded vectors.
+    fn block_vectors(v: usize) -> usize {
+        (1..=4usize).rev().min_by_key(|&nb| v.div_ceil(nb) * nb - v).unwrap_or(1)
+    }
+
+    /// Geometry of one call, shared by the row kernels.
+    #[derive(Clone, Copy)]
+    struct Geo {
+        kh: usize,
+        kw: usize,
+        cg: usize,
+        k: usize,
+        sh: usize,
+        sw: usize,
+        dh: usize,
+        dw: usize,
+        pt: usize,
+        pl: usize,
+        ih: usize,
+        iw: usize,
+        ow: usize,
+    }
+
+    pub(super) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
+        let ConvArgs { exec, g, layout, x, w, epilogue } = args;
+        let f = g.filter();
+        let win = g.window();
+        let pad = win.padding();
+        let out = g.output();
+        let geo = Geo {
+            kh: f.kh,
+            kw: f.kw,
+            cg: f.i,
+            k: out.c,
+            sh: win.stride()[0],
+            sw: win.stride()[1],
+            dh: win.dilation()[0],
+            dw: win.dilation()[1],
+            pt: pad.top,
+            pl: pad.left,
+            ih: g.input().h,
+            iw: g.input().w,
+            ow: out.w,
+        };
+        let lanes = exec.isa().f32_lanes();
+        let nb = block_vectors(out.c.div_ceil(lanes));
+        let block = nb * lanes;
+        let blocks = out.c.div_ceil(block);
+        let taps = f.kh * f.kw * f.i;
+        // Packed weights: fits, at most `(K + 63) * taps` floats of a valid filter count.
+        let mut wpk = Vec::new();
+        wpk.resize(blocks * taps * block, 0.0f32);
+        let wd = w.data();
+        for b in 0..blocks {
+            for kh in 0..f.kh {
+                for kw in 0..f.kw {
+                    for i in 0..f.i {
+                        let r = (kh * f.kw + kw) * f.i + i;
+                        let dst = &mut wpk[(b * taps + r) * block..(b * taps + r + 1) * block];
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            let o = b * block + j;
+                            if o < out.c {
+                                *d = wd[w.offset(o, i, kh, kw)];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        let px = Pixels::of(out);
+        let total = px.count();
+        let threads = exec.threads();
+        let workers = if threads > 1 { threads.min(total / MIN_WORKER_PIXELS).max(1) } else { 1 };
+        let y_out = OutPtr::new(&mut y);
+        let wpk = &wpk[..];
+        // NCHW: a row's outputs go pixel-major (`[ow][K padded to blocks]`) into a row
+        // buffer first, then one contiguous run per channel; storing each pixel's
+        // channels straight into `K` planes touched `K` pages per pixel.
+        let row_len = if layout == Layout::Nchw { out.w * blocks * block } else { 0 };
+        split(workers, total, &mut [], |q0, q1, _| {
+            let mut buf = Vec::new();
+            buf.resize(row_len, 0.0f32);
+            let mut tabs = [Vec::new(), Vec::new()];
+            px.runs(q0, q1, Join::Row, |q, n, oh, ow0, run| {
+                exec.dispatch(Row { x, wpk, y: y_out, buf: &mut buf, tabs: &mut tabs, layout, geo, nb, n, oh, ow0, run });
+                if layout == Layout::Nchw {
+                    let kp = blocks * block;
+                    for o in 0..out.c {
+                        // SAFETY: `w` has stride 1 in an NCHW view (or the run has length
+                        // 1), so the run is `run` consecutive in-range elements of channel
+                        // `o`; this worker owns these pixels and no other reference to them
+                        // is live.
+                        let dst = unsafe { core::slice::from_raw_parts_mut(y_out.at(n, o, oh, ow0), run) };
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = buf[j * kp + o];
+                        }
+                    }
+                }
+                epilogue_tile(exec, y_out, layout, epilogue, q, q + run);
+            });
+        });
+        Ok(())
+    }
+
+    /// One output row segment, all channels.
+    struct Row<'a, 'w> {
+        x: TensorView<'a, f32>,
+        wpk: &'w [f32],
+        y: OutPtr,
+        /// NCHW only: the row buffer, `[ow - ow0][K padded]`.
+        buf: &'w mut [f32],
+        /// Scratch for the tap tables (see [`Row::taps`]).
+        tabs: &'w mut [Vec<[usize; 2]>; 2],
+        layout: Layout,
+        geo: Geo,
+        nb: usize,
+        n: usize,
+        oh: usize,
+        ow0: usize,
+        run: usize,
+    }
+
+    impl WithSimd for Row<'_, '_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(mut self, simd: S) {
+            // AVX2 has 16 vector registers, the others 32 (Scalar: any).
+            let small = S::F32_LANES == Isa::Avx2.f32_lanes();
+            match (self.nb, small) {
+                (4, false) => self.blocks::<S, 4, 6>(simd),
+                (3, false) => self.blocks::<S, 3, 8>(simd),
+                (2, false) => self.blocks::<S, 2, 12>(simd),
+                (_, false) => self.blocks::<S, 1, 16>(simd),
+                (4, true) => self.blocks::<S, 4, 3>(simd),
+                (3, true) => self.blocks::<S, 3, 4>(simd),
+                (2, true) => self.blocks::<S, 2, 6>(simd),
+                (_, true) => self.blocks::<S, 1, 12>(simd),
+            }
+        }
+    }
+
+    impl Row<'_, '_> {
+        #[inline(always)]
+        fn blocks<S: Simd, const NB: usize, const PB: usize>(&mut self, simd: S) {
+            let geo = self.geo;
+            let lanes = S::F32_LANES;
+            let block = NB * lanes;
+            let taps = geo.kh * geo.kw * geo.cg;
+            let blocks = geo.k.div_ceil(block);
+            let end = self.ow0 + self.run;
+            // Pixels whose whole window row lies inside the input: `[lo, hi)`.
+            let span = (geo.kw - 1) * geo.dw;
+            let lo = geo.pl.div_ceil(geo.sw).min(geo.ow);
+            let hi = if geo.iw + geo.pl > span { (geo.iw + geo.pl - span).div_ceil(geo.sw).min(geo.ow) } else { 0 };
+            let hi = hi.max(lo);
+            let [mut inner, mut border] = core::mem::take(self.tabs);
+            self.taps(&mut inner, 0, geo.kw);
+            for b in 0..blocks {
+                let (wv, _) = S::as_simd_f32s(&self.wpk[b * taps * block..(b + 1) * taps * block]);
+                let mut ow = self.ow0;
+                while ow < end {
+                    if ow >= lo && ow < hi {
+                        let pb = (hi.min(end) - ow).min(PB);
+                        self.block::<S, NB, PB>(simd, wv, &inner, b, ow, pb, 0);
+                        ow += pb;
+                    } else {
+                        // A border pixel: only the taps inside the input.
+                        let valid = |kw: &usize| input_coord(ow, geo.sw, *kw, geo.dw, geo.pl, geo.iw).is_some();
+                        let first = (0..geo.kw).find(valid);
+                        let last = (0..geo.kw).rev().find(valid);
+                        let (a, z) = match (first, last) {
+                            (Some(a), Some(z)) => (a, z + 1),
+                            _ => (0, 0),
+                        };
+                        self.taps(&mut border, a, z);
+                        self.block::<S, NB, 1>(simd, wv, &border, b, ow, 1, a);
+                        ow += 1;
+                    }
+                }
+            }
+            *self.tabs = [inner, border];
+        }
+
+        /// The taps of this row with kernel columns `kw0..kw1`, as `[weight row, input
+        /// offset]`: the weight row `(kh * KW + kw) * C + i` of the packed weights and the
+        /// input offset of `[n, i, ih, iw]` minus that of `[n, 0, 0, iw_p]` for a pixel's
+        /// first valid column `iw_p` (tap `kw0`); rows in the padding are left out. One
+        /// flat loop over this table keeps the accumulators in registers (nested loops over
+        /// `kh`, `kw`, `i` made the compiler spill them every iteration).
+        fn taps(&self, tab: &mut Vec<[usize; 2]>, kw0: usize, kw1: usize) {
+            let geo = self.geo;
+            let [xs0, xs1, xs2, xs3] = self.x.strides();
+            tab.clear();
+            for kh in 0..geo.kh {
+                let Some(ih) = input_coord(self.oh, geo.sh, kh, geo.dh, geo.pt, geo.ih) else {
+                    continue;
+                };
+                for kw in kw0..kw1 {
+                    for i in 0..geo.cg {
+                        let r = (kh * geo.kw + kw) * geo.cg + i;
+                        tab.push([r, self.n * xs0 + i * xs1 + ih * xs2 + (kw - kw0) * geo.dw * xs3]);
+                    }
+                }
+            }
+        }
+
+        /// Pixels `ow..ow + pb` (`pb <= PB`) of channel block `b`, over the taps of `tab`
+        /// (built by [`Row::taps`] from column `kw0`), all of which lie inside the input
+        /// for these pixels.
+        #[allow(clippy::too_many_arguments)]
+        #[inline(always)]
+        fn block<S: Simd, const NB: usize, const PB: usize>(
+            &mut self,
+            simd: S,
+            wv: &[S::f32s],
+            tab: &[[usize; 2]],
+            b: usize,
+            ow: usize,
+            pb: usize,
+            kw0: usize,
+        ) {
+            let geo = self.geo;
+            let xd = self.x.data();
+            let xs3 = self.x.strides()[3];
+            let zero = simd.splat_f32s(0.0);
+            let mut acc = [[zero; NB]; PB];
+            // Each pixel's input column of tap `kw0`; pixels past `pb` repeat the last one
+            // (computed, never stored) so the block stays branch-free.
+            let mut col = [0usize; PB];
+            for (p, c) in col.iter_mut().enumerate() {
+                // No underflow: tap `kw0` of pixel `ow + min(p, pb - 1)` lies inside the input.
+                *c = ((ow + p.min(pb - 1)) * geo.sw + kw0 * geo.dw - geo.pl) * xs3;
+            }
+            for &[r, base] in tab {
+                let wr = &wv[r * NB..r * NB + NB];
+                debug_assert!(col.iter().all(|&c| base + c < xd.len()));
+                // SAFETY: `base + col[p]` is the offset of input element `[n, i, ih, iw]`
+                // with `ih` from `input_coord` and `iw = (ow + p') * sw + kw * dw - pl`
+                // inside `[0, W)` for a tap `kw` the caller checked, so it lies inside the
+                // view's slice; `base <= base + col[p]`, so `ptr` stays inside it too.
+                let ptr = unsafe { xd.as_ptr().add(base) };
+                for p in 0..PB {
+                    // SAFETY: see above.
+                    let v = simd.splat_f32s(unsafe { *ptr.add(col[p]) });
+                    for j in 0..NB {
+                        acc[p][j] = simd.mul_add_e_f32s(v, wr[j], acc[p][j]);
+                    }
+                }
+            }
+            self.store::<S, NB, PB>(simd, &acc, b, ow, pb);
+        }
+
+        #[inline(always)]
+        fn store<S: Simd, const NB: usize, const PB: usize>(&mut self, simd: S, acc: &[[S::f32s; NB]; PB], b: usize, ow: usize, pb: usize) {
+            let lanes = S::F32_LANES;
+            let k = self.geo.k;
+            for (p, a) in acc.iter().enumerate().take(pb) {
+                for (j, v) in a.iter().enumerate() {
+                    let o0 = (b * NB + j) * lanes;
+                    if o0 >= k {
+                        break;
+                    }
+                    let m = (k - o0).min(lanes);
+                    match self.layout {
+                        Layout::Nhwc => {
+                            // SAFETY: channels `o0..o0 + m` of pixel `(n, oh, ow + p)` are `m`
+                            // consecutive in-range elements (`c` has stride 1 in an NHWC
+                            // view, or there is one channel), owned by this worker.
+                            let dst = unsafe { core::slice::from_raw_parts_mut(self.y.at(self.n, o0, self.oh, ow + p), m) };
+                            if m == lanes {
+                                S::as_mut_simd_f32s(dst).0[0] = *v;
+                            } else {
+                                simd.partial_store_f32s(dst, *v);
+                            }
+                        }
+                        Layout::Nchw => {
+                            // The row buffer holds every padded channel: a full vector fits.
+                            let at = (ow + p - self.ow0) * (self.geo.k.div_ceil(NB * lanes) * NB * lanes) + o0;
+                            S::as_mut_simd_f32s(&mut self.buf[at..at + lanes]).0[0] = *v;
+                        }
+                    }
+                }
+            }
+        }
+
+    }
 }
 
 #[cfg(test)]
