@@ -6,7 +6,7 @@
 //! | [`Algorithm::Im2colGemm`] | the notes' method: receptive fields stretched into columns (tiled), one GEMM per tile | bounded, see [`conv2d_workspace_len`] | `std` |
 //! | [`Algorithm::Pointwise`] | 1x1: a GEMM reading the input in place through strides | none | `std`, 1x1 kernel, no padding |
 //! | [`Algorithm::Depthwise`] | one filter per channel (times a multiplier), memory-bound SIMD | none | `groups == in_channels` |
-//! | [`Algorithm::Winograd`] | F(4x4, 3x3): 2.25x fewer multiplications, 36 GEMMs per block of tiles | transformed filter + bounded tiles | `std`, 3x3, stride 1 |
+//! | [`Algorithm::Winograd`] | F(4x4, 3x3): 2.25 multiplications per output and channel pair instead of 9; 36 tile products per block of tiles | transformed filter + bounded tiles | `std`, 3x3, stride 1 |
 //!
 //! [`Algorithm::Auto`] picks per shape (see [`select_algorithm`]). Asking by name for an
 //! algorithm that cannot do a geometry is an error, never a silent fallback.
