@@ -153,8 +153,12 @@ pub struct Conv2dOptions<'a> {
 ///    16x56x56 -> 16 0.26 vs 0.41. Below the thresholds im2col won: 8 channels (0.22 vs
 ///    0.11 ms), 3 input channels (43 vs 7 ms), and 512x14x14 -> 512 (16 tiles: 22 vs 9 ms)
 ///    where transforming 36 x 512 x 512 filter values per call costs more than it saves.
-///    With the filter packed once ([`WinogradFilter`]) the small-plane layers are close:
-///    512x14x14 8.3 ms vs im2col 9.2, 384x13x13 4.7 vs 4.4 (NCHW, loaded machine).
+///    With the filter packed once ([`WinogradFilter`], [`conv2d_winograd`]; what
+///    convbench times) Winograd wins on the small planes too: convbench, one run each,
+///    NHWC: vgg_conv5_2 6.4 ms vs im2col 20.4, soumith_l5 7.2 vs 8.0; NCHW (a busier run):
+///    15.9 vs 16.1 and 7.4 vs 9.5. This function cannot know whether the caller packs,
+///    so it chooses for the per-call path; callers with constant weights and 3x3
+///    stride-1 layers should pack.
 /// 4. With `std`, everything else: [`Algorithm::Im2colGemm`]; `gemm` reaches 100-150
 ///    GFLOP/s on one core for the usual layer shapes, which a direct loop does not.
 /// 5. Without `std` (where `gemm` runs scalar code): [`Algorithm::Direct`].
