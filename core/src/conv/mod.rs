@@ -48,8 +48,8 @@ pub enum Algorithm {
     /// Depthwise convolution (`groups == in_channels`).
     Depthwise,
     /// Winograd F(4x4, 3x3) for 3x3 stride-1 kernels, any dilation (needs `std`). Its
-    /// rounding error is larger than a direct sum's: see [`conv2d_winograd`] and the
-    /// module documentation of the bound.
+    /// rounding error is larger than a direct sum's: see [`conv2d_winograd`] for the
+    /// bound, and [`WinogradFilter`] to transform constant weights once.
     Winograd,
 }
 

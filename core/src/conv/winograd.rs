@@ -920,6 +920,24 @@ pub fn conv2d_winograd_workspace_len(g: &ConvGeometry) -> Result<usize> {
 /// Same contract as [`conv2d`](crate::conv2d) (both layouts, any strides with a contiguous
 /// innermost dimension, the fused epilogue); `workspace` needs
 /// [`conv2d_winograd_workspace_len`] floats. See [`WinogradFilter`] for an example.
+///
+/// # Rounding error
+///
+/// Winograd F(4x4, 3x3) (interpolation points `0, +-1, +-2, inf`) rounds more than a direct
+/// sum. With `u = 2^-24`, `gamma(n) = n u / (1 - n u)` and `C_g` input channels per group,
+/// each output satisfies (to first order; the epilogue's adds included)
+///
+/// `|y - y_exact| <= gamma(C_g + 32) * (48^2 * sum_c max|w_kc| * max|x_nc| + |bias_k| + |residual|)`
+///
+/// where `max|w_kc|` is the largest of the 9 weights of filter `k`, input channel `c`, and
+/// `max|x_nc|` the largest input value of channel `c` (of image `n`; the 6x6 patch under
+/// the output's tile is enough). `48 = max_i sum_xi |A^T[i][xi]| * rowsum|G|[xi] *
+/// rowsum|B^T|[xi]` bounds how much the three transforms can grow a rounding error: the
+/// filter transform costs at most 8 roundings, the input transform 8, the products and the
+/// sum over channels `C_g + 1`, the output transform 10, bias and residual 2. The direct
+/// algorithms are held to `gamma(9 C_g + 2) * sum |w| |x|` instead. Measured on the
+/// standard 3x3 layers (convbench, against an f64 reference): max |y - y_ref| / sum|w x|
+/// of 0.8e-6 to 1.8e-6, against 3e-8 to 2e-7 for im2col and direct.
 pub fn conv2d_winograd(
     exec: &Exec,
     g: &ConvGeometry,
