@@ -8,9 +8,9 @@
 use proptest::prelude::*;
 use simdconv::reference as r;
 use simdconv::{
-    conv2d, conv2d_winograd, conv2d_winograd_workspace_len, conv2d_workspace_len, Activation, Algorithm, Conv2d,
-    Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout, Operand, Padding,
-    Rounding, TensorView, TensorViewMut, Unsupported, WinogradFilter, WinogradFilterBuf,
+    conv2d, conv2d_winograd, conv2d_winograd_workspace_len, conv2d_workspace_len, Activation, Algorithm,
+    Conv2d, Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout,
+    Operand, Padding, Rounding, TensorView, TensorViewMut, Unsupported, WinogradFilter, WinogradFilterBuf,
 };
 use simdconv_tests::{check_close, isas, Rng};
 
@@ -20,8 +20,12 @@ const FILTERS: [FilterLayout; 3] = [FilterLayout::Oihw, FilterLayout::Ohwi, Filt
 const SENTINEL: f32 = 12345.0;
 
 /// The transform matrices of F(4x4, 3x3), written out independently of the kernel.
-const AT: [[f64; 6]; 4] =
-    [[1., 1., 1., 1., 1., 0.], [0., 1., -1., 2., -2., 0.], [0., 1., 1., 4., 4., 0.], [0., 1., -1., 8., -8., 1.]];
+const AT: [[f64; 6]; 4] = [
+    [1., 1., 1., 1., 1., 0.],
+    [0., 1., -1., 2., -2., 0.],
+    [0., 1., 1., 4., 4., 0.],
+    [0., 1., -1., 8., -8., 1.],
+];
 const G: [[f64; 3]; 6] = [
     [0.25, 0., 0.],
     [-1. / 6., -1. / 6., -1. / 6.],
@@ -117,9 +121,12 @@ fn check_case(case: &Case, path: Path) -> Result<Vec<Vec<f32>>, TestCaseError> {
     let groups = g.groups();
     let (cg, kg) = (fd.i, fd.o / groups);
     let plane = id.h * id.w;
-    let xmax: Vec<f64> =
-        (0..id.n * id.c).map(|nc| x64[nc * plane..(nc + 1) * plane].iter().fold(0.0, |m, v| v.abs().max(m))).collect();
-    let wmax: Vec<f64> = (0..fd.o * fd.i).map(|kc| w64[kc * 9..(kc + 1) * 9].iter().fold(0.0, |m, v| v.abs().max(m))).collect();
+    let xmax: Vec<f64> = (0..id.n * id.c)
+        .map(|nc| x64[nc * plane..(nc + 1) * plane].iter().fold(0.0, |m, v| v.abs().max(m)))
+        .collect();
+    let wmax: Vec<f64> = (0..fd.o * fd.i)
+        .map(|kc| w64[kc * 9..(kc + 1) * 9].iter().fold(0.0, |m, v| v.abs().max(m)))
+        .collect();
     let growth2 = growth() * growth();
     let mut mag = vec![0.0f64; want.len()];
     let oplane = od.h * od.w;
@@ -207,7 +214,14 @@ fn check_case(case: &Case, path: Path) -> Result<Vec<Vec<f32>>, TestCaseError> {
                 check_close(&got, &want, &mag, terms)
                     .map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?} {path:?}: {e}")))?;
                 let untouched = ybuf.iter().filter(|&&v| v == SENTINEL).count();
-                prop_assert_eq!(untouched, ylen - od.count().unwrap(), "{} {:?} {:?}: wrote outside", isa, layout, fl);
+                prop_assert_eq!(
+                    untouched,
+                    ylen - od.count().unwrap(),
+                    "{} {:?} {:?}: wrote outside",
+                    isa,
+                    layout,
+                    fl
+                );
                 results.push(got);
             }
         }
@@ -272,16 +286,29 @@ proptest! {
 }
 
 fn case(input: Dims, k: usize, conv: Conv2d) -> Case {
-    Case { input, k, conv, bias: true, residual: true, act: Activation::Relu, pad_c: 0, pad_w: 0, threads: 1, seed: 7 }
+    Case {
+        input,
+        k,
+        conv,
+        bias: true,
+        residual: true,
+        act: Activation::Relu,
+        pad_c: 0,
+        pad_w: 0,
+        threads: 1,
+        seed: 7,
+    }
 }
 
 #[test]
 fn tiny_planes() {
     // 1x1 and 2x2 planes: one partial tile, mostly padding.
-    check_case(&case(Dims::new(2, 3, 1, 1), 4, Conv2d::new(3, 3).pad(1)), Path::PerCall(Algorithm::Winograd)).unwrap();
+    check_case(&case(Dims::new(2, 3, 1, 1), 4, Conv2d::new(3, 3).pad(1)), Path::PerCall(Algorithm::Winograd))
+        .unwrap();
     check_case(&case(Dims::new(1, 5, 2, 2), 3, Conv2d::new(3, 3).pad(1)), Path::Packed).unwrap();
     // No padding: a 3x3 input gives one output.
-    check_case(&case(Dims::new(1, 2, 3, 3), 2, Conv2d::new(3, 3)), Path::PerCall(Algorithm::Winograd)).unwrap();
+    check_case(&case(Dims::new(1, 2, 3, 3), 2, Conv2d::new(3, 3)), Path::PerCall(Algorithm::Winograd))
+        .unwrap();
 }
 
 #[test]
@@ -297,12 +324,19 @@ fn channels_not_multiple_of_16_with_strided_views_and_threads() {
 #[test]
 fn dilated_polyphase() {
     // dilated_3x3_d2 in small: every phase, padding equal to the dilation.
-    check_case(&case(Dims::new(1, 6, 13, 12), 5, Conv2d::new(3, 3).pad(2).dilation(2)), Path::PerCall(Algorithm::Winograd))
-        .unwrap();
+    check_case(
+        &case(Dims::new(1, 6, 13, 12), 5, Conv2d::new(3, 3).pad(2).dilation(2)),
+        Path::PerCall(Algorithm::Winograd),
+    )
+    .unwrap();
     // Dilation 3 with padding 1 (phases with a residue), and a phase with no input rows.
-    check_case(&case(Dims::new(2, 4, 8, 7), 3, Conv2d::new(3, 3).pad(1).dilation_hw(3, 2)), Path::Packed).unwrap();
-    check_case(&case(Dims::new(1, 2, 1, 1), 2, Conv2d::new(3, 3).pad(3).dilation(3)), Path::PerCall(Algorithm::Winograd))
+    check_case(&case(Dims::new(2, 4, 8, 7), 3, Conv2d::new(3, 3).pad(1).dilation_hw(3, 2)), Path::Packed)
         .unwrap();
+    check_case(
+        &case(Dims::new(1, 2, 1, 1), 2, Conv2d::new(3, 3).pad(3).dilation(3)),
+        Path::PerCall(Algorithm::Winograd),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! | [`Algorithm::Im2colGemm`] | the notes' method: receptive fields stretched into columns (tiled), one GEMM per tile | bounded, see [`conv2d_workspace_len`] | `std` |
 //! | [`Algorithm::Pointwise`] | 1x1: a GEMM reading the input in place through strides | none | `std`, 1x1 kernel, no padding |
 //! | [`Algorithm::Depthwise`] | one filter per channel (times a multiplier), memory-bound SIMD | none | `groups == in_channels` |
-//! | [`Algorithm::Winograd`] | F(4x4, 3x3): 2.25x fewer multiplications, 36 GEMMs per block of tiles | transformed filter + bounded tiles | `std`, 3x3, stride 1 |
+//! | [`Algorithm::Winograd`] | F(4x4, 3x3): 2.25 multiplications per output and channel pair instead of 9; 36 tile products per block of tiles | transformed filter + bounded tiles | `std`, 3x3, stride 1 |
 //!
 //! [`Algorithm::Auto`] picks per shape (see [`select_algorithm`]). Asking by name for an
 //! algorithm that cannot do a geometry is an error, never a silent fallback.
@@ -48,8 +48,8 @@ pub enum Algorithm {
     /// Depthwise convolution (`groups == in_channels`).
     Depthwise,
     /// Winograd F(4x4, 3x3) for 3x3 stride-1 kernels, any dilation (needs `std`). Its
-    /// rounding error is larger than a direct sum's: see [`conv2d_winograd`] and the
-    /// module documentation of the bound.
+    /// rounding error is larger than a direct sum's: see [`conv2d_winograd`] for the
+    /// bound, and [`WinogradFilter`] to transform constant weights once.
     Winograd,
 }
 
@@ -153,8 +153,12 @@ pub struct Conv2dOptions<'a> {
 ///    16x56x56 -> 16 0.26 vs 0.41. Below the thresholds im2col won: 8 channels (0.22 vs
 ///    0.11 ms), 3 input channels (43 vs 7 ms), and 512x14x14 -> 512 (16 tiles: 22 vs 9 ms)
 ///    where transforming 36 x 512 x 512 filter values per call costs more than it saves.
-///    With the filter packed once ([`WinogradFilter`]) the small-plane layers are close:
-///    512x14x14 8.3 ms vs im2col 9.2, 384x13x13 4.7 vs 4.4 (NCHW, loaded machine).
+///    With the filter packed once ([`WinogradFilter`], [`conv2d_winograd`]; what
+///    convbench times) Winograd wins on the small planes too: convbench, one run each,
+///    NHWC: vgg_conv5_2 6.4 ms vs im2col 20.4, soumith_l5 7.2 vs 8.0; NCHW (a busier run):
+///    15.9 vs 16.1 and 7.4 vs 9.5. This function cannot know whether the caller packs,
+///    so it chooses for the per-call path; callers with constant weights and 3x3
+///    stride-1 layers should pack.
 /// 4. With `std`, everything else: [`Algorithm::Im2colGemm`]; `gemm` reaches 100-150
 ///    GFLOP/s on one core for the usual layer shapes, which a direct loop does not.
 /// 5. Without `std` (where `gemm` runs scalar code): [`Algorithm::Direct`].
