@@ -343,7 +343,19 @@ fn data_runs(f: &Fixture, exec: &Exec, algo: BackwardAlgorithm) -> Result<bool, 
     let g = &f.g;
     let flips = flippable(g);
     let pointwise = g.filter().kh == 1 && g.filter().kw == 1 && g.window().padding() == Padding::uniform(0);
-    let want_auto = if flips && !pointwise {
+    // Auto flips only when the forward would run the flipped geometry with something other
+    // than im2col + GEMM (today: depthwise, one output channel per group).
+    let forward_not_gemm = flips && {
+        let (w, k) = (g.window(), g.filter());
+        let (d, p) = (w.dilation(), w.padding());
+        let ext = [d[0] * (k.kh - 1), d[1] * (k.kw - 1)];
+        let pad = Padding::new(ext[0] - p.top, ext[0] - p.bottom, ext[1] - p.left, ext[1] - p.right);
+        let conv = Conv2d::new(k.kh, k.kw).dilation_hw(d[0], d[1]).padding(pad).groups(g.groups());
+        let fg = ConvGeometry::new(g.output(), g.input().c, conv).unwrap();
+        assert_eq!(fg.output(), g.input());
+        simdconv::select_algorithm(&fg, f.layout) != simdconv::Algorithm::Im2colGemm
+    };
+    let want_auto = if flips && !pointwise && forward_not_gemm {
         BackwardAlgorithm::Flipped
     } else {
         BackwardAlgorithm::Auto.resolve().unwrap()

@@ -13,8 +13,9 @@
 //! | [`BackwardAlgorithm::Flipped`] | the forward [`conv2d`](crate::conv2d) (`Algorithm::Auto`) of `dY` with flipped, in/out-swapped filters | - | the flipped filters plus the forward's | stride 1, leading padding at most `dilation * (kernel - 1)` |
 //!
 //! [`BackwardAlgorithm::Auto`] picks, for `dX` and transposed convolution, `Flipped` when
-//! built with `std` and the geometry allows it (except for 1x1 unpadded kernels, where
-//! `Gemm` runs the same GEMM in place without workspace), else `Gemm` with `std`, else
+//! built with `std`, the geometry allows it, and the forward's `Auto` would run the
+//! flipped geometry with anything but im2col + GEMM (there `Gemm` is as fast or faster,
+//! and 1x1 unpadded kernels need no workspace with it), else `Gemm` with `std`, else
 //! `Direct`; for `dW`, `Gemm` with `std`, else `Direct` (see
 //! [`select_backward_data_algorithm`]).
 //!
@@ -144,25 +145,40 @@ impl Problem {
             && inside(self.y.h, self.s[0], self.x.h)
             && inside(self.y.w, self.s[1], self.x.w)
     }
-    /// Along `axis` (0 = rows, 1 = columns), the output indices `[lo, hi)` for which tap
-    /// `k` lands inside the input, and the input index of output `lo`. Empty when
-    /// `lo >= hi`.
     /// The algorithm `algorithm` runs for this problem's data gradient in `layout`.
-    pub(crate) fn data_algorithm(&self, algorithm: BackwardAlgorithm) -> Result<BackwardAlgorithm> {
+    ///
+    /// `Auto` (with `std`) takes `Flipped` when the flipped form exists, the kernel is not
+    /// 1x1 unpadded (`Gemm` runs that GEMM in place, without workspace), and the forward's
+    /// own `Auto` picks something other than im2col + GEMM for the flipped geometry (a
+    /// depthwise kernel, or any faster path the forward gains). When the forward would run
+    /// im2col + GEMM, `Gemm` here is the same GEMM size with col2im instead of im2col, and
+    /// measured as fast or faster (thread CPU time, 1 thread, dX over forward: VGG conv3_2
+    /// 0.95-0.97x vs flipped 1.01-1.08x; dilated 3x3 d2 NCHW 0.74-0.82x vs 1.00x).
+    pub(crate) fn data_algorithm(
+        &self,
+        algorithm: BackwardAlgorithm,
+        layout: Layout,
+    ) -> Result<BackwardAlgorithm> {
+        let fg = flipped::forward_geometry(self);
         match algorithm {
             BackwardAlgorithm::Auto
                 if cfg!(feature = "std")
                     && !self.is_pointwise()
-                    && flipped::forward_geometry(self).is_some() =>
+                    && fg.is_some_and(|fg| {
+                        crate::conv::select_algorithm(&fg, layout) != crate::conv::Algorithm::Im2colGemm
+                    }) =>
             {
                 Ok(BackwardAlgorithm::Flipped)
             }
-            BackwardAlgorithm::Flipped if flipped::forward_geometry(self).is_none() => {
+            BackwardAlgorithm::Flipped if fg.is_none() => {
                 Err(Error::Unsupported(Unsupported::FlippedGeometry))
             }
             a => a.resolve(),
         }
     }
+    /// Along `axis` (0 = rows, 1 = columns), the output indices `[lo, hi)` for which tap
+    /// `k` lands inside the input, and the input index of output `lo`. Empty when
+    /// `lo >= hi`.
     pub(crate) fn range(&self, axis: usize, k: usize) -> (usize, usize, usize) {
         let (s, d, pad) = (self.s[axis], self.d[axis], self.pad[axis]);
         let (input, output) = if axis == 0 { (self.x.h, self.y.h) } else { (self.x.w, self.y.w) };
@@ -279,7 +295,7 @@ fn check_workspace(need: usize, workspace: &[f32]) -> Result<()> {
 }
 
 pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm, layout: Layout) -> Result<usize> {
-    match p.data_algorithm(algorithm)? {
+    match p.data_algorithm(algorithm, layout)? {
         #[cfg(feature = "std")]
         BackwardAlgorithm::Gemm => gemm::workspace_len(p),
         BackwardAlgorithm::Flipped => {
@@ -309,7 +325,8 @@ fn filter_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usi
 /// ```
 /// use simdconv::{select_backward_data_algorithm, BackwardAlgorithm, Conv2d, ConvGeometry, Dims,
 ///                Layout};
-/// let g = ConvGeometry::new(Dims::new(1, 8, 16, 16), 8, Conv2d::new(3, 3).pad(1))?;
+/// // Depthwise: dX is a depthwise forward convolution of dY.
+/// let g = ConvGeometry::new(Dims::new(1, 8, 16, 16), 8, Conv2d::new(3, 3).pad(1).groups(8))?;
 /// let auto = select_backward_data_algorithm(&g, BackwardAlgorithm::Auto, Layout::Nchw)?;
 /// assert_eq!(auto, if cfg!(feature = "std") { BackwardAlgorithm::Flipped } else { BackwardAlgorithm::Direct });
 /// // Stride 2 has no flipped forward form.
@@ -322,8 +339,7 @@ pub fn select_backward_data_algorithm(
     algorithm: BackwardAlgorithm,
     layout: Layout,
 ) -> Result<BackwardAlgorithm> {
-    let _ = layout;
-    Problem::from_conv(g).data_algorithm(algorithm)
+    Problem::from_conv(g).data_algorithm(algorithm, layout)
 }
 
 /// f32 elements of workspace [`conv2d_backward_data`] needs for `g` with `algorithm` in
@@ -366,7 +382,7 @@ pub(crate) fn run_data(
     dx: TensorViewMut<'_, f32>,
     workspace: &mut [f32],
 ) -> Result<()> {
-    let algorithm = args.p.data_algorithm(algorithm)?;
+    let algorithm = args.p.data_algorithm(algorithm, args.layout)?;
     let need = data_workspace_len(args.p, algorithm, args.layout)?;
     check_workspace(need, workspace)?;
     match algorithm {
