@@ -491,22 +491,38 @@ mod thin {
             px.runs(q0, q1, Join::Row, |q, n, oh, ow0, run| {
                 exec.dispatch(Row { x, wpk, y: y_out, buf: &mut buf, tabs: &mut tabs, layout, geo, nb, n, oh, ow0, run });
                 if layout == Layout::Nchw {
-                    let kp = blocks * block;
-                    for o in 0..out.c {
-                        // SAFETY: `w` has stride 1 in an NCHW view (or the run has length
-                        // 1), so the run is `run` consecutive in-range elements of channel
-                        // `o`; this worker owns these pixels and no other reference to them
-                        // is live.
-                        let dst = unsafe { core::slice::from_raw_parts_mut(y_out.at(n, o, oh, ow0), run) };
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = buf[j * kp + o];
-                        }
-                    }
+                    transpose_row(&buf[..run * blocks * block], blocks * block, y_out, n, out.c, oh, ow0, run);
                 }
                 epilogue_tile(exec, y_out, layout, epilogue, q, q + run);
             });
         });
         Ok(())
+    }
+
+    /// Writes the row buffer `buf[j * kp + o]` (pixels `ow0..ow0 + run`, channels
+    /// `0..k`, `kp >= k`) into the NCHW output, four channels per pass over the buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn transpose_row(buf: &[f32], kp: usize, y: OutPtr, n: usize, k: usize, oh: usize, ow0: usize, run: usize) {
+        assert!(k <= kp && buf.len() >= run * kp);
+        let mut o = 0;
+        while o < k {
+            let m = (k - o).min(4);
+            let mut dst = [core::ptr::null_mut::<f32>(); 4];
+            for (c, d) in dst.iter_mut().enumerate().take(m) {
+                // `w` has stride 1 in an NCHW view (or the run has length 1): channel
+                // `o + c` of pixels `ow0..ow0 + run` is `run` consecutive in-range elements,
+                // owned by this worker.
+                *d = y.at(n, o + c, oh, ow0);
+            }
+            for j in 0..run {
+                let src = &buf[j * kp + o..j * kp + o + m];
+                for (c, v) in src.iter().enumerate() {
+                    // SAFETY: see above; `j < run`.
+                    unsafe { *dst[c].add(j) = *v };
+                }
+            }
+            o += m;
+        }
     }
 
     /// One output row segment, all channels.
