@@ -19,6 +19,12 @@
 //! The column matrix is stored row-major (`X_col[r][p]`) for NCHW, where a row is a
 //! strided copy of an input row, and pixel-major (`X_col[p][r]`) for NHWC, where a
 //! pixel's channels are contiguous; `gemm` reads either through its strides.
+//!
+//! Thin inputs with wide windows (network stems: one group, at most 4 input channels, at
+//! least 25 taps) skip the column matrix: the [`thin`] kernel convolves directly with the
+//! output channels in SIMD registers, on the executor's ISA (so `Exec::with_isa(Avx2)`
+//! really runs AVX2 there, where `gemm` picks its own kernel). It uses no workspace; the
+//! workspace length stays that of the column tile.
 
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels};
 use super::ConvArgs;
