@@ -578,6 +578,23 @@ fn thin_input_edges() {
 }
 
 #[test]
+fn thin_input_kernel_runs_on_every_isa() {
+    // Without an epilogue the column-matrix path dispatches nothing (gemm picks its own
+    // kernel); the thin kernel dispatches once per output row on the executor's ISA.
+    let isas = isas();
+    let before: Vec<usize> = isas.iter().map(|&i| simdconv::dispatch_count(i)).collect();
+    let mut c = case(Dims::new(1, 3, 9, 9), 5, Conv2d::new(5, 5).stride(2).pad(2));
+    c.bias = false;
+    c.residual = false;
+    c.act = Activation::Identity;
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    for (isa, b) in isas.into_iter().zip(before) {
+        // 5 output rows x 2 layouts x 3 filter layouts.
+        assert!(simdconv::dispatch_count(isa) >= b + 30, "{isa} never ran the thin kernel");
+    }
+}
+
+#[test]
 fn regression_one_output_channel_nhwc_with_residual() {
     // Found by proptest: a one-channel NHWC output (and residual) is also a valid NCHW
     // view, so the views' own layout guesses disagreed with the NHWC input.

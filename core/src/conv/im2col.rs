@@ -19,6 +19,12 @@
 //! The column matrix is stored row-major (`X_col[r][p]`) for NCHW, where a row is a
 //! strided copy of an input row, and pixel-major (`X_col[p][r]`) for NHWC, where a
 //! pixel's channels are contiguous; `gemm` reads either through its strides.
+//!
+//! Thin inputs with wide windows (network stems: one group, at most 4 input channels, at
+//! least 25 taps) skip the column matrix: the [`thin`] kernel convolves directly with the
+//! output channels in SIMD registers, on the executor's ISA (so `Exec::with_isa(Avx2)`
+//! really runs AVX2 there, where `gemm` picks its own kernel). It uses no workspace; the
+//! workspace length stays that of the column tile.
 
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels};
 use super::ConvArgs;
@@ -404,9 +410,9 @@ mod thin {
     use crate::tensor::{Layout, TensorView, TensorViewMut};
 
     /// Vectors per output-channel block for `v` vectors of channels: the largest block
-    /// (up to 4) that wastes the fewest padded vectors.
-    fn block_vectors(v: usize) -> usize {
-        (1..=4usize).rev().min_by_key(|&nb| v.div_ceil(nb) * nb - v).unwrap_or(1)
+    /// (up to `max`) that wastes the fewest padded vectors.
+    fn block_vectors(v: usize, max: usize) -> usize {
+        (1..=max).rev().min_by_key(|&nb| v.div_ceil(nb) * nb - v).unwrap_or(1)
     }
 
     /// Geometry of one call, shared by the row kernels.
@@ -449,7 +455,10 @@ mod thin {
             ow: out.w,
         };
         let lanes = exec.isa().f32_lanes();
-        let nb = block_vectors(out.c.div_ceil(lanes));
+        // AVX2 has 16 vector registers: blocks of at most 2 x 6 accumulators (3 x 4 left
+        // the compiler shuffling registers: 45-49 GFLOP/s on AlexNet's conv1 against
+        // 68-74 with 2 x 6, the AVX2 peak being about 88).
+        let nb = block_vectors(out.c.div_ceil(lanes), if exec.isa() == Isa::Avx2 { 2 } else { 4 });
         let block = nb * lanes;
         let blocks = out.c.div_ceil(block);
         let taps = f.kh * f.kw * f.i;
@@ -489,24 +498,71 @@ mod thin {
             buf.resize(row_len, 0.0f32);
             let mut tabs = [Vec::new(), Vec::new()];
             px.runs(q0, q1, Join::Row, |q, n, oh, ow0, run| {
-                exec.dispatch(Row { x, wpk, y: y_out, buf: &mut buf, tabs: &mut tabs, layout, geo, nb, n, oh, ow0, run });
+                exec.dispatch(Row {
+                    x,
+                    wpk,
+                    y: y_out,
+                    buf: &mut buf,
+                    tabs: &mut tabs,
+                    layout,
+                    geo,
+                    nb,
+                    n,
+                    oh,
+                    ow0,
+                    run,
+                });
                 if layout == Layout::Nchw {
-                    let kp = blocks * block;
-                    for o in 0..out.c {
-                        // SAFETY: `w` has stride 1 in an NCHW view (or the run has length
-                        // 1), so the run is `run` consecutive in-range elements of channel
-                        // `o`; this worker owns these pixels and no other reference to them
-                        // is live.
-                        let dst = unsafe { core::slice::from_raw_parts_mut(y_out.at(n, o, oh, ow0), run) };
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = buf[j * kp + o];
-                        }
-                    }
+                    transpose_row(
+                        &buf[..run * blocks * block],
+                        blocks * block,
+                        y_out,
+                        n,
+                        out.c,
+                        oh,
+                        ow0,
+                        run,
+                    );
                 }
                 epilogue_tile(exec, y_out, layout, epilogue, q, q + run);
             });
         });
         Ok(())
+    }
+
+    /// Writes the row buffer `buf[j * kp + o]` (pixels `ow0..ow0 + run`, channels
+    /// `0..k`, `kp >= k`) into the NCHW output, four channels per pass over the buffer.
+    #[allow(clippy::too_many_arguments)]
+    fn transpose_row(
+        buf: &[f32],
+        kp: usize,
+        y: OutPtr,
+        n: usize,
+        k: usize,
+        oh: usize,
+        ow0: usize,
+        run: usize,
+    ) {
+        assert!(k <= kp && buf.len() >= run * kp);
+        let mut o = 0;
+        while o < k {
+            let m = (k - o).min(4);
+            let mut dst = [core::ptr::null_mut::<f32>(); 4];
+            for (c, d) in dst.iter_mut().enumerate().take(m) {
+                // `w` has stride 1 in an NCHW view (or the run has length 1): channel
+                // `o + c` of pixels `ow0..ow0 + run` is `run` consecutive in-range elements,
+                // owned by this worker.
+                *d = y.at(n, o + c, oh, ow0);
+            }
+            for j in 0..run {
+                let src = &buf[j * kp + o..j * kp + o + m];
+                for (c, v) in src.iter().enumerate() {
+                    // SAFETY: see above; `j < run`.
+                    unsafe { *dst[c].add(j) = *v };
+                }
+            }
+            o += m;
+        }
     }
 
     /// One output row segment, all channels.
@@ -531,15 +587,15 @@ mod thin {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(mut self, simd: S) {
-            // AVX2 has 16 vector registers, the others 32 (Scalar: any).
+            // AVX2 has 16 vector registers, the others 32 (Scalar: any). Blocks keep
+            // `NB * PB` accumulators, `NB` weights and a broadcast in registers; on AVX2
+            // `NB <= 2` (see `run`).
             let small = S::F32_LANES == Isa::Avx2.f32_lanes();
             match (self.nb, small) {
-                (4, false) => self.blocks::<S, 4, 6>(simd),
-                (3, false) => self.blocks::<S, 3, 8>(simd),
+                (4, _) => self.blocks::<S, 4, 6>(simd),
+                (3, _) => self.blocks::<S, 3, 8>(simd),
                 (2, false) => self.blocks::<S, 2, 12>(simd),
                 (_, false) => self.blocks::<S, 1, 16>(simd),
-                (4, true) => self.blocks::<S, 4, 3>(simd),
-                (3, true) => self.blocks::<S, 3, 4>(simd),
                 (2, true) => self.blocks::<S, 2, 6>(simd),
                 (_, true) => self.blocks::<S, 1, 12>(simd),
             }
@@ -558,7 +614,11 @@ mod thin {
             // Pixels whose whole window row lies inside the input: `[lo, hi)`.
             let span = (geo.kw - 1) * geo.dw;
             let lo = geo.pl.div_ceil(geo.sw).min(geo.ow);
-            let hi = if geo.iw + geo.pl > span { (geo.iw + geo.pl - span).div_ceil(geo.sw).min(geo.ow) } else { 0 };
+            let hi = if geo.iw + geo.pl > span {
+                (geo.iw + geo.pl - span).div_ceil(geo.sw).min(geo.ow)
+            } else {
+                0
+            };
             let hi = hi.max(lo);
             let [mut inner, mut border] = core::mem::take(self.tabs);
             self.taps(&mut inner, 0, geo.kw);
@@ -572,7 +632,8 @@ mod thin {
                         ow += pb;
                     } else {
                         // A border pixel: only the taps inside the input.
-                        let valid = |kw: &usize| input_coord(ow, geo.sw, *kw, geo.dw, geo.pl, geo.iw).is_some();
+                        let valid =
+                            |kw: &usize| input_coord(ow, geo.sw, *kw, geo.dw, geo.pl, geo.iw).is_some();
                         let first = (0..geo.kw).find(valid);
                         let last = (0..geo.kw).rev().find(valid);
                         let (a, z) = match (first, last) {
@@ -658,7 +719,14 @@ mod thin {
         }
 
         #[inline(always)]
-        fn store<S: Simd, const NB: usize, const PB: usize>(&mut self, simd: S, acc: &[[S::f32s; NB]; PB], b: usize, ow: usize, pb: usize) {
+        fn store<S: Simd, const NB: usize, const PB: usize>(
+            &mut self,
+            simd: S,
+            acc: &[[S::f32s; NB]; PB],
+            b: usize,
+            ow: usize,
+            pb: usize,
+        ) {
             let lanes = S::F32_LANES;
             let k = self.geo.k;
             for (p, a) in acc.iter().enumerate().take(pb) {
@@ -673,7 +741,9 @@ mod thin {
                             // SAFETY: channels `o0..o0 + m` of pixel `(n, oh, ow + p)` are `m`
                             // consecutive in-range elements (`c` has stride 1 in an NHWC
                             // view, or there is one channel), owned by this worker.
-                            let dst = unsafe { core::slice::from_raw_parts_mut(self.y.at(self.n, o0, self.oh, ow + p), m) };
+                            let dst = unsafe {
+                                core::slice::from_raw_parts_mut(self.y.at(self.n, o0, self.oh, ow + p), m)
+                            };
                             if m == lanes {
                                 S::as_mut_simd_f32s(dst).0[0] = *v;
                             } else {
@@ -682,14 +752,14 @@ mod thin {
                         }
                         Layout::Nchw => {
                             // The row buffer holds every padded channel: a full vector fits.
-                            let at = (ow + p - self.ow0) * (self.geo.k.div_ceil(NB * lanes) * NB * lanes) + o0;
+                            let at =
+                                (ow + p - self.ow0) * (self.geo.k.div_ceil(NB * lanes) * NB * lanes) + o0;
                             S::as_mut_simd_f32s(&mut self.buf[at..at + lanes]).0[0] = *v;
                         }
                     }
                 }
             }
         }
-
     }
 }
 

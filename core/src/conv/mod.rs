@@ -161,6 +161,12 @@ pub struct Conv2dOptions<'a> {
 ///    stride-1 layers should pack.
 /// 4. With `std`, everything else: [`Algorithm::Im2colGemm`]; `gemm` reaches 100-150
 ///    GFLOP/s on one core for the usual layer shapes, which a direct loop does not.
+///    For thin-input stems (one group, at most 4 input channels, 5x5 windows and up)
+///    `Im2colGemm` itself runs a direct register-blocked kernel instead of the column
+///    matrix (AlexNet's conv1 and ResNet's conv1, one core, AVX-512: 1.57-1.86 ms and
+///    1.79-2.6 ms against 1.65-2.37 ms and 2.3-3.1 ms before, best of noisy runs), so
+///    `Auto` needs no rule of its own for them; [`Algorithm::Direct`] (the `no_std`
+///    loop) was 8-20x slower on both.
 /// 5. Without `std` (where `gemm` runs scalar code): [`Algorithm::Direct`].
 ///
 /// The layout does not change the choice: both GEMM paths read either layout through
