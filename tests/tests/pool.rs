@@ -489,7 +489,8 @@ fn one_nan_anywhere_reaches_its_windows() {
                     let xb = Buf::new(&x, d, layout, 0, f32::NAN);
                     let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, 0, f32::NAN);
                     simdconv::max_pool2d(&exec(isa), &g, xb.view(), yb.view_mut(), None).unwrap();
-                    exact(&yb.values(), &want).unwrap_or_else(|m| panic!("{d:?} pos {pos} {isa} {layout:?}: {m}"));
+                    exact(&yb.values(), &want)
+                        .unwrap_or_else(|m| panic!("{d:?} pos {pos} {isa} {layout:?}: {m}"));
                 }
             }
         }
@@ -500,7 +501,9 @@ fn one_nan_anywhere_reaches_its_windows() {
 fn global_grouped_planes_with_strides() {
     // NCHW global pooling, 16 (8) planes at a time: planes apart from each other (channel
     // stride beyond the plane), outputs with a channel stride, 49- and 16-element planes.
-    for (d, cs, ycs) in [(Dims::new(2, 35, 7, 7), 60, 3), (Dims::new(1, 33, 4, 4), 16, 1), (Dims::new(1, 16, 1, 17), 20, 2)] {
+    for (d, cs, ycs) in
+        [(Dims::new(2, 35, 7, 7), 60, 3), (Dims::new(1, 33, 4, 4), 16, 1), (Dims::new(1, 16, 1, 17), 20, 2)]
+    {
         let go = Dims::new(d.n, d.c, 1, 1);
         let mut rng = Rng::new(7);
         let x = data(&mut rng, d.count().unwrap(), 3);

@@ -139,8 +139,12 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                         let yo = n * ys[0] + oy * ys[2] + ox * ys[3];
                         let yrun = &mut y[yo..yo + c];
                         match (win.kh, win.kw) {
-                            (2, 2) => window::<R, S>(simd, x, base, Window { kh: 2, kw: 2, ..win }, yrun, vscale),
-                            (3, 3) => window::<R, S>(simd, x, base, Window { kh: 3, kw: 3, ..win }, yrun, vscale),
+                            (2, 2) => {
+                                window::<R, S>(simd, x, base, Window { kh: 2, kw: 2, ..win }, yrun, vscale)
+                            }
+                            (3, 3) => {
+                                window::<R, S>(simd, x, base, Window { kh: 3, kw: 3, ..win }, yrun, vscale)
+                            }
                             _ => window::<R, S>(simd, x, base, win, yrun, vscale),
                         }
                     }
