@@ -445,6 +445,90 @@ fn vector_paths_of_the_benchmarks() {
 }
 
 #[test]
+fn row_buffer_chunks_and_tall_windows() {
+    // NCHW row-buffer path: several column chunks (stride 2 and 1), padding and ceil
+    // windows at both ends of a chunked row, and windows of more than four rows.
+    named(Dims::new(1, 2, 5, 301), Pool2d::new(3, 3).stride(2).pad(1).rounding(Rounding::Ceil), 3);
+    named(Dims::new(2, 1, 4, 300), Pool2d::new(2, 2).stride(2), 0);
+    named(Dims::new(1, 2, 4, 141), Pool2d::new(3, 3).stride(1).padding(Padding::new(0, 1, 1, 0)), 1);
+    named(Dims::new(1, 3, 9, 40), Pool2d::new(6, 3).stride_hw(1, 2).padding(Padding::new(2, 3, 1, 1)), 3);
+    named(Dims::new(1, 2, 8, 21), Pool2d::new(7, 2).stride_hw(2, 1).dilation_hw(1, 9), 0);
+}
+
+#[test]
+fn nhwc_wide_channel_groups() {
+    // 8-vector channel groups of the NHWC whole-window path (128 channels on AVX-512),
+    // with channel tails, padding, odd sizes and N > 1.
+    named(Dims::new(2, 131, 5, 7), Pool2d::new(3, 3).stride(2).pad(1), 3);
+    named(Dims::new(1, 129, 6, 5), Pool2d::new(2, 2).stride(2).rounding(Rounding::Ceil), 0);
+    named(Dims::new(1, 136, 4, 4), Pool2d::new(2, 3).stride_hw(1, 2).dilation_hw(2, 1), 2);
+}
+
+#[test]
+fn one_nan_anywhere_reaches_its_windows() {
+    // A single NaN at every position of the plane in turn: every window holding it, and
+    // only those, must give NaN on every ISA and in both layouts.
+    for (d, pool) in [
+        (Dims::new(1, 1, 5, 35), Pool2d::new(3, 3).stride(2)),
+        (Dims::new(1, 1, 4, 34), Pool2d::new(2, 2).stride(2)),
+        (Dims::new(1, 17, 3, 5), Pool2d::new(3, 3).stride(2).pad(1)),
+    ] {
+        let g = PoolGeometry::new(d, pool).unwrap();
+        let plane = d.h * d.w;
+        for pos in 0..plane {
+            let mut x: Vec<f32> = (0..d.count().unwrap()).map(|i| (i % 7) as f32 - 3.0).collect();
+            for c in 0..d.c {
+                x[c * plane + pos] = f32::NAN;
+            }
+            let x64 = f64s(&x);
+            let go = g.output();
+            let mut want = vec![0.0; go.count().unwrap()];
+            r::max_pool2d(&g, nchw(&x64, d), nchw_mut(&mut want, go), None).unwrap();
+            for isa in isas() {
+                for layout in LAYOUTS {
+                    let xb = Buf::new(&x, d, layout, 0, f32::NAN);
+                    let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, 0, f32::NAN);
+                    simdconv::max_pool2d(&exec(isa), &g, xb.view(), yb.view_mut(), None).unwrap();
+                    exact(&yb.values(), &want)
+                        .unwrap_or_else(|m| panic!("{d:?} pos {pos} {isa} {layout:?}: {m}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn global_grouped_planes_with_strides() {
+    // NCHW global pooling, 16 (8) planes at a time: planes apart from each other (channel
+    // stride beyond the plane), outputs with a channel stride, 49- and 16-element planes.
+    for (d, cs, ycs) in
+        [(Dims::new(2, 35, 7, 7), 60, 3), (Dims::new(1, 33, 4, 4), 16, 1), (Dims::new(1, 16, 1, 17), 20, 2)]
+    {
+        let go = Dims::new(d.n, d.c, 1, 1);
+        let mut rng = Rng::new(7);
+        let x = data(&mut rng, d.count().unwrap(), 3);
+        let x64 = f64s(&x);
+        let mut ymax = vec![0.0; go.count().unwrap()];
+        r::global_max_pool(nchw(&x64, d), nchw_mut(&mut ymax, go)).unwrap();
+        let mut yavg = vec![0.0; go.count().unwrap()];
+        r::global_avg_pool(nchw(&x64, d), nchw_mut(&mut yavg, go)).unwrap();
+        let mut mag = vec![0.0; go.count().unwrap()];
+        r::global_avg_pool(nchw(&abs64(&x), d), nchw_mut(&mut mag, go)).unwrap();
+        let xs = [d.c * cs, cs, d.w, 1];
+        let xb = Buf { data: place(&x, d, xs, f32::NAN), d, s: xs };
+        let ys = [d.c * ycs, ycs, 1, 1];
+        for isa in isas() {
+            let e = exec(isa);
+            let mut yb = Buf { data: place(&vec![0.0f32; d.n * d.c], go, ys, f32::NAN), d: go, s: ys };
+            simdconv::global_max_pool(&e, xb.view(), yb.view_mut()).unwrap();
+            exact(&yb.values(), &ymax).unwrap_or_else(|m| panic!("max {d:?} {isa}: {m}"));
+            simdconv::global_avg_pool(&e, xb.view(), yb.view_mut()).unwrap();
+            close(&yb.values(), &yavg, &mag, d.h * d.w).unwrap_or_else(|m| panic!("avg {d:?} {isa}: {m}"));
+        }
+    }
+}
+
+#[test]
 fn bad_layouts_are_typed_errors() {
     let g = PoolGeometry::new(Dims::new(1, 3, 4, 4), Pool2d::new(2, 2).stride(2)).unwrap();
     let x = vec![0.0f32; 48];

@@ -3,22 +3,28 @@
 //!
 //! Results match [`crate::reference`]'s pooling functions: maxima exactly, with the same
 //! flat indices `iy * W + ix` and the same rules (padding never wins, the first maximum in
-//! scan order wins ties, NaN propagates on every instruction set); averages and L2 norms
-//! within a few rounding errors (sums run in f32, in a different order, and the divisor is
-//! applied as a reciprocal).
+//! scan order wins ties, NaN propagates on every instruction set; without indices, the
+//! sign of a zero maximum is unspecified); averages and L2 norms within a few rounding
+//! errors (sums run in f32, in a different order, and the divisor is applied as a
+//! reciprocal).
 //!
 //! The input and output views (and gradients) must all be contiguous in the same inner
 //! dimension: `w` (NCHW-like) or `c` (NHWC-like); other strides are free. Index views may
 //! have any strides.
 //!
-//! NHWC kernels vectorise over channels, for any geometry, forward and backward. NCHW
-//! kernels vectorise the forward passes (with or without switches) over output columns for
-//! windows of stride 1 and 2: stride 2 splits `2L` loaded columns into even and odd ones,
-//! and with dilation 1 the odd half is the next tap, so the common 2x2 and 3x3 stride-2
-//! windows cost one split per two taps; each window row streams through the output row.
-//! The NCHW average and L2 backward passes vectorise stride-1 windows the same way.
-//! Other strides, columns next to padding, and the scatter of saved switches run scalar
-//! loops.
+//! NHWC kernels vectorise over channels, for any geometry, forward and backward; pixels
+//! whose window lies inside the input take 8 vectors of channels at a time with no
+//! per-tap bounds logic (2x2 and 3x3 windows unrolled), border pixels a general loop.
+//! NCHW forward passes without switches, for horizontal strides 1 and 2, fold each
+//! output row's window rows vertically into a row buffer padded with the fold's identity,
+//! then fold that buffer horizontally for every output of the row at once (stride 2 splits
+//! `2L` buffer columns into even and odd ones); only windows that touch padding get their
+//! divisor fixed afterwards. NCHW max pooling with switches vectorises stride-1 and
+//! stride-2 windows over output columns; the NCHW average and L2 backward passes
+//! vectorise stride-1 windows. NCHW global pooling folds `L` contiguous planes at a time
+//! and reduces the `L` partial vectors with one transpose-and-merge tree. Other strides,
+//! columns next to padding in the other paths, and the scatter of saved switches run
+//! scalar loops.
 //! The kernels run on the calling thread, whatever [`Exec::threads`] says, and never
 //! allocate.
 
@@ -75,7 +81,8 @@ fn forward<R: Red>(
 
 /// Max pooling, the notes' downsampling layer: each output is the largest input in its
 /// window. Padding never wins (only input elements compete); among equal maxima the first
-/// in scan order (rows, then columns) wins; a NaN in a window makes the output NaN.
+/// in scan order (rows, then columns) wins the index; a NaN in a window makes the output
+/// NaN. Without `indices`, a zero maximum may be `+0.0` or `-0.0` when both occur.
 ///
 /// If `indices` is given it receives each maximum's flat index `iy * W + ix` into its
 /// input plane (PyTorch's `return_indices`), the "switches" [`max_pool2d_backward`] routes

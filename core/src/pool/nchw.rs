@@ -574,46 +574,19 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
         let grouped = if runs == 1 && run_len >= l && l > 1 { p.c / l * l } else { 0 };
         let full = run_len / l;
         let tail = run_len % l;
-        let init = simd.splat_f32s(R::INIT);
         // Lanes `>= L - tail` of the last vector are new.
         let tail_mask = simd
             .greater_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s((l - tail) as f32 - 0.5));
         let vscale = simd.splat_f32s(scale);
-        let mut parts = [init; MAX_LANES];
-        let mut outs = [0.0f32; MAX_LANES];
+        let g = Grouped { x, xs, run_len, tail_mask, vscale, grouped };
         for n in 0..p.n {
-            for c0 in (0..grouped).step_by(l) {
-                for (i, part) in parts.iter_mut().enumerate().take(l) {
-                    let xo = n * xs[0] + (c0 + i) * xs[1];
-                    let plane = &x[xo..xo + run_len];
-                    let (head, _) = S::as_simd_f32s(plane);
-                    let mut a0 = head[0];
-                    let mut a1 = init;
-                    let mut k = 1;
-                    while k + 1 < full {
-                        a0 = R::v(simd, a0, head[k]);
-                        a1 = R::v(simd, a1, head[k + 1]);
-                        k += 2;
-                    }
-                    if k < full {
-                        a0 = R::v(simd, a0, head[k]);
-                    }
-                    if tail != 0 {
-                        let last = super::nhwc::load::<S>(plane, run_len - l);
-                        a1 = R::v(simd, a1, simd.select_f32s(tail_mask, last, init));
-                    }
-                    *part = R::vmerge(simd, a0, a1);
-                }
-                let v = R::vfin(simd, lanes_reduce::<R, S>(simd, &parts[..l]), vscale);
-                let yo = n * ys[0] + c0 * ys[1];
-                if ys[1] == 1 {
-                    S::as_mut_simd_f32s(&mut y[yo..yo + l]).0[0] = v;
-                } else {
-                    S::as_mut_simd_f32s(&mut outs[..l]).0[0] = v;
-                    for (i, &o) in outs.iter().enumerate().take(l) {
-                        y[yo + i * ys[1]] = o;
-                    }
-                }
+            // The plane's whole vectors as a constant for the common small planes.
+            match full {
+                1 => g.run::<R, 1>(simd, n, y, ys),
+                2 => g.run::<R, 2>(simd, n, y, ys),
+                3 => g.run::<R, 3>(simd, n, y, ys),
+                4 => g.run::<R, 4>(simd, n, y, ys),
+                _ => g.run::<R, 0>(simd, n, y, ys),
             }
             for c in grouped..p.c {
                 let xp = n * xs[0] + c * xs[1];
@@ -637,6 +610,64 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
                 }
                 let total = R::smerge(R::vreduce(simd, R::vmerge(simd, v0, v1)), s);
                 y[n * ys[0] + c * ys[1]] = R::sfin(total, scale);
+            }
+        }
+    }
+}
+
+/// The grouped planes of [`GlobalPlanes`]: planes `0..grouped` of one batch entry, `L` at a
+/// time.
+struct Grouped<'a, S: Simd> {
+    x: &'a [f32],
+    xs: [usize; 4],
+    run_len: usize,
+    tail_mask: S::m32s,
+    vscale: S::f32s,
+    grouped: usize,
+}
+
+impl<S: Simd> Grouped<'_, S> {
+    /// Batch entry `n`, with `F` whole vectors per plane (`0`: as `run_len` says).
+    #[inline(always)]
+    fn run<R: Red, const F: usize>(&self, simd: S, n: usize, y: &mut [f32], ys: [usize; 4]) {
+        let l = S::F32_LANES;
+        let run_len = self.run_len;
+        let full = if F == 0 { run_len / l } else { F };
+        let tail = run_len % l;
+        let init = simd.splat_f32s(R::INIT);
+        let mut parts = [init; MAX_LANES];
+        let mut outs = [0.0f32; MAX_LANES];
+        for c0 in (0..self.grouped).step_by(l) {
+            for (i, part) in parts.iter_mut().enumerate().take(l) {
+                let xo = n * self.xs[0] + (c0 + i) * self.xs[1];
+                let plane = &self.x[xo..xo + run_len];
+                let (head, _) = S::as_simd_f32s(plane);
+                let mut a0 = head[0];
+                let mut a1 = init;
+                let mut k = 1;
+                while k + 1 < full {
+                    a0 = R::v(simd, a0, head[k]);
+                    a1 = R::v(simd, a1, head[k + 1]);
+                    k += 2;
+                }
+                if k < full {
+                    a0 = R::v(simd, a0, head[k]);
+                }
+                if tail != 0 {
+                    let last = super::nhwc::load::<S>(plane, run_len - l);
+                    a1 = R::v(simd, a1, simd.select_f32s(self.tail_mask, last, init));
+                }
+                *part = R::vmerge(simd, a0, a1);
+            }
+            let v = R::vfin(simd, lanes_reduce::<R, S>(simd, &parts[..l]), self.vscale);
+            let yo = n * ys[0] + c0 * ys[1];
+            if ys[1] == 1 {
+                S::as_mut_simd_f32s(&mut y[yo..yo + l]).0[0] = v;
+            } else {
+                S::as_mut_simd_f32s(&mut outs[..l]).0[0] = v;
+                for (i, &o) in outs.iter().enumerate().take(l) {
+                    y[yo + i * ys[1]] = o;
+                }
             }
         }
     }

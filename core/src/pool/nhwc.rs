@@ -13,6 +13,91 @@ pub(crate) fn load<S: Simd>(x: &[f32], off: usize) -> S::f32s {
     S::as_simd_f32s(&x[off..off + S::F32_LANES]).0[0]
 }
 
+/// A whole window: `kh x kw` taps, `dy` / `dx` elements apart, over `c` channels.
+#[derive(Clone, Copy)]
+struct Window {
+    kh: usize,
+    kw: usize,
+    dy: usize,
+    dx: usize,
+    c: usize,
+}
+
+/// One output pixel whose window lies inside the input (its first tap at `x[base..]`):
+/// 8 vectors of channels at a time, then 1, then a scalar tail. Each window row folds
+/// into its own accumulators, merged after the row (shorter dependency chains).
+#[inline(always)]
+fn window<R: Red, S: Simd>(simd: S, x: &[f32], base: usize, win: Window, yrun: &mut [f32], vscale: S::f32s) {
+    const G: usize = 8;
+    let l = S::F32_LANES;
+    let Window { kh, kw, dy, dx, c } = win;
+    let mut ci = 0;
+    while ci + G * l <= c {
+        let mut acc = [simd.splat_f32s(R::INIT); G];
+        for ky in 0..kh {
+            let row = base + ky * dy + ci;
+            let v = &x[row..row + G * l];
+            let mut racc = [simd.splat_f32s(R::INIT); G];
+            for (j, a) in racc.iter_mut().enumerate() {
+                *a = R::vfirst(simd, load::<S>(v, j * l));
+            }
+            for kx in 1..kw {
+                let off = row + kx * dx;
+                let v = &x[off..off + G * l];
+                for (j, a) in racc.iter_mut().enumerate() {
+                    *a = R::v(simd, *a, load::<S>(v, j * l));
+                }
+            }
+            for (a, r) in acc.iter_mut().zip(racc) {
+                *a = if ky == 0 { r } else { R::vmerge(simd, *a, r) };
+            }
+        }
+        let out = &mut yrun[ci..ci + G * l];
+        for (j, a) in acc.into_iter().enumerate() {
+            S::as_mut_simd_f32s(&mut out[j * l..j * l + l]).0[0] = R::vfin(simd, a, vscale);
+        }
+        ci += G * l;
+    }
+    while ci + l <= c {
+        let mut acc = simd.splat_f32s(R::INIT);
+        for ky in 0..kh {
+            let row = base + ky * dy + ci;
+            let mut racc = R::vfirst(simd, load::<S>(x, row));
+            for kx in 1..kw {
+                racc = R::v(simd, racc, load::<S>(x, row + kx * dx));
+            }
+            acc = if ky == 0 { racc } else { R::vmerge(simd, acc, racc) };
+        }
+        S::as_mut_simd_f32s(&mut yrun[ci..ci + l]).0[0] = R::vfin(simd, acc, vscale);
+        ci += l;
+    }
+    if ci < c {
+        window_tail::<R>(x, base, win, &mut yrun[ci..], ci, vscale_scalar::<S>(vscale));
+    }
+}
+
+/// The first lane of `v`.
+#[inline(always)]
+fn vscale_scalar<S: Simd>(v: S::f32s) -> f32 {
+    let mut o = [0.0f32; super::simd::MAX_LANES];
+    S::as_mut_simd_f32s(&mut o[..S::F32_LANES]).0[0] = v;
+    o[0]
+}
+
+/// [`window`]'s channels from `ci` on, one at a time.
+#[inline(never)]
+fn window_tail<R: Red>(x: &[f32], base: usize, win: Window, yrun: &mut [f32], ci: usize, scale: f32) {
+    for (cc, yv) in yrun.iter_mut().enumerate() {
+        let mut acc = R::INIT;
+        for ky in 0..win.kh {
+            for kx in 0..win.kw {
+                acc = R::s(acc, x[base + ky * win.dy + kx * win.dx + ci + cc]);
+            }
+        }
+        *yv = R::sfin(acc, scale);
+    }
+}
+
 /// Forward values-only pooling.
 pub(crate) struct Fwd<'a, R> {
     pub p: &'a Plan,
@@ -34,7 +119,37 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
             let xn = n * xs[0];
             for oy in 0..p.oh {
                 let (ky0, ky1, py) = p.ah.taps(oy);
-                for ox in 0..p.ow {
+                // Pixels whose windows lie wholly inside the input: the whole window at
+                // once, with 2x2 and 3x3 windows unrolled.
+                let inner = oy >= p.ah.lo && oy < p.ah.hi;
+                let (lo, hi) = if inner { (p.aw.lo, p.aw.hi) } else { (0, 0) };
+                if hi > lo {
+                    let scale = r.scale(p.ah.kernel * p.aw.kernel, p.ah.kernel * p.aw.kernel);
+                    let vscale = simd.splat_f32s(scale);
+                    let win = Window {
+                        kh: p.ah.kernel,
+                        kw: p.aw.kernel,
+                        dy: p.ah.dilation * xs[2],
+                        dx: p.aw.dilation * xs[3],
+                        c,
+                    };
+                    let y0 = p.ah.coord(oy, 0);
+                    for ox in lo..hi {
+                        let base = xn + y0 * xs[2] + p.aw.coord(ox, 0) * xs[3];
+                        let yo = n * ys[0] + oy * ys[2] + ox * ys[3];
+                        let yrun = &mut y[yo..yo + c];
+                        match (win.kh, win.kw) {
+                            (2, 2) => {
+                                window::<R, S>(simd, x, base, Window { kh: 2, kw: 2, ..win }, yrun, vscale)
+                            }
+                            (3, 3) => {
+                                window::<R, S>(simd, x, base, Window { kh: 3, kw: 3, ..win }, yrun, vscale)
+                            }
+                            _ => window::<R, S>(simd, x, base, win, yrun, vscale),
+                        }
+                    }
+                }
+                for ox in (0..lo).chain(hi..p.ow) {
                     let (kx0, kx1, px) = p.aw.taps(ox);
                     let scale = r.scale((ky1 - ky0) * (kx1 - kx0), py.saturating_mul(px));
                     let vscale = simd.splat_f32s(scale);
