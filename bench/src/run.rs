@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use simdconv::{
-    input_coord, reference, select_algorithm, Activation, Algorithm, BackwardAlgorithm, Conv2dOptions,
+    input_coord, reference, select_packed_algorithm, Activation, Algorithm, BackwardAlgorithm, Conv2dOptions,
     ConvGeometry, Dims, Epilogue, Exec, FilterLayout, FilterView, FilterViewMut, Isa, Layout, PoolGeometry,
     TensorView, TensorViewMut,
 };
@@ -82,7 +82,9 @@ pub const BACKWARD_ALGORITHM: BackwardAlgorithm = BackwardAlgorithm::Auto;
 /// The algorithm `algorithm` resolves to for `g` in `layout`.
 fn resolve(g: &ConvGeometry, algorithm: Algorithm, layout: Layout) -> Algorithm {
     match algorithm {
-        Algorithm::Auto => select_algorithm(g, layout),
+        // Weights are constant in every case here, and every anchor engine packs them at
+        // load: `Auto` is what a framework that packs them runs.
+        Algorithm::Auto => select_packed_algorithm(g, layout),
         a => a,
     }
 }
@@ -189,10 +191,7 @@ impl Prepared {
     pub fn algorithm_label(&self) -> String {
         match &self.geometry {
             Geometry::Conv(g) => {
-                let chosen = match self.algorithm {
-                    Algorithm::Auto => select_algorithm(g, self.layout),
-                    a => a,
-                };
+                let chosen = resolve(g, self.algorithm, self.layout);
                 let mut label = match self.algorithm {
                     Algorithm::Auto => format!("auto:{}", chosen.name()),
                     a => a.name().to_string(),

@@ -71,7 +71,10 @@ pub use backward::{
 pub use conv::conv2d_alloc;
 pub use conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
 #[cfg(feature = "std")]
-pub use conv::{conv2d_winograd, conv2d_winograd_workspace_len, WinogradFilter, WinogradFilterBuf};
+pub use conv::{
+    conv2d_winograd, conv2d_winograd_workspace_len, select_packed_algorithm, WinogradFilter,
+    WinogradFilterBuf,
+};
 pub use dense::{
     fc_to_conv_filter, fully_connected, fully_connected_backward, DenseAlgorithm, FcOptions, FlattenOrder,
 };

@@ -569,6 +569,13 @@ fn thin_input_edges() {
         let c = case(Dims::new(1, 3, 10, w), k, Conv2d::new(7, 7).stride(2).pad(3));
         check_case(&c, Algorithm::Im2colGemm).unwrap();
     }
+    // Output channels that leave a partial block of 3 vectors (49, 97) and rows longer
+    // than the NCHW row buffer's chunk of pixels for 100 channels (16 pixels a chunk
+    // on every ISA): the packed weights and the chunking stay inside the workspace.
+    for (w, k) in [(12, 49), (9, 97), (90, 100)] {
+        let c = case(Dims::new(1, 2, 7, w), k, Conv2d::new(5, 5).pad(2));
+        check_case(&c, Algorithm::Im2colGemm).unwrap();
+    }
     // Stride beyond the kernel, dilation, 4 channels, no epilogue, through Auto.
     let mut c = case(Dims::new(1, 4, 12, 40), 24, Conv2d::new(5, 6).stride_hw(6, 7).dilation_hw(1, 2).pad(2));
     c.bias = false;

@@ -476,6 +476,36 @@ fn auto_picks_winograd_where_it_pays() {
     }
 }
 
+#[test]
+fn packed_choice_adds_small_planes_only_where_the_filter_is_cheap() {
+    use simdconv::{select_algorithm, select_packed_algorithm};
+    let pick = |input: Dims, k: usize, conv: Conv2d| {
+        let g = ConvGeometry::new(input, k, conv).unwrap();
+        (select_algorithm(&g, Layout::Nhwc), select_packed_algorithm(&g, Layout::Nhwc))
+    };
+    // 16 tiles (VGG conv5_2, soumith_l5): Winograd only when packed.
+    for (c, hw) in [(512, 14), (384, 13)] {
+        let got = pick(Dims::new(1, c, hw, hw), c, Conv2d::new(3, 3).pad(1));
+        assert_eq!(got, (Algorithm::Im2colGemm, Algorithm::Winograd), "{c}x{hw}");
+    }
+    // 4 tiles: a 64 x 64 filter transforms into 36 * 64 * 64 floats (576 KiB): Winograd;
+    // 512 x 512 into 36 MiB read per call for 4 tiles: im2col.
+    assert_eq!(pick(Dims::new(1, 64, 8, 8), 64, Conv2d::new(3, 3).pad(1)).1, Algorithm::Winograd);
+    assert_eq!(pick(Dims::new(1, 512, 7, 7), 512, Conv2d::new(3, 3).pad(1)).1, Algorithm::Im2colGemm);
+    // Whatever per-call Auto takes, packed Auto takes too where Winograd cannot help.
+    for (input, k, conv) in [
+        (Dims::new(1, 8, 56, 56), 8, Conv2d::new(3, 3).pad(1)),
+        (Dims::new(1, 3, 224, 224), 64, Conv2d::new(3, 3).pad(1)),
+        (Dims::new(1, 64, 56, 56), 64, Conv2d::new(3, 3).pad(1).stride(2)),
+        (Dims::new(1, 64, 56, 56), 64, Conv2d::new(1, 1)),
+        (Dims::new(1, 64, 56, 56), 64, Conv2d::new(3, 3).pad(1).groups(64)),
+        (Dims::new(1, 256, 56, 56), 256, Conv2d::new(3, 3).pad(1)),
+    ] {
+        let (auto, packed) = pick(input, k, conv);
+        assert_eq!(auto, packed, "{input:?} {conv:?}");
+    }
+}
+
 /// `Algorithm::Auto` on the best ISA, NCHW, against the Winograd bound.
 fn check_case_one_isa_auto(c: &Case) {
     let g = ConvGeometry::new(c.input, c.k, c.conv).unwrap();

@@ -23,8 +23,11 @@
 //! Thin inputs with wide windows (network stems: one group, at most 4 input channels, at
 //! least 25 taps) skip the column matrix: the [`thin`] kernel convolves directly with the
 //! output channels in SIMD registers, on the executor's ISA (so `Exec::with_isa(Avx2)`
-//! really runs AVX2 there, where `gemm` picks its own kernel). It uses no workspace; the
-//! workspace length stays that of the column tile.
+//! really runs AVX2 there, where `gemm` picks its own kernel). Its workspace is the
+//! weights packed for its blocks, `(K + 63) * C * KH * KW` floats (AlexNet's conv1: 58 K
+//! floats); its tap tables and NCHW row buffer live on the stack (68 KiB a worker), so it
+//! allocates nothing: one group, at most 4 input channels, at least 25 and at most 1024
+//! weights per output channel, at most 512 output channels.
 
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels};
 use super::ConvArgs;
@@ -115,10 +118,14 @@ fn tile_pixels(r: usize, pixels: usize) -> usize {
     (TILE_ELEMS / r).max(MIN_TILE_PIXELS).min(pixels)
 }
 
-/// Workspace floats: one column tile (see the module docs for the bound).
+/// Workspace floats: one column tile (see the module docs for the bound), or the packed
+/// weights of the thin kernel.
 pub(crate) fn workspace_len(g: &ConvGeometry, layout: Layout) -> Result<usize> {
     let _ = layout; // the same tile serves both layouts
     let f = g.filter();
+    if thin_input(g) {
+        return thin::packed_len(g);
+    }
     // Fits: the filter's element count was checked by the geometry.
     let r = f.i * f.kh * f.kw;
     let tp = tile_pixels(r, Pixels::of(g.output()).count());
@@ -286,7 +293,7 @@ fn copy_small(dst: &mut [f32], src: &[f32]) {
 /// im2col + GEMM over the whole batch, tile by tile, split over `exec.threads()`.
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
     if thin_input(args.g) {
-        return thin::run(args, y);
+        return thin::run(args, y, ws);
     }
     let ConvArgs { exec, g, layout, x, w, epilogue } = args;
     let red = reduction(&w, layout)?;
@@ -374,6 +381,14 @@ const THIN_MAX_CHANNELS: usize = 4;
 /// Fewest window taps (`KH * KW`) for the [`thin`] kernel.
 const THIN_MIN_TAPS: usize = 25;
 
+/// Most weights per output channel (`C * KH * KW`) for the [`thin`] kernel: its tap tables
+/// live on the stack (two of 16 bytes a tap).
+const THIN_MAX_TAPS: usize = 1024;
+
+/// Most output channels for the [`thin`] kernel: its NCHW row buffer (on the stack) then
+/// holds at least 16 pixels of all channels.
+const THIN_MAX_OUT: usize = 512;
+
 /// Whether `g` takes the [`thin`] kernel instead of the column matrix: one group of at
 /// most [`THIN_MAX_CHANNELS`] input channels and a window of at least [`THIN_MIN_TAPS`]
 /// taps, 5x5 and up (network
@@ -384,7 +399,11 @@ const THIN_MIN_TAPS: usize = 25;
 /// the accumulators in registers, and reads the input in place.
 fn thin_input(g: &ConvGeometry) -> bool {
     let f = g.filter();
-    g.groups() == 1 && f.i <= THIN_MAX_CHANNELS && f.kh * f.kw >= THIN_MIN_TAPS
+    g.groups() == 1
+        && f.i <= THIN_MAX_CHANNELS
+        && f.kh * f.kw >= THIN_MIN_TAPS
+        && f.i * f.kh * f.kw <= THIN_MAX_TAPS
+        && f.o <= THIN_MAX_OUT
 }
 
 /// Direct convolution for thin inputs (see [`thin_input`]), writing either layout.
@@ -397,15 +416,14 @@ fn thin_input(g: &ConvGeometry) -> bool {
 /// through its strides. Border pixels whose window leaves the input run one at a time
 /// over their valid taps only; padded rows are skipped.
 mod thin {
-    use alloc::vec::Vec;
-
     use pulp::{Simd, WithSimd};
 
     use super::super::matmul::{epilogue_tile, split, Join, OutPtr, Pixels};
     use super::super::ConvArgs;
-    use super::MIN_WORKER_PIXELS;
-    use crate::error::Result;
+    use super::{MIN_WORKER_PIXELS, THIN_MAX_OUT, THIN_MAX_TAPS};
+    use crate::error::{Dim, Error, Result};
     use crate::geometry::input_coord;
+    use crate::geometry::ConvGeometry;
     use crate::isa::Isa;
     use crate::tensor::{Layout, TensorView, TensorViewMut};
 
@@ -433,7 +451,38 @@ mod thin {
         ow: usize,
     }
 
-    pub(super) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
+    /// Most output channels one block adds past `K`: blocks are at most 4 vectors of at
+    /// most 16 lanes, so `ceil(K / block) * block < K + 64`.
+    const BLOCK_SLACK: usize = 63;
+
+    /// Row-buffer floats (NCHW): 16 pixels of `THIN_MAX_OUT` channels plus a block's slack.
+    const ROW_BUF: usize = (THIN_MAX_OUT + BLOCK_SLACK) * 16;
+
+    /// Workspace floats: the packed weights, `(K + 63) * C * KH * KW` (channels padded to
+    /// whole blocks, see [`BLOCK_SLACK`]).
+    pub(super) fn packed_len(g: &ConvGeometry) -> Result<usize> {
+        let f = g.filter();
+        let k = f.o.checked_add(BLOCK_SLACK).ok_or(Error::Overflow { dim: Dim::Channels })?;
+        k.checked_mul(f.i * f.kh * f.kw).ok_or(Error::Overflow { dim: Dim::Channels })
+    }
+
+    /// A table of taps (see [`Row::taps`]), on the stack.
+    struct Taps {
+        len: usize,
+        t: [[usize; 2]; THIN_MAX_TAPS],
+    }
+
+    impl Taps {
+        fn new() -> Self {
+            Taps { len: 0, t: [[0; 2]; THIN_MAX_TAPS] }
+        }
+
+        fn as_slice(&self) -> &[[usize; 2]] {
+            &self.t[..self.len]
+        }
+    }
+
+    pub(super) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
         let ConvArgs { exec, g, layout, x, w, epilogue } = args;
         let f = g.filter();
         let win = g.window();
@@ -462,9 +511,10 @@ mod thin {
         let block = nb * lanes;
         let blocks = out.c.div_ceil(block);
         let taps = f.kh * f.kw * f.i;
-        // Packed weights: fits, at most `(K + 63) * taps` floats of a valid filter count.
-        let mut wpk = Vec::new();
-        wpk.resize(blocks * taps * block, 0.0f32);
+        // Packed weights, in the workspace: `blocks * block <= K + BLOCK_SLACK`, so they
+        // fit in `packed_len(g)` floats (the caller checked the workspace length).
+        let wpk = &mut ws[..blocks * taps * block];
+        wpk.fill(0.0);
         let wd = w.data();
         for b in 0..blocks {
             for kh in 0..f.kh {
@@ -491,38 +541,37 @@ mod thin {
         let wpk = &wpk[..];
         // NCHW: a row's outputs go pixel-major (`[ow][K padded to blocks]`) into a row
         // buffer first, then one contiguous run per channel; storing each pixel's
-        // channels straight into `K` planes touched `K` pages per pixel.
-        let row_len = if layout == Layout::Nchw { out.w * blocks * block } else { 0 };
+        // channels straight into `K` planes touched `K` pages per pixel. The buffer holds
+        // `chunk >= 16` pixels (`blocks * block <= THIN_MAX_OUT + BLOCK_SLACK` floats a
+        // pixel).
+        let kp = blocks * block;
+        let chunk = if layout == Layout::Nchw { (ROW_BUF / kp).max(1) } else { usize::MAX };
         split(workers, total, &mut [], |q0, q1, _| {
-            let mut buf = Vec::new();
-            buf.resize(row_len, 0.0f32);
-            let mut tabs = [Vec::new(), Vec::new()];
+            let mut buf = [0.0f32; ROW_BUF];
+            let mut tabs = [Taps::new(), Taps::new()];
             px.runs(q0, q1, Join::Row, |q, n, oh, ow0, run| {
-                exec.dispatch(Row {
-                    x,
-                    wpk,
-                    y: y_out,
-                    buf: &mut buf,
-                    tabs: &mut tabs,
-                    layout,
-                    geo,
-                    nb,
-                    n,
-                    oh,
-                    ow0,
-                    run,
-                });
-                if layout == Layout::Nchw {
-                    transpose_row(
-                        &buf[..run * blocks * block],
-                        blocks * block,
-                        y_out,
+                let mut done = 0;
+                while done < run {
+                    let part = (run - done).min(chunk);
+                    let ow = ow0 + done;
+                    exec.dispatch(Row {
+                        x,
+                        wpk,
+                        y: y_out,
+                        buf: &mut buf,
+                        tabs: Some(&mut tabs),
+                        layout,
+                        geo,
+                        nb,
                         n,
-                        out.c,
                         oh,
-                        ow0,
-                        run,
-                    );
+                        ow0: ow,
+                        run: part,
+                    });
+                    if layout == Layout::Nchw {
+                        transpose_row(&buf[..part * kp], kp, y_out, n, out.c, oh, ow, part);
+                    }
+                    done += part;
                 }
                 epilogue_tile(exec, y_out, layout, epilogue, q, q + run);
             });
@@ -573,7 +622,7 @@ mod thin {
         /// NCHW only: the row buffer, `[ow - ow0][K padded]`.
         buf: &'w mut [f32],
         /// Scratch for the tap tables (see [`Row::taps`]).
-        tabs: &'w mut [Vec<[usize; 2]>; 2],
+        tabs: Option<&'w mut [Taps; 2]>,
         layout: Layout,
         geo: Geo,
         nb: usize,
@@ -620,15 +669,15 @@ mod thin {
                 0
             };
             let hi = hi.max(lo);
-            let [mut inner, mut border] = core::mem::take(self.tabs);
-            self.taps(&mut inner, 0, geo.kw);
+            let Some([inner, border]) = self.tabs.take() else { return };
+            self.taps(inner, 0, geo.kw);
             for b in 0..blocks {
                 let (wv, _) = S::as_simd_f32s(&self.wpk[b * taps * block..(b + 1) * taps * block]);
                 let mut ow = self.ow0;
                 while ow < end {
                     if ow >= lo && ow < hi {
                         let pb = (hi.min(end) - ow).min(PB);
-                        self.block::<S, NB, PB>(simd, wv, &inner, b, ow, pb, 0);
+                        self.block::<S, NB, PB>(simd, wv, inner.as_slice(), b, ow, pb, 0);
                         ow += pb;
                     } else {
                         // A border pixel: only the taps inside the input.
@@ -640,13 +689,12 @@ mod thin {
                             (Some(a), Some(z)) => (a, z + 1),
                             _ => (0, 0),
                         };
-                        self.taps(&mut border, a, z);
-                        self.block::<S, NB, 1>(simd, wv, &border, b, ow, 1, a);
+                        self.taps(border, a, z);
+                        self.block::<S, NB, 1>(simd, wv, border.as_slice(), b, ow, 1, a);
                         ow += 1;
                     }
                 }
             }
-            *self.tabs = [inner, border];
         }
 
         /// The taps of this row with kernel columns `kw0..kw1`, as `[weight row, input
@@ -655,10 +703,11 @@ mod thin {
         /// first valid column `iw_p` (tap `kw0`); rows in the padding are left out. One
         /// flat loop over this table keeps the accumulators in registers (nested loops over
         /// `kh`, `kw`, `i` made the compiler spill them every iteration).
-        fn taps(&self, tab: &mut Vec<[usize; 2]>, kw0: usize, kw1: usize) {
+        /// At most `KH * KW * C <= THIN_MAX_TAPS` entries (see `thin_input`).
+        fn taps(&self, tab: &mut Taps, kw0: usize, kw1: usize) {
             let geo = self.geo;
             let [xs0, xs1, xs2, xs3] = self.x.strides();
-            tab.clear();
+            tab.len = 0;
             for kh in 0..geo.kh {
                 let Some(ih) = input_coord(self.oh, geo.sh, kh, geo.dh, geo.pt, geo.ih) else {
                     continue;
@@ -666,7 +715,8 @@ mod thin {
                 for kw in kw0..kw1 {
                     for i in 0..geo.cg {
                         let r = (kh * geo.kw + kw) * geo.cg + i;
-                        tab.push([r, self.n * xs0 + i * xs1 + ih * xs2 + (kw - kw0) * geo.dw * xs3]);
+                        tab.t[tab.len] = [r, self.n * xs0 + i * xs1 + ih * xs2 + (kw - kw0) * geo.dw * xs3];
+                        tab.len += 1;
                     }
                 }
             }
