@@ -48,7 +48,90 @@ pub(crate) fn workspace_len(p: &Problem) -> Result<usize> {
     }
     let pr = per_row(p)?;
     // pr * rows <= max(pr, BUDGET): no overflow.
-    Ok(pr * rows_per_tile(pr, p.y.h))
+    (pr * rows_per_tile(pr, p.y.h))
+        .checked_add(Phases::new(p)?.map_or(0, |ph| ph.len()))
+        .ok_or(Error::Overflow { dim: Dim::Width })
+}
+
+/// An NCHW input row split by column phase, for strides below the window extent.
+///
+/// With column stride `sw > 1`, tap `kx` of output column `ox` reads padded input column
+/// `ox * sw + kx * dw`: a strided gather per tap. Split once into `sw` phases, `ph[r][j] =`
+/// padded column `j * sw + r` (zero in the padding and past the input), every tap reads
+/// the contiguous run `ph[off % sw][off / sw ..][..ow]` with `off = kx * dw`: im2col
+/// copies and col2im adds whole runs, and the strided pass touches each input column
+/// once per row instead of once per tap (AlexNet conv1, stride 4, 11 taps: 227 strided
+/// moves per row instead of 605).
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    /// The column stride.
+    sw: usize,
+    /// Elements per phase.
+    len: usize,
+}
+
+impl Phases {
+    /// `None` when the strided path is as cheap: stride 1, or windows that do not overlap.
+    fn new(p: &Problem) -> Result<Option<Phases>> {
+        let (sw, kw, dw) = (p.s[1], p.k[1], p.d[1]);
+        // (kw - 1) * dw is below the padded width the geometry checked.
+        let reach = (kw - 1) * dw;
+        if sw <= 1 || sw > reach {
+            return Ok(None);
+        }
+        // `reach / sw + ow <= reach + ow`, both below the padded width; `sw * len` can
+        // still overflow only on absurd shapes.
+        let len = reach / sw + p.y.w;
+        sw.checked_mul(len).ok_or(Error::Overflow { dim: Dim::Width })?;
+        Ok(Some(Phases { sw, len }))
+    }
+
+    fn len(self) -> usize {
+        self.sw * self.len
+    }
+
+    /// The offset in the phase buffer of the run tap `kx` reads.
+    fn run(self, p: &Problem, kx: usize) -> usize {
+        let off = kx * p.d[1];
+        (off % self.sw) * self.len + off / self.sw
+    }
+
+    /// For phase `r`, the indices `[lo, hi)` that hold input columns, and the input
+    /// column of `lo`.
+    fn span(self, p: &Problem, r: usize) -> (usize, usize, usize) {
+        let (pad, w) = (p.pad[1], p.x.w);
+        // padded column q = j * sw + r holds input column q - pad when pad <= q < pad + w.
+        let lo = if pad > r { (pad - r).div_ceil(self.sw) } else { 0 };
+        let hi = (pad + w).saturating_sub(r).div_ceil(self.sw).min(self.len);
+        if lo >= hi {
+            return (0, 0, 0);
+        }
+        (lo, hi, lo * self.sw + r - pad)
+    }
+
+    /// Fills `ph` from the input row starting at `xd[row]` with column stride `xc`.
+    fn split(self, p: &Problem, xd: &[f32], row: usize, xc: usize, ph: &mut [f32]) {
+        for r in 0..self.sw {
+            let dst = &mut ph[r * self.len..][..self.len];
+            let (lo, hi, ix) = self.span(p, r);
+            dst[..lo].fill(0.0);
+            dst[hi.max(lo)..].fill(0.0);
+            copy(&xd[row + ix * xc..], self.sw * xc, &mut dst[lo..], 1, hi - lo);
+        }
+    }
+
+    /// Adds `ph` into the input row starting at `xd[row]` with column stride `xc`.
+    fn merge(self, p: &Problem, ph: &[f32], xd: &mut [f32], row: usize, xc: usize) {
+        for r in 0..self.sw {
+            let (lo, hi, ix) = self.span(p, r);
+            let src = &ph[r * self.len + lo..][..hi - lo];
+            let dst = &mut xd[row + ix * xc..];
+            let step = self.sw * xc;
+            for (j, &v) in src.iter().enumerate() {
+                dst[j * step] += v;
+            }
+        }
+    }
 }
 
 fn parallelism(exec: &Exec) -> Parallelism {
@@ -206,6 +289,10 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
         return;
     }
     super::zero(&mut dx, layout);
+    // workspace_len succeeded, so Phases::new does too.
+    let phases = Phases::new(p).ok().flatten();
+    let (ws, ph_ws) = ws.split_at_mut(ws.len() - phases.map_or(0, Phases::len));
+    let phases = phases.filter(|_| matches!(layout, Layout::Nchw));
     let rows_per = rows_per_tile(rr * ow, oh);
     let r_w = filter_r_stride(layout, p, fs);
     for n in 0..p.x.n {
@@ -250,6 +337,7 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
                     oy0,
                     oy1,
                     col: &ws[..rr * pixels],
+                    ph: phases.map(|f| (f, &mut ph_ws[..])),
                     dx: dx.reborrow(),
                 });
                 oy0 = oy1;
@@ -267,6 +355,8 @@ struct Col2im<'a, 'b> {
     oy0: usize,
     oy1: usize,
     col: &'a [f32],
+    /// The phase-split row buffer, for NCHW only.
+    ph: Option<(Phases, &'a mut [f32])>,
     dx: TensorViewMut<'b, f32>,
 }
 
@@ -274,7 +364,7 @@ impl WithSimd for Col2im<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Col2im { p, layout, n, g, oy0, oy1, col, mut dx } = self;
+        let Col2im { p, layout, n, g, oy0, oy1, col, ph, mut dx } = self;
         let (cg, taps) = (p.cg(), p.taps());
         let [kh, kw] = p.k;
         let [sh, sw] = p.s;
@@ -284,6 +374,24 @@ impl WithSimd for Col2im<'_, '_> {
         let xs = dx.strides();
         let xd = dx.data_mut();
         match layout {
+            Layout::Nchw if ph.is_some() => {
+                let Some((phases, buf)) = ph else { return };
+                for ci in 0..cg {
+                    let c = g * cg + ci;
+                    for ky in 0..kh {
+                        let base = ci * ci_s + ky * kw * tap_s;
+                        for oy in oy0..oy1 {
+                            let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else { continue };
+                            buf.fill(0.0);
+                            let at = base + (oy - oy0) * ow;
+                            for kx in 0..kw {
+                                add(simd, &col[at + kx * tap_s..], &mut buf[phases.run(p, kx)..], 1, ow);
+                            }
+                            phases.merge(p, buf, xd, n * xs[0] + c * xs[1] + iy * xs[2], xs[3]);
+                        }
+                    }
+                }
+            }
             Layout::Nchw => {
                 for ci in 0..cg {
                     let c = g * cg + ci;
@@ -354,6 +462,7 @@ fn im2col(
     oy0: usize,
     oy1: usize,
     col: &mut [f32],
+    ph: Option<(Phases, &mut [f32])>,
 ) {
     let (cg, taps) = (p.cg(), p.taps());
     let [kh, kw] = p.k;
@@ -363,6 +472,28 @@ fn im2col(
     let (ci_s, tap_s, p_s, _) = col_layout(layout, cg, taps, (oy1 - oy0) * ow);
     let (xs, xd) = (x.strides(), x.data());
     match layout {
+        Layout::Nchw if ph.is_some() => {
+            let Some((phases, buf)) = ph else { return };
+            for ci in 0..cg {
+                let c = g * cg + ci;
+                for ky in 0..kh {
+                    let base = ci * ci_s + ky * kw * tap_s;
+                    for oy in oy0..oy1 {
+                        let at = base + (oy - oy0) * ow;
+                        let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else {
+                            for kx in 0..kw {
+                                col[at + kx * tap_s..][..ow].fill(0.0);
+                            }
+                            continue;
+                        };
+                        phases.split(p, xd, n * xs[0] + c * xs[1] + iy * xs[2], xs[3], buf);
+                        for kx in 0..kw {
+                            col[at + kx * tap_s..][..ow].copy_from_slice(&buf[phases.run(p, kx)..][..ow]);
+                        }
+                    }
+                }
+            }
+        }
         Layout::Nchw => {
             for ci in 0..cg {
                 let c = g * cg + ci;
@@ -458,6 +589,10 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
         }
         return;
     }
+    // workspace_len succeeded, so Phases::new does too.
+    let phases = Phases::new(p).ok().flatten();
+    let (ws, ph_ws) = ws.split_at_mut(ws.len() - phases.map_or(0, Phases::len));
+    let phases = phases.filter(|_| matches!(layout, Layout::Nchw));
     let rows_per = rows_per_tile(rr * ow, oh);
     let r_w = filter_r_stride(layout, p, fs);
     for g in 0..p.groups {
@@ -469,7 +604,7 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
                 let pixels = (oy1 - oy0) * ow;
                 let (ci_s, tap_s, p_s, r_s) = col_layout(layout, cg, taps, pixels);
                 let col = &mut ws[..rr * pixels];
-                im2col(p, layout, &x, n, g, oy0, oy1, col);
+                im2col(p, layout, &x, n, g, oy0, oy1, col, phases.map(|f| (f, &mut ph_ws[..])));
                 let col = &*col;
                 for_runs(oy0, oy1, ow, (ys[2], ys[3]), (ys[2], ys[3]), |oy, rows, py, _| {
                     let np = rows * ow;
