@@ -946,7 +946,11 @@ fn several_gemm_tiles() {
     assert_eq!(g.output().h, 2);
     let one_row = 64 * 9 * 1850;
     assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(one_row));
-    assert_eq!(conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc), Ok(one_row));
+    // dW adds one group's filter gradient, staged column-major.
+    assert_eq!(
+        conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc),
+        Ok(one_row + 64 * 9)
+    );
     for v in [c.clone(), Case { filter: 3, padded_act: true, ..c }] {
         check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
     }
@@ -979,15 +983,37 @@ fn phase_split_rows() {
     assert_eq!((oh, ow), (4, 5));
     let want = 3 * 121 * oh * ow + 4 * (2 + ow);
     assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(want));
-    assert_eq!(conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc), Ok(want));
+    assert_eq!(
+        conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc),
+        Ok(want + 2 * 3 * 121)
+    );
     // Stride over the reach: no split row.
     let g = named(1, 1, 2, 3, [10, 10], Conv2d::new(2, 2).stride(3)).geometry();
     let plain = 2 * 4 * g.output().h * g.output().w;
-    assert_eq!(conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(plain));
+    assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(plain));
     // Several tiles (one output row each), split rows in every tile.
     let c = named(1, 1, 64, 1, [3, 1851], Conv2d::new(3, 3).stride_hw(1, 2).pad(1));
     for v in [c.clone(), Case { filter: 3, padded_act: true, ..c }] {
         check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
+    }
+}
+
+/// `dW` through the GEMM path staged column-major (OIHW-like filter strides, 1x1 in both
+/// layouts, NCHW columns) and not (HWIO strides, one output channel): groups, N > 1,
+/// strides, channel counts not multiple of 16, per-tap GEMMs (odd filter order).
+#[test]
+fn staged_filter_gradient() {
+    let cases = [
+        named(2, 3, 17, 5, [4, 6], Conv2d::new(1, 1).groups(3)),
+        named(3, 1, 5, 1, [3, 3], Conv2d::new(1, 1).stride(2)),
+        named(1, 2, 3, 18, [2, 9], Conv2d::new(1, 1).stride_hw(1, 3).groups(2)),
+        named(2, 2, 3, 17, [5, 6], Conv2d::new(2, 3).stride(2).padding(Padding::new(1, 0, 0, 2)).groups(2)),
+        named(1, 1, 1, 2, [3, 4], Conv2d::new(3, 3).dilation(2).pad(2)),
+    ];
+    for c in cases {
+        for v in c.variants() {
+            check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
+        }
     }
 }
 

@@ -13,7 +13,10 @@
 //! `[ci][tap][pixel]`, NHWC `[pixel][tap][ci]`. When the filter's strides cannot be read
 //! as one matrix in that order (e.g. OIHW filters with NHWC activations), the GEMM is split
 //! per tap. A 1x1 kernel without leading padding needs no column matrix at all: the GEMM
-//! reads and writes the tensors in place through strides.
+//! reads and writes the tensors in place through strides, except that `dW` is accumulated
+//! column-major in the workspace and copied out when gemm would otherwise run it with
+//! the long side as rows (see [`filter`]). NCHW rows with a column stride below the
+//! window reach are split by phase first (see [`Phases`]).
 
 use gemm::Parallelism;
 use pulp::{Simd, WithSimd};
@@ -51,6 +54,13 @@ pub(crate) fn workspace_len(p: &Problem) -> Result<usize> {
     (pr * rows_per_tile(pr, p.y.h))
         .checked_add(Phases::new(p)?.map_or(0, |ph| ph.len()))
         .ok_or(Error::Overflow { dim: Dim::Width })
+}
+
+/// The filter gradient's workspace: the data gradient's plus one group's `dW` staged
+/// column-major (see [`filter`]).
+pub(crate) fn filter_workspace_len(p: &Problem) -> Result<usize> {
+    // og * cg * taps divides the filter count: it fits.
+    workspace_len(p)?.checked_add(p.og() * p.cg() * p.taps()).ok_or(Error::Overflow { dim: Dim::Width })
 }
 
 /// An NCHW input row split by column phase, for strides below the window extent.
@@ -572,19 +582,35 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
     let (xs, xd) = (x.strides(), x.data());
     let fs = dw.strides();
     let fd = dw.data_mut();
+    // gemm 0.19 runs `dW_g (og x rr) = dY_g cols^T` as its transpose when dW_g is stored
+    // row-major (OIHW), with the long `rr` side as rows; into a column-major stage and then
+    // copied, it ran 1.34 -> 0.80 ms (1x1 256 -> 64 over 56x56, NCHW), 0.97 -> 0.83 ms
+    // (same, NHWC) and 2.08 -> 1.67 ms (AlexNet conv1 NCHW columns); AlexNet's NHWC
+    // columns gained nothing, so they keep the direct write.
+    let (ws, stage) = ws.split_at_mut(ws.len() - og * rr);
+    let staged = |rw: usize| (p.is_pointwise() || matches!(layout, Layout::Nchw)) && og > 1 && rw < fs[0];
     if p.is_pointwise() {
         // dw[o, c] = sum over n, oy, ox of dy[o, oy, ox] x[c, oy * sh, ox * sw].
         let (xr, xc) = (sh.saturating_mul(xs[2]), sw.saturating_mul(xs[3]));
+        let stage_it = staged(fs[1]);
         for g in 0..p.groups {
             let mut first = true;
             for n in 0..p.x.n {
                 for_runs(0, oh, ow, (ys[2], ys[3]), (xr, xc), |oy, rows, py, px| {
-                    let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: fs[1] };
                     let lhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
                     let rhs = Mat { off: n * xs[0] + g * cg * xs[1] + oy * xr, rs: px, cs: xs[1] };
-                    matmul(par, og, cg, rows * ow, fd, dst, !first, yd, lhs, xd, rhs);
+                    if stage_it {
+                        let dst = Mat { off: 0, rs: 1, cs: og };
+                        matmul(par, og, cg, rows * ow, stage, dst, !first, yd, lhs, xd, rhs);
+                    } else {
+                        let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: fs[1] };
+                        matmul(par, og, cg, rows * ow, fd, dst, !first, yd, lhs, xd, rhs);
+                    }
                     first = false;
                 });
+            }
+            if stage_it {
+                unstage(stage, og, cg, fd, g * og * fs[0], fs[0], fs[1]);
             }
         }
         return;
@@ -595,6 +621,7 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
     let phases = phases.filter(|_| matches!(layout, Layout::Nchw));
     let rows_per = rows_per_tile(rr * ow, oh);
     let r_w = filter_r_stride(layout, p, fs);
+    let stage_rw = r_w.filter(|&rw| staged(rw));
     for g in 0..p.groups {
         let mut first = true;
         for n in 0..p.x.n {
@@ -611,6 +638,11 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
                     let col_off = (oy - oy0) * ow * p_s;
                     let lhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
                     match r_w {
+                        Some(_) if stage_rw.is_some() => {
+                            let dst = Mat { off: 0, rs: 1, cs: og };
+                            let rhs = Mat { off: col_off, rs: p_s, cs: r_s };
+                            matmul(par, og, rr, np, stage, dst, !first, yd, lhs, col, rhs);
+                        }
                         Some(rw) => {
                             let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: rw };
                             let rhs = Mat { off: col_off, rs: p_s, cs: r_s };
@@ -635,6 +667,19 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
                 });
                 oy0 = oy1;
             }
+        }
+        if let Some(rw) = stage_rw {
+            unstage(stage, og, rr, fd, g * og * fs[0], fs[0], rw);
+        }
+    }
+}
+
+/// `dst[off + o * rs + r * cs] = stage[o + r * og]` for `o < og`, `r < rr`.
+fn unstage(stage: &[f32], og: usize, rr: usize, dst: &mut [f32], off: usize, rs: usize, cs: usize) {
+    for (r, col) in stage[..og * rr].chunks_exact(og).enumerate() {
+        let dst = &mut dst[off + r * cs..];
+        for (o, &v) in col.iter().enumerate() {
+            dst[o * rs] = v;
         }
     }
 }
