@@ -946,9 +946,74 @@ fn several_gemm_tiles() {
     assert_eq!(g.output().h, 2);
     let one_row = 64 * 9 * 1850;
     assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(one_row));
-    assert_eq!(conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc), Ok(one_row));
+    // dW adds one group's filter gradient, staged column-major.
+    assert_eq!(
+        conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc),
+        Ok(one_row + 64 * 9)
+    );
     for v in [c.clone(), Case { filter: 3, padded_act: true, ..c }] {
         check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
+    }
+}
+
+/// NCHW GEMM path with column strides below the window reach: input rows are split by
+/// column phase (im2col copies, col2im adds contiguous runs). Edges: a stem like AlexNet
+/// conv1 (11 taps, stride 4) with asymmetric padding wider than the stride and N > 1,
+/// stride equal to the reach, dilation with the stride, groups with channel counts not
+/// multiple of 16, one channel, a 1-column output, several column tiles.
+#[test]
+fn phase_split_rows() {
+    let cases = [
+        named(2, 1, 3, 5, [23, 27], Conv2d::new(11, 11).stride(4).padding(Padding::new(1, 6, 3, 0))),
+        named(1, 1, 1, 2, [5, 9], Conv2d::new(3, 3).stride_hw(1, 2)),
+        named(1, 1, 2, 3, [6, 14], Conv2d::new(3, 3).stride_hw(2, 3).dilation_hw(1, 2).pad(3)),
+        named(2, 2, 17, 3, [5, 8], Conv2d::new(3, 3).stride(2).pad(1).groups(2)),
+        named(1, 1, 2, 2, [4, 5], Conv2d::new(2, 5).stride_hw(1, 3).padding(Padding::new(0, 4, 1, 0))),
+    ];
+    for c in cases {
+        for v in c.variants() {
+            check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
+            adjoint(&v).unwrap();
+        }
+    }
+    // The workspace holds the column tile plus one split row: 4 phases of
+    // (11 - 1) / 4 + ow elements.
+    let g = named(1, 1, 3, 2, [23, 27], Conv2d::new(11, 11).stride(4)).geometry();
+    let (oh, ow) = (g.output().h, g.output().w);
+    assert_eq!((oh, ow), (4, 5));
+    let want = 3 * 121 * oh * ow + 4 * (2 + ow);
+    assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(want));
+    assert_eq!(
+        conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nhwc),
+        Ok(want + 2 * 3 * 121)
+    );
+    // Stride over the reach: no split row.
+    let g = named(1, 1, 2, 3, [10, 10], Conv2d::new(2, 2).stride(3)).geometry();
+    let plain = 2 * 4 * g.output().h * g.output().w;
+    assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Gemm, Layout::Nchw), Ok(plain));
+    // Several tiles (one output row each), split rows in every tile.
+    let c = named(1, 1, 64, 1, [3, 1851], Conv2d::new(3, 3).stride_hw(1, 2).pad(1));
+    for v in [c.clone(), Case { filter: 3, padded_act: true, ..c }] {
+        check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
+    }
+}
+
+/// `dW` through the GEMM path staged column-major (OIHW-like filter strides, 1x1 in both
+/// layouts, NCHW columns) and not (HWIO strides, one output channel): groups, N > 1,
+/// strides, channel counts not multiple of 16, per-tap GEMMs (odd filter order).
+#[test]
+fn staged_filter_gradient() {
+    let cases = [
+        named(2, 3, 17, 5, [4, 6], Conv2d::new(1, 1).groups(3)),
+        named(3, 1, 5, 1, [3, 3], Conv2d::new(1, 1).stride(2)),
+        named(1, 2, 3, 18, [2, 9], Conv2d::new(1, 1).stride_hw(1, 3).groups(2)),
+        named(2, 2, 3, 17, [5, 6], Conv2d::new(2, 3).stride(2).padding(Padding::new(1, 0, 0, 2)).groups(2)),
+        named(1, 1, 1, 2, [3, 4], Conv2d::new(3, 3).dilation(2).pad(2)),
+    ];
+    for c in cases {
+        for v in c.variants() {
+            check_case_with(&v, &[BackwardAlgorithm::Gemm]).unwrap();
+        }
     }
 }
 

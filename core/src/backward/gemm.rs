@@ -13,7 +13,10 @@
 //! `[ci][tap][pixel]`, NHWC `[pixel][tap][ci]`. When the filter's strides cannot be read
 //! as one matrix in that order (e.g. OIHW filters with NHWC activations), the GEMM is split
 //! per tap. A 1x1 kernel without leading padding needs no column matrix at all: the GEMM
-//! reads and writes the tensors in place through strides.
+//! reads and writes the tensors in place through strides, except that `dW` is accumulated
+//! column-major in the workspace and copied out when gemm would otherwise run it with
+//! the long side as rows (see [`filter`]). NCHW rows with a column stride below the
+//! window reach are split by phase first (see [`Phases`]).
 
 use gemm::Parallelism;
 use pulp::{Simd, WithSimd};
@@ -48,7 +51,107 @@ pub(crate) fn workspace_len(p: &Problem) -> Result<usize> {
     }
     let pr = per_row(p)?;
     // pr * rows <= max(pr, BUDGET): no overflow.
-    Ok(pr * rows_per_tile(pr, p.y.h))
+    (pr * rows_per_tile(pr, p.y.h))
+        .checked_add(Phases::new(p)?.map_or(0, |ph| ph.len()))
+        .ok_or(Error::Overflow { dim: Dim::Width })
+}
+
+/// The filter gradient's workspace: the data gradient's plus one group's `dW` staged
+/// column-major (see [`filter`]).
+pub(crate) fn filter_workspace_len(p: &Problem) -> Result<usize> {
+    // og * cg * taps divides the filter count: it fits.
+    workspace_len(p)?.checked_add(p.og() * p.cg() * p.taps()).ok_or(Error::Overflow { dim: Dim::Width })
+}
+
+/// An NCHW input row split by column phase, for strides below the window extent.
+///
+/// With column stride `sw > 1`, tap `kx` of output column `ox` reads padded input column
+/// `ox * sw + kx * dw`: a strided gather per tap. Split once into `sw` phases, `ph[r][j] =`
+/// padded column `j * sw + r` (zero in the padding and past the input), every tap reads
+/// the contiguous run `ph[off % sw][off / sw ..][..ow]` with `off = kx * dw`: im2col
+/// copies and col2im adds whole runs, and the strided pass touches each input column
+/// once per row instead of once per tap (AlexNet conv1, stride 4, 11 taps: 227 strided
+/// moves per row instead of 605).
+#[derive(Clone, Copy, Debug)]
+struct Phases {
+    /// The column stride.
+    sw: usize,
+    /// Elements per phase.
+    len: usize,
+}
+
+impl Phases {
+    /// `None` when the strided path is as cheap: stride 1, or windows that do not overlap.
+    fn new(p: &Problem) -> Result<Option<Phases>> {
+        let (sw, kw, dw) = (p.s[1], p.k[1], p.d[1]);
+        // (kw - 1) * dw is below the padded width the geometry checked.
+        let reach = (kw - 1) * dw;
+        if sw <= 1 || sw > reach {
+            return Ok(None);
+        }
+        // `reach / sw + ow <= reach + ow`, both below the padded width; `sw * len` can
+        // still overflow only on absurd shapes.
+        let len = reach / sw + p.y.w;
+        sw.checked_mul(len).ok_or(Error::Overflow { dim: Dim::Width })?;
+        Ok(Some(Phases { sw, len }))
+    }
+
+    fn len(self) -> usize {
+        self.sw * self.len
+    }
+
+    /// The offset in the phase buffer of the run tap `kx` reads.
+    fn run(self, p: &Problem, kx: usize) -> usize {
+        let off = kx * p.d[1];
+        (off % self.sw) * self.len + off / self.sw
+    }
+
+    /// For phase `r`, the indices `[lo, hi)` that hold input columns, and the input
+    /// column of `lo`.
+    fn span(self, p: &Problem, r: usize) -> (usize, usize, usize) {
+        let (pad, w) = (p.pad[1], p.x.w);
+        // padded column q = j * sw + r holds input column q - pad when pad <= q < pad + w.
+        let lo = if pad > r { (pad - r).div_ceil(self.sw) } else { 0 };
+        let hi = (pad + w).saturating_sub(r).div_ceil(self.sw).min(self.len);
+        if lo >= hi {
+            return (0, 0, 0);
+        }
+        (lo, hi, lo * self.sw + r - pad)
+    }
+
+    /// Fills `ph` from the input row starting at `xd[row]` with column stride `xc`.
+    fn split(self, p: &Problem, xd: &[f32], row: usize, xc: usize, ph: &mut [f32]) {
+        for r in 0..self.sw {
+            let dst = &mut ph[r * self.len..][..self.len];
+            let (lo, hi, ix) = self.span(p, r);
+            dst[..lo].fill(0.0);
+            dst[hi.max(lo)..].fill(0.0);
+            if lo < hi {
+                // step_by over a slice cut to the last element: no per-element bounds check.
+                let step = self.sw * xc;
+                let src = &xd[row + ix * xc..][..(hi - lo - 1) * step + 1];
+                for (d, &v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(step)) {
+                    *d = v;
+                }
+            }
+        }
+    }
+
+    /// Adds `ph` into the input row starting at `xd[row]` with column stride `xc`.
+    fn merge(self, p: &Problem, ph: &[f32], xd: &mut [f32], row: usize, xc: usize) {
+        for r in 0..self.sw {
+            let (lo, hi, ix) = self.span(p, r);
+            if lo >= hi {
+                continue;
+            }
+            let src = &ph[r * self.len + lo..][..hi - lo];
+            let step = self.sw * xc;
+            let dst = &mut xd[row + ix * xc..][..(hi - lo - 1) * step + 1];
+            for (d, &v) in dst.iter_mut().step_by(step).zip(src) {
+                *d += v;
+            }
+        }
+    }
 }
 
 fn parallelism(exec: &Exec) -> Parallelism {
@@ -206,6 +309,10 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
         return;
     }
     super::zero(&mut dx, layout);
+    // workspace_len succeeded, so Phases::new does too.
+    let phases = Phases::new(p).ok().flatten();
+    let (ws, ph_ws) = ws.split_at_mut(ws.len() - phases.map_or(0, Phases::len));
+    let phases = phases.filter(|_| matches!(layout, Layout::Nchw));
     let rows_per = rows_per_tile(rr * ow, oh);
     let r_w = filter_r_stride(layout, p, fs);
     for n in 0..p.x.n {
@@ -250,6 +357,7 @@ pub(crate) fn data(args: DataArgs<'_, '_>, mut dx: TensorViewMut<'_, f32>, ws: &
                     oy0,
                     oy1,
                     col: &ws[..rr * pixels],
+                    ph: phases.map(|f| (f, &mut ph_ws[..])),
                     dx: dx.reborrow(),
                 });
                 oy0 = oy1;
@@ -267,6 +375,8 @@ struct Col2im<'a, 'b> {
     oy0: usize,
     oy1: usize,
     col: &'a [f32],
+    /// The phase-split row buffer, for NCHW only.
+    ph: Option<(Phases, &'a mut [f32])>,
     dx: TensorViewMut<'b, f32>,
 }
 
@@ -274,7 +384,7 @@ impl WithSimd for Col2im<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Col2im { p, layout, n, g, oy0, oy1, col, mut dx } = self;
+        let Col2im { p, layout, n, g, oy0, oy1, col, ph, mut dx } = self;
         let (cg, taps) = (p.cg(), p.taps());
         let [kh, kw] = p.k;
         let [sh, sw] = p.s;
@@ -284,6 +394,38 @@ impl WithSimd for Col2im<'_, '_> {
         let xs = dx.strides();
         let xd = dx.data_mut();
         match layout {
+            Layout::Nchw if ph.is_some() => {
+                let Some((phases, buf)) = ph else { return };
+                // Per input row (padded index q), every (oy, ky) with oy * sh + ky * dh = q
+                // adds into one split row, merged into dx once: AlexNet conv1 (sh 4,
+                // kh 11) merges each row once instead of about 2.75 times.
+                let (pad, reach) = (p.pad[0], (kh - 1) * dh);
+                let q_lo = (oy0 * sh).max(pad);
+                let q_hi = ((oy1 - 1) * sh).saturating_add(reach + 1).min(pad + p.x.h);
+                for ci in 0..cg {
+                    let c = g * cg + ci;
+                    for q in q_lo..q_hi {
+                        let mut any = false;
+                        for oy in q.saturating_sub(reach).div_ceil(sh).max(oy0)..(q / sh + 1).min(oy1) {
+                            let t = q - oy * sh;
+                            if t % dh != 0 {
+                                continue;
+                            }
+                            if !any {
+                                buf.fill(0.0);
+                                any = true;
+                            }
+                            let at = ci * ci_s + t / dh * kw * tap_s + (oy - oy0) * ow;
+                            for kx in 0..kw {
+                                add(simd, &col[at + kx * tap_s..], &mut buf[phases.run(p, kx)..], 1, ow);
+                            }
+                        }
+                        if any {
+                            phases.merge(p, buf, xd, n * xs[0] + c * xs[1] + (q - pad) * xs[2], xs[3]);
+                        }
+                    }
+                }
+            }
             Layout::Nchw => {
                 for ci in 0..cg {
                     let c = g * cg + ci;
@@ -354,6 +496,7 @@ fn im2col(
     oy0: usize,
     oy1: usize,
     col: &mut [f32],
+    ph: Option<(Phases, &mut [f32])>,
 ) {
     let (cg, taps) = (p.cg(), p.taps());
     let [kh, kw] = p.k;
@@ -363,6 +506,28 @@ fn im2col(
     let (ci_s, tap_s, p_s, _) = col_layout(layout, cg, taps, (oy1 - oy0) * ow);
     let (xs, xd) = (x.strides(), x.data());
     match layout {
+        Layout::Nchw if ph.is_some() => {
+            let Some((phases, buf)) = ph else { return };
+            for ci in 0..cg {
+                let c = g * cg + ci;
+                for ky in 0..kh {
+                    let base = ci * ci_s + ky * kw * tap_s;
+                    for oy in oy0..oy1 {
+                        let at = base + (oy - oy0) * ow;
+                        let Some(iy) = input_coord(oy, sh, ky, dh, p.pad[0], p.x.h) else {
+                            for kx in 0..kw {
+                                col[at + kx * tap_s..][..ow].fill(0.0);
+                            }
+                            continue;
+                        };
+                        phases.split(p, xd, n * xs[0] + c * xs[1] + iy * xs[2], xs[3], buf);
+                        for kx in 0..kw {
+                            col[at + kx * tap_s..][..ow].copy_from_slice(&buf[phases.run(p, kx)..][..ow]);
+                        }
+                    }
+                }
+            }
+        }
         Layout::Nchw => {
             for ci in 0..cg {
                 let c = g * cg + ci;
@@ -441,25 +606,46 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
     let (xs, xd) = (x.strides(), x.data());
     let fs = dw.strides();
     let fd = dw.data_mut();
+    // gemm 0.19 runs `dW_g (og x rr) = dY_g cols^T` as its transpose when dW_g is stored
+    // row-major (OIHW), with the long `rr` side as rows; into a column-major stage and then
+    // copied, it ran 1.34 -> 0.80 ms (1x1 256 -> 64 over 56x56, NCHW), 0.97 -> 0.83 ms
+    // (same, NHWC) and 2.08 -> 1.67 ms (AlexNet conv1 NCHW columns); AlexNet's NHWC
+    // columns gained nothing, so they keep the direct write.
+    let (ws, stage) = ws.split_at_mut(ws.len() - og * rr);
+    let staged = |rw: usize| (p.is_pointwise() || matches!(layout, Layout::Nchw)) && og > 1 && rw < fs[0];
     if p.is_pointwise() {
         // dw[o, c] = sum over n, oy, ox of dy[o, oy, ox] x[c, oy * sh, ox * sw].
         let (xr, xc) = (sh.saturating_mul(xs[2]), sw.saturating_mul(xs[3]));
+        let stage_it = staged(fs[1]);
         for g in 0..p.groups {
             let mut first = true;
             for n in 0..p.x.n {
                 for_runs(0, oh, ow, (ys[2], ys[3]), (xr, xc), |oy, rows, py, px| {
-                    let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: fs[1] };
                     let lhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
                     let rhs = Mat { off: n * xs[0] + g * cg * xs[1] + oy * xr, rs: px, cs: xs[1] };
-                    matmul(par, og, cg, rows * ow, fd, dst, !first, yd, lhs, xd, rhs);
+                    if stage_it {
+                        let dst = Mat { off: 0, rs: 1, cs: og };
+                        matmul(par, og, cg, rows * ow, stage, dst, !first, yd, lhs, xd, rhs);
+                    } else {
+                        let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: fs[1] };
+                        matmul(par, og, cg, rows * ow, fd, dst, !first, yd, lhs, xd, rhs);
+                    }
                     first = false;
                 });
+            }
+            if stage_it {
+                unstage(stage, og, cg, fd, g * og * fs[0], fs[0], fs[1]);
             }
         }
         return;
     }
+    // workspace_len succeeded, so Phases::new does too.
+    let phases = Phases::new(p).ok().flatten();
+    let (ws, ph_ws) = ws.split_at_mut(ws.len() - phases.map_or(0, Phases::len));
+    let phases = phases.filter(|_| matches!(layout, Layout::Nchw));
     let rows_per = rows_per_tile(rr * ow, oh);
     let r_w = filter_r_stride(layout, p, fs);
+    let stage_rw = r_w.filter(|&rw| staged(rw));
     for g in 0..p.groups {
         let mut first = true;
         for n in 0..p.x.n {
@@ -469,13 +655,18 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
                 let pixels = (oy1 - oy0) * ow;
                 let (ci_s, tap_s, p_s, r_s) = col_layout(layout, cg, taps, pixels);
                 let col = &mut ws[..rr * pixels];
-                im2col(p, layout, &x, n, g, oy0, oy1, col);
+                im2col(p, layout, &x, n, g, oy0, oy1, col, phases.map(|f| (f, &mut ph_ws[..])));
                 let col = &*col;
                 for_runs(oy0, oy1, ow, (ys[2], ys[3]), (ys[2], ys[3]), |oy, rows, py, _| {
                     let np = rows * ow;
                     let col_off = (oy - oy0) * ow * p_s;
                     let lhs = Mat { off: n * ys[0] + g * og * ys[1] + oy * ys[2], rs: ys[1], cs: py };
                     match r_w {
+                        Some(_) if stage_rw.is_some() => {
+                            let dst = Mat { off: 0, rs: 1, cs: og };
+                            let rhs = Mat { off: col_off, rs: p_s, cs: r_s };
+                            matmul(par, og, rr, np, stage, dst, !first, yd, lhs, col, rhs);
+                        }
                         Some(rw) => {
                             let dst = Mat { off: g * og * fs[0], rs: fs[0], cs: rw };
                             let rhs = Mat { off: col_off, rs: p_s, cs: r_s };
@@ -500,6 +691,19 @@ pub(crate) fn filter(args: FilterArgs<'_, '_>, mut dw: FilterViewMut<'_, f32>, w
                 });
                 oy0 = oy1;
             }
+        }
+        if let Some(rw) = stage_rw {
+            unstage(stage, og, rr, fd, g * og * fs[0], fs[0], rw);
+        }
+    }
+}
+
+/// `dst[off + o * rs + r * cs] = stage[o + r * og]` for `o < og`, `r < rr`.
+fn unstage(stage: &[f32], og: usize, rr: usize, dst: &mut [f32], off: usize, rs: usize, cs: usize) {
+    for (r, col) in stage[..og * rr].chunks_exact(og).enumerate() {
+        let dst = &mut dst[off + r * cs..];
+        for (o, &v) in col.iter().enumerate() {
+            dst[o * rs] = v;
         }
     }
 }

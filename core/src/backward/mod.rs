@@ -8,7 +8,7 @@
 //!
 //! | algorithm | `dX` / transposed conv | `dW` | workspace | needs |
 //! |---|---|---|---|---|
-//! | [`BackwardAlgorithm::Gemm`] | GEMM `W^T dY` into column tiles, then col2im | im2col tiles, then GEMM `dY cols^T` | bounded (0 for 1x1 unpadded) | `std` |
+//! | [`BackwardAlgorithm::Gemm`] | GEMM `W^T dY` into column tiles, then col2im | im2col tiles, then GEMM `dY cols^T` | bounded (`dX`: 0 for 1x1 unpadded; `dW`: plus one group's `dW`) | `std` |
 //! | [`BackwardAlgorithm::Direct`] | SIMD scatter of `dY` through the filters | SIMD dot products / rank-1 updates | none | nothing (the `no_std` path) |
 //! | [`BackwardAlgorithm::Flipped`] | the forward [`conv2d`](crate::conv2d) (`Algorithm::Auto`) of `dY` with flipped, in/out-swapped filters | - | the flipped filters plus the forward's | stride 1, leading padding at most `dilation * (kernel - 1)` |
 //!
@@ -307,9 +307,9 @@ pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm, layo
 
 fn filter_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
     match algorithm.resolve()? {
-        // The column tile of dW has the shape of dX's.
+        // The column tile of dW has the shape of dX's, plus a staged dW group.
         #[cfg(feature = "std")]
-        BackwardAlgorithm::Gemm => gemm::workspace_len(p),
+        BackwardAlgorithm::Gemm => gemm::filter_workspace_len(p),
         BackwardAlgorithm::Flipped => Err(Error::Unsupported(Unsupported::FlippedGeometry)),
         _ => {
             let _ = p;
