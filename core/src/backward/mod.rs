@@ -31,6 +31,8 @@ mod flipped;
 mod gemm;
 mod simd;
 mod transpose;
+#[cfg(feature = "std")]
+mod winograd;
 
 pub use transpose::{conv_transpose2d, conv_transpose2d_workspace_len, ConvTransposeGeometry};
 
@@ -57,6 +59,14 @@ pub enum BackwardAlgorithm {
     /// `dilation * (kernel - 1)` and the trailing at least 0 per axis
     /// (else [`Unsupported::FlippedGeometry`]).
     Flipped,
+    /// Weight gradient only, 3x3 stride-1 kernels only (any padding, groups, dilation):
+    /// Winograd F(3x3, 4x4), the forward's input transform and 36 products whose inner
+    /// dimension is the tiles (4x fewer multiplications than the direct sum). Needs `std`
+    /// (else [`Unsupported::NeedsStd`]), a 3x3 stride-1 kernel (else
+    /// [`Unsupported::WinogradNeeds3x3Stride1`]); asked for a data gradient it returns
+    /// [`Unsupported::WinogradFilterGradientOnly`]. Rounds more than a direct sum: see
+    /// [`conv2d_backward_filter`] for the bound.
+    Winograd,
 }
 
 impl BackwardAlgorithm {
@@ -72,16 +82,19 @@ impl BackwardAlgorithm {
             BackwardAlgorithm::Gemm => "gemm",
             BackwardAlgorithm::Direct => "direct",
             BackwardAlgorithm::Flipped => "flipped",
+            BackwardAlgorithm::Winograd => "winograd",
         }
     }
 
-    /// The algorithm `Auto` resolves to in this build for filter gradients (for data
-    /// gradients see [`select_backward_data_algorithm`]); errors for `Gemm` without `std`.
+    /// The algorithm `Auto` resolves to in this build when the geometry does not matter
+    /// (`Gemm` with `std`, else `Direct`; for the per-geometry choices see
+    /// [`select_backward_data_algorithm`] and [`select_backward_filter_algorithm`]); errors
+    /// for `Gemm` and `Winograd` without `std`.
     pub fn resolve(self) -> Result<BackwardAlgorithm> {
         match self {
             BackwardAlgorithm::Auto if cfg!(feature = "std") => Ok(BackwardAlgorithm::Gemm),
             BackwardAlgorithm::Auto => Ok(BackwardAlgorithm::Direct),
-            BackwardAlgorithm::Gemm if !cfg!(feature = "std") => {
+            BackwardAlgorithm::Gemm | BackwardAlgorithm::Winograd if !cfg!(feature = "std") => {
                 Err(Error::Unsupported(Unsupported::NeedsStd))
             }
             a => Ok(a),
@@ -173,6 +186,7 @@ impl Problem {
             BackwardAlgorithm::Flipped if fg.is_none() => {
                 Err(Error::Unsupported(Unsupported::FlippedGeometry))
             }
+            BackwardAlgorithm::Winograd => Err(Error::Unsupported(Unsupported::WinogradFilterGradientOnly)),
             a => a.resolve(),
         }
     }
@@ -305,16 +319,67 @@ pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm, layo
     }
 }
 
-fn filter_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
-    match algorithm.resolve()? {
+fn filter_workspace_len(g: &ConvGeometry, algorithm: BackwardAlgorithm, layout: Layout) -> Result<usize> {
+    let p = &Problem::from_conv(g);
+    match filter_algorithm(g, algorithm, layout)? {
         // The column tile of dW has the shape of dX's.
         #[cfg(feature = "std")]
         BackwardAlgorithm::Gemm => gemm::workspace_len(p),
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Winograd => winograd::workspace_len(g),
         BackwardAlgorithm::Flipped => Err(Error::Unsupported(Unsupported::FlippedGeometry)),
         _ => {
             let _ = p;
             Ok(0)
         }
+    }
+}
+
+/// The algorithm [`conv2d_backward_filter`] runs for `g` in `layout` when asked for
+/// `algorithm`; errors when `algorithm` cannot run `g` in this build.
+///
+/// `Auto` picks [`BackwardAlgorithm::Winograd`] exactly when the forward's `Auto`
+/// ([`select_algorithm`](crate::select_algorithm)) runs the forward of `g` with
+/// Winograd (3x3 stride 1, at least 16 input and 16 output channels per group, at least
+/// 48 tiles), else `Gemm` with `std`, else `Direct`. Measured (convbench, 1 thread, dW
+/// over the forward of the same run): see the [module docs](self).
+///
+/// ```
+/// use simdconv::{select_backward_filter_algorithm, BackwardAlgorithm, Conv2d, ConvGeometry, Dims,
+///                Layout};
+/// let g = ConvGeometry::new(Dims::new(1, 64, 32, 32), 64, Conv2d::new(3, 3).pad(1))?;
+/// let auto = select_backward_filter_algorithm(&g, BackwardAlgorithm::Auto, Layout::Nchw)?;
+/// assert_eq!(auto, if cfg!(feature = "std") { BackwardAlgorithm::Winograd } else { BackwardAlgorithm::Direct });
+/// // Stride 2 has no Winograd form.
+/// let s2 = ConvGeometry::new(Dims::new(1, 64, 32, 32), 64, Conv2d::new(3, 3).pad(1).stride(2))?;
+/// assert!(select_backward_filter_algorithm(&s2, BackwardAlgorithm::Winograd, Layout::Nchw).is_err());
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn select_backward_filter_algorithm(
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    layout: Layout,
+) -> Result<BackwardAlgorithm> {
+    filter_algorithm(g, algorithm, layout)
+}
+
+fn filter_algorithm(g: &ConvGeometry, algorithm: BackwardAlgorithm, layout: Layout) -> Result<BackwardAlgorithm> {
+    match algorithm {
+        BackwardAlgorithm::Auto
+            if crate::conv::select_algorithm(g, layout) == crate::conv::Algorithm::Winograd =>
+        {
+            Ok(BackwardAlgorithm::Winograd)
+        }
+        BackwardAlgorithm::Flipped => Err(Error::Unsupported(Unsupported::FlippedGeometry)),
+        BackwardAlgorithm::Winograd => {
+            let a = algorithm.resolve()?;
+            let w = g.window();
+            if w.kernel() != [3, 3] || w.stride() != [1, 1] {
+                return Err(Error::Unsupported(Unsupported::WinogradNeeds3x3Stride1));
+            }
+            Ok(a)
+        }
+        a => a.resolve(),
     }
 }
 
@@ -360,8 +425,7 @@ pub fn conv2d_backward_filter_workspace_len(
     algorithm: BackwardAlgorithm,
     layout: Layout,
 ) -> Result<usize> {
-    let _ = layout;
-    filter_workspace_len(&Problem::from_conv(g), algorithm)
+    filter_workspace_len(g, algorithm, layout)
 }
 
 /// Everything a data-gradient kernel needs, validated: dims match `p`, `layout` is the
@@ -499,7 +563,7 @@ pub fn conv2d_backward_filter(
         (dy.layout(), dy.dims(), dy.strides()),
         Operand::OutputGrad,
     )?;
-    let algorithm = algorithm.resolve()?;
+    let algorithm = filter_algorithm(g, algorithm, layout)?;
     let need = conv2d_backward_filter_workspace_len(g, algorithm, layout)?;
     check_workspace(need, workspace)?;
     let p = Problem::from_conv(g);
@@ -507,6 +571,8 @@ pub fn conv2d_backward_filter(
     match algorithm {
         #[cfg(feature = "std")]
         BackwardAlgorithm::Gemm => gemm::filter(args, dw, &mut workspace[..need]),
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Winograd => return winograd::filter(args, g, dw, &mut workspace[..need]),
         BackwardAlgorithm::Flipped => return Err(Error::Unsupported(Unsupported::FlippedGeometry)),
         _ => direct::filter(args, dw),
     }
