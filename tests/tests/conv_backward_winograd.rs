@@ -7,9 +7,9 @@ use proptest::prelude::*;
 use simdconv::reference as r;
 use simdconv::{
     conv2d_backward_data, conv2d_backward_data_workspace_len, conv2d_backward_filter,
-    conv2d_backward_filter_workspace_len, dispatch_count, select_backward_filter_algorithm, BackwardAlgorithm,
-    Conv2d, ConvGeometry, Dims, Error, Exec, FilterDims, FilterLayout, FilterView, FilterViewMut, Layout,
-    Padding, TensorView, TensorViewMut, Unsupported,
+    conv2d_backward_filter_workspace_len, dispatch_count, select_backward_filter_algorithm,
+    BackwardAlgorithm, Conv2d, ConvGeometry, Dims, Error, Exec, FilterDims, FilterLayout, FilterView,
+    FilterViewMut, Layout, Padding, TensorView, TensorViewMut, Unsupported,
 };
 use simdconv_tests::{gamma, isas, proptest_cases, Rng};
 
@@ -42,7 +42,8 @@ impl Case {
             .dilation_hw(self.d[0], self.d[1])
             .padding(Padding::new(self.pad[0], self.pad[1], self.pad[2], self.pad[3]))
             .groups(self.groups);
-        ConvGeometry::new(Dims::new(self.n, self.cg * self.groups, h, w), self.og * self.groups, conv).unwrap()
+        ConvGeometry::new(Dims::new(self.n, self.cg * self.groups, h, w), self.og * self.groups, conv)
+            .unwrap()
     }
 }
 
@@ -147,10 +148,12 @@ impl Fixture {
     fn run(&self, exec: &Exec, algo: BackwardAlgorithm) -> Result<Vec<f32>, String> {
         let f = self.g.filter();
         let mut dw = vec![SENTINEL; span(f.to_array(), self.ws)];
-        let need = conv2d_backward_filter_workspace_len(&self.g, algo, Layout::Nchw).map_err(|e| e.to_string())?;
+        let need =
+            conv2d_backward_filter_workspace_len(&self.g, algo, Layout::Nchw).map_err(|e| e.to_string())?;
         let mut work = vec![f32::NAN; need];
         let view = FilterViewMut::with_strides(&mut dw, f, self.ws).unwrap();
-        conv2d_backward_filter(exec, &self.g, algo, self.x(), self.dy(), view, &mut work).map_err(|e| e.to_string())?;
+        conv2d_backward_filter(exec, &self.g, algo, self.x(), self.dy(), view, &mut work)
+            .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut inside = vec![false; dw.len()];
         for o in 0..f.o {
@@ -196,13 +199,19 @@ impl Fixture {
                     let l1: f64 = (0..o.h)
                         .flat_map(|y| (0..o.w).map(move |xx| (y, xx)))
                         .map(|(y, xx)| {
-                            f64::from(self.dy[n * self.ys[0] + k * self.ys[1] + y * self.ys[2] + xx * self.ys[3]]).abs()
+                            f64::from(
+                                self.dy[n * self.ys[0] + k * self.ys[1] + y * self.ys[2] + xx * self.ys[3]],
+                            )
+                            .abs()
                         })
                         .sum();
                     let mx = (0..i.h)
                         .flat_map(|y| (0..i.w).map(move |xx| (y, xx)))
                         .map(|(y, xx)| {
-                            f64::from(self.x[n * self.xs[0] + ci * self.xs[1] + y * self.xs[2] + xx * self.xs[3]]).abs()
+                            f64::from(
+                                self.x[n * self.xs[0] + ci * self.xs[1] + y * self.xs[2] + xx * self.xs[3]],
+                            )
+                            .abs()
                         })
                         .fold(0.0, f64::max);
                     m += l1 * mx;
@@ -229,7 +238,10 @@ fn check(c: &Case) -> Result<(), String> {
             for (e, ((&a, &b), &m)) in got.iter().zip(&want).zip(&bound).enumerate() {
                 let err = (f64::from(a) - b).abs();
                 if err.is_nan() || err > m {
-                    return Err(format!("{}: element {e}: got {a}, want {b}, |err| {err:e} > bound {m:e}", ctx()));
+                    return Err(format!(
+                        "{}: element {e}: got {a}, want {b}, |err| {err:e} > bound {m:e}",
+                        ctx()
+                    ));
                 }
             }
         }
@@ -338,10 +350,22 @@ fn errors() {
 /// `Auto` takes Winograd where the forward's `Auto` does (and the result is Winograd's).
 #[test]
 fn auto_rule() {
-    let big = Case { n: 1, groups: 1, cg: 16, og: 16, extra: [28, 28], d: [1, 1], pad: [1, 1, 1, 1], strided: false, seed: 3 };
+    let big = Case {
+        n: 1,
+        groups: 1,
+        cg: 16,
+        og: 16,
+        extra: [28, 28],
+        d: [1, 1],
+        pad: [1, 1, 1, 1],
+        strided: false,
+        seed: 3,
+    };
     let small = Case { cg: 8, ..big.clone() };
     for layout in LAYOUTS {
-        let auto = |c: &Case| select_backward_filter_algorithm(&c.geometry(), BackwardAlgorithm::Auto, layout).unwrap();
+        let auto = |c: &Case| {
+            select_backward_filter_algorithm(&c.geometry(), BackwardAlgorithm::Auto, layout).unwrap()
+        };
         // The tests build the core with `std`.
         let (want_big, want_small) = (BackwardAlgorithm::Winograd, BackwardAlgorithm::Gemm);
         assert_eq!(auto(&big), want_big);
