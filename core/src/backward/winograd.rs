@@ -255,14 +255,16 @@ impl WithSimd for OutputTransform<'_, '_> {
 // ---------------------------------------------------------------------------------------
 // The 36 products over the tiles.
 
-/// `M (kg x cgp) += U^T V`: `U` is `nt` rows of `kgp` (output channels), `V` `nt` rows of
-/// `cgp` (input channels).
+/// `M (kg x cgp) += U^T V` (`M = U^T V` when `fresh`: the first block skips reading and
+/// zeroing `M`): `U` is `nt` rows of `kgp` (output channels), `V` `nt` rows of `cgp`
+/// (input channels).
 struct Product<'a> {
     u: &'a [f32],
     v: &'a [f32],
     m: &'a mut [f32],
     nt: usize,
     shape: Shape,
+    fresh: bool,
 }
 
 impl WithSimd for Product<'_> {
@@ -280,7 +282,7 @@ impl WithSimd for Product<'_> {
 
 #[inline(always)]
 fn product<S: Simd, const NV: usize>(s: S, p: Product<'_>) {
-    let Product { u, v, m, nt, shape } = p;
+    let Product { u, v, m, nt, shape, fresh } = p;
     let Shape { kg, cgp, kgp, .. } = shape;
     let l = S::F32_LANES;
     let wide = NV * l;
@@ -289,11 +291,11 @@ fn product<S: Simd, const NV: usize>(s: S, p: Product<'_>) {
     // output channels pass over it.
     while c0 < cgp {
         if c0 + wide <= cgp {
-            strip::<S, NV>(s, u, v, &mut *m, nt, kg, cgp, kgp, c0);
+            strip::<S, NV>(s, u, v, &mut *m, nt, kg, cgp, kgp, c0, fresh);
             c0 += wide;
         } else {
             // `cgp` is a multiple of 16, hence of `l`: whole vectors remain.
-            strip::<S, 1>(s, u, v, &mut *m, nt, kg, cgp, kgp, c0);
+            strip::<S, 1>(s, u, v, &mut *m, nt, kg, cgp, kgp, c0, fresh);
             c0 += l;
         }
     }
@@ -311,20 +313,22 @@ fn strip<S: Simd, const NV: usize>(
     cgp: usize,
     kgp: usize,
     c0: usize,
+    fresh: bool,
 ) {
     let mut k0 = 0;
     while k0 < kg {
         if kg - k0 >= ROWS {
-            block::<S, ROWS, NV>(s, u, v, m, nt, cgp, kgp, k0, c0);
+            block::<S, ROWS, NV>(s, u, v, m, nt, cgp, kgp, k0, c0, fresh);
             k0 += ROWS;
         } else {
-            block::<S, 1, NV>(s, u, v, m, nt, cgp, kgp, k0, c0);
+            block::<S, 1, NV>(s, u, v, m, nt, cgp, kgp, k0, c0, fresh);
             k0 += 1;
         }
     }
 }
 
-/// `M[k0..k0 + R][c0..c0 + NV * l] += sum over t < nt of U[t][k0 + r] V[t][c0..]`.
+/// `M[k0..k0 + R][c0..c0 + NV * l] += sum over t < nt of U[t][k0 + r] V[t][c0..]` (`=`
+/// when `fresh`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn block<S: Simd, const R: usize, const NV: usize>(
@@ -337,6 +341,7 @@ fn block<S: Simd, const R: usize, const NV: usize>(
     kgp: usize,
     k0: usize,
     c0: usize,
+    fresh: bool,
 ) {
     let l = S::F32_LANES;
     if nt == 0 {
@@ -345,8 +350,15 @@ fn block<S: Simd, const R: usize, const NV: usize>(
     // The last element each pointer below reaches, checked once.
     assert!((nt - 1) * kgp + k0 + R <= u.len() && k0 + R <= kgp);
     assert!((nt - 1) * cgp + c0 + NV * l <= v.len() && c0 + NV * l <= cgp);
-    let mut acc: [[S::f32s; NV]; R] =
-        core::array::from_fn(|r| core::array::from_fn(|j| load::<S>(&m[(k0 + r) * cgp + c0 + j * l..])));
+    let mut acc: [[S::f32s; NV]; R] = core::array::from_fn(|r| {
+        core::array::from_fn(|j| {
+            if fresh {
+                s.splat_f32s(0.0)
+            } else {
+                load::<S>(&m[(k0 + r) * cgp + c0 + j * l..])
+            }
+        })
+    });
     let up = u[k0..].as_ptr();
     let vp = v[c0..].as_ptr();
     for t in 0..nt {
@@ -386,7 +398,9 @@ pub(crate) fn filter(
     let per = shape.per_tile()?;
     let cap = block_tiles(g, shape)?;
     let (m, tiles) = ws.split_at_mut(m_len(shape)?);
-    m.fill(0.0);
+    // The first block writes `M` (every element: all `K_g` rows, all `cgp` columns);
+    // later blocks add to it.
+    let mut fresh = true;
     let mplane = XI * kg * cgp;
     let dil = g.window().dilation();
     let n_img = g.output().n;
@@ -419,11 +433,16 @@ pub(crate) fn filter(
                         m: &mut mg[xi * kg * cgp..(xi + 1) * kg * cgp],
                         nt: len,
                         shape,
+                        fresh,
                     });
                 }
             }
+            fresh = false;
             t0 = t1;
         }
+    }
+    if fresh {
+        m.fill(0.0); // no tiles at all: the gradient is zero
     }
     for grp in 0..groups {
         exec.dispatch(OutputTransform { m: &m[grp * mplane..(grp + 1) * mplane], shape, grp, dw: &mut dw });
