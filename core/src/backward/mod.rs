@@ -20,10 +20,10 @@
 //! `Direct`; for `dW`, `Winograd` where the forward's `Auto` runs Winograd (3x3 stride 1,
 //! at least 16 input and output channels per group, at least 48 tiles), else `Gemm` with
 //! `std`, else `Direct` (see [`select_backward_data_algorithm`] and
-//! [`select_backward_filter_algorithm`]). Measured with convbench (1 thread, AVX-512, dW
-//! over the forward of the same run, median; the machine was loaded, load average 6 on 2
-//! cores): VGG conv3_2 1.23x NCHW / 1.13x NHWC with `Winograd` (`Gemm` was 3.05x / 2.40x
-//! quiet), dilated 3x3 d2 0.99x / 0.85x (`Gemm` 1.62x / 1.97x).
+//! [`select_backward_filter_algorithm`]). Measured with convbench (`--min-time 1`, 1
+//! thread, AVX-512, dW median over the forward median of the same run, load average 2.8 on
+//! 2 cores): VGG conv3_2 1.17x NCHW / 1.22x NHWC with `Winograd` (`Gemm` was 3.05x / 2.40x
+//! on a quiet machine), dilated 3x3 d2 1.14x / 1.10x (`Gemm` 1.62x / 1.97x).
 //!
 //! Conventions are the forward's ([`conv2d`](crate::conv2d)): activations and their
 //! gradients share one layout whose innermost dimension is contiguous (any other strides),
