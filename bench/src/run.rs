@@ -213,7 +213,7 @@ impl Prepared {
                     Geometry::BwdData(_) => {
                         simdconv::select_backward_data_algorithm(g, BACKWARD_ALGORITHM, self.layout)
                     }
-                    _ => BACKWARD_ALGORITHM.resolve(),
+                    _ => simdconv::select_backward_filter_algorithm(g, BACKWARD_ALGORITHM, self.layout),
                 }
                 .unwrap_or(BACKWARD_ALGORITHM);
                 let mut label = format!("{}:{}", BACKWARD_ALGORITHM.name(), chosen.name());

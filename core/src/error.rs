@@ -153,6 +153,9 @@ pub enum Unsupported {
     /// convolutions, of stride 1, with leading padding at most `dilation * (kernel - 1)`
     /// and the gradient no smaller than the output minus the leading padding, per axis.
     FlippedGeometry,
+    /// `BackwardAlgorithm::Winograd` computes only weight gradients (of 3x3 stride-1
+    /// convolutions), not data gradients or transposed convolutions.
+    WinogradFilterGradientOnly,
 }
 
 impl fmt::Display for Unsupported {
@@ -177,6 +180,9 @@ impl fmt::Display for Unsupported {
             Unsupported::FlippedGeometry => f.write_str(
                 "the flipped algorithm computes only data gradients of stride-1 convolutions with leading \
                  padding at most dilation * (kernel - 1)",
+            ),
+            Unsupported::WinogradFilterGradientOnly => f.write_str(
+                "the backward Winograd algorithm computes only weight gradients of 3x3 stride-1 convolutions",
             ),
         }
     }

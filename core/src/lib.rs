@@ -65,7 +65,8 @@ pub use activation::{relu, relu_backward, relu_in_place};
 pub use backward::{
     conv2d_backward_bias, conv2d_backward_data, conv2d_backward_data_workspace_len, conv2d_backward_filter,
     conv2d_backward_filter_workspace_len, conv_transpose2d, conv_transpose2d_workspace_len,
-    select_backward_data_algorithm, BackwardAlgorithm, ConvTransposeGeometry,
+    select_backward_data_algorithm, select_backward_filter_algorithm, BackwardAlgorithm,
+    ConvTransposeGeometry,
 };
 #[cfg(feature = "alloc")]
 pub use conv::conv2d_alloc;

@@ -10,14 +10,20 @@
 //! |---|---|---|---|---|
 //! | [`BackwardAlgorithm::Gemm`] | GEMM `W^T dY` into column tiles, then col2im | im2col tiles, then GEMM `dY cols^T` | bounded (`dX`: 0 for 1x1 unpadded; `dW`: plus one group's `dW`) | `std` |
 //! | [`BackwardAlgorithm::Direct`] | SIMD scatter of `dY` through the filters | SIMD dot products / rank-1 updates | none | nothing (the `no_std` path) |
+//! | [`BackwardAlgorithm::Winograd`] | - | Winograd F(3x3, 4x4): 36 products over the tiles, accumulated in `36 K_g C_g` floats | the accumulators plus a block of transformed tiles (at most 16 MiB, or all tiles of one phase) | `std`, 3x3, stride 1 |
 //! | [`BackwardAlgorithm::Flipped`] | the forward [`conv2d`](crate::conv2d) (`Algorithm::Auto`) of `dY` with flipped, in/out-swapped filters | - | the flipped filters plus the forward's | stride 1, leading padding at most `dilation * (kernel - 1)` |
 //!
 //! [`BackwardAlgorithm::Auto`] picks, for `dX` and transposed convolution, `Flipped` when
 //! built with `std`, the geometry allows it, and the forward's `Auto` would run the
 //! flipped geometry with anything but im2col + GEMM (there `Gemm` is as fast or faster,
 //! and 1x1 unpadded kernels need no workspace with it), else `Gemm` with `std`, else
-//! `Direct`; for `dW`, `Gemm` with `std`, else `Direct` (see
-//! [`select_backward_data_algorithm`]).
+//! `Direct`; for `dW`, `Winograd` where the forward's `Auto` runs Winograd (3x3 stride 1,
+//! at least 16 input and output channels per group, at least 48 tiles), else `Gemm` with
+//! `std`, else `Direct` (see [`select_backward_data_algorithm`] and
+//! [`select_backward_filter_algorithm`]). Measured with convbench (`--min-time 1`, 1
+//! thread, AVX-512, dW median over the forward median of the same run, load average 2.8 on
+//! 2 cores): VGG conv3_2 1.17x NCHW / 1.22x NHWC with `Winograd` (`Gemm` was 3.05x / 2.40x
+//! on a quiet machine), dilated 3x3 d2 1.14x / 1.10x (`Gemm` 1.62x / 1.97x).
 //!
 //! Conventions are the forward's ([`conv2d`](crate::conv2d)): activations and their
 //! gradients share one layout whose innermost dimension is contiguous (any other strides),
@@ -31,6 +37,8 @@ mod flipped;
 mod gemm;
 mod simd;
 mod transpose;
+#[cfg(feature = "std")]
+mod winograd;
 
 pub use transpose::{conv_transpose2d, conv_transpose2d_workspace_len, ConvTransposeGeometry};
 
@@ -57,6 +65,14 @@ pub enum BackwardAlgorithm {
     /// `dilation * (kernel - 1)` and the trailing at least 0 per axis
     /// (else [`Unsupported::FlippedGeometry`]).
     Flipped,
+    /// Weight gradient only, 3x3 stride-1 kernels only (any padding, groups, dilation):
+    /// Winograd F(3x3, 4x4), the forward's input transform and 36 products whose inner
+    /// dimension is the tiles (4x fewer multiplications than the direct sum). Needs `std`
+    /// (else [`Unsupported::NeedsStd`]), a 3x3 stride-1 kernel (else
+    /// [`Unsupported::WinogradNeeds3x3Stride1`]); asked for a data gradient it returns
+    /// [`Unsupported::WinogradFilterGradientOnly`]. Rounds more than a direct sum: see
+    /// [`conv2d_backward_filter`] for the bound.
+    Winograd,
 }
 
 impl BackwardAlgorithm {
@@ -72,16 +88,19 @@ impl BackwardAlgorithm {
             BackwardAlgorithm::Gemm => "gemm",
             BackwardAlgorithm::Direct => "direct",
             BackwardAlgorithm::Flipped => "flipped",
+            BackwardAlgorithm::Winograd => "winograd",
         }
     }
 
-    /// The algorithm `Auto` resolves to in this build for filter gradients (for data
-    /// gradients see [`select_backward_data_algorithm`]); errors for `Gemm` without `std`.
+    /// The algorithm `Auto` resolves to in this build when the geometry does not matter
+    /// (`Gemm` with `std`, else `Direct`; for the per-geometry choices see
+    /// [`select_backward_data_algorithm`] and [`select_backward_filter_algorithm`]); errors
+    /// for `Gemm` and `Winograd` without `std`.
     pub fn resolve(self) -> Result<BackwardAlgorithm> {
         match self {
             BackwardAlgorithm::Auto if cfg!(feature = "std") => Ok(BackwardAlgorithm::Gemm),
             BackwardAlgorithm::Auto => Ok(BackwardAlgorithm::Direct),
-            BackwardAlgorithm::Gemm if !cfg!(feature = "std") => {
+            BackwardAlgorithm::Gemm | BackwardAlgorithm::Winograd if !cfg!(feature = "std") => {
                 Err(Error::Unsupported(Unsupported::NeedsStd))
             }
             a => Ok(a),
@@ -173,6 +192,7 @@ impl Problem {
             BackwardAlgorithm::Flipped if fg.is_none() => {
                 Err(Error::Unsupported(Unsupported::FlippedGeometry))
             }
+            BackwardAlgorithm::Winograd => Err(Error::Unsupported(Unsupported::WinogradFilterGradientOnly)),
             a => a.resolve(),
         }
     }
@@ -305,16 +325,71 @@ pub(crate) fn data_workspace_len(p: &Problem, algorithm: BackwardAlgorithm, layo
     }
 }
 
-fn filter_workspace_len(p: &Problem, algorithm: BackwardAlgorithm) -> Result<usize> {
-    match algorithm.resolve()? {
+fn filter_workspace_len(g: &ConvGeometry, algorithm: BackwardAlgorithm, layout: Layout) -> Result<usize> {
+    let p = &Problem::from_conv(g);
+    match filter_algorithm(g, algorithm, layout)? {
         // The column tile of dW has the shape of dX's, plus a staged dW group.
         #[cfg(feature = "std")]
         BackwardAlgorithm::Gemm => gemm::filter_workspace_len(p),
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Winograd => winograd::workspace_len(g),
         BackwardAlgorithm::Flipped => Err(Error::Unsupported(Unsupported::FlippedGeometry)),
         _ => {
             let _ = p;
             Ok(0)
         }
+    }
+}
+
+/// The algorithm [`conv2d_backward_filter`] runs for `g` in `layout` when asked for
+/// `algorithm`; errors when `algorithm` cannot run `g` in this build.
+///
+/// `Auto` picks [`BackwardAlgorithm::Winograd`] exactly when the forward's `Auto`
+/// ([`select_algorithm`](crate::select_algorithm)) runs the forward of `g` with
+/// Winograd (3x3 stride 1, at least 16 input and 16 output channels per group, at least
+/// 48 tiles), else `Gemm` with `std`, else `Direct`. Measured (convbench, 1 thread, dW
+/// over the forward of the same run): see the [module docs](self).
+///
+/// ```
+/// use simdconv::{select_backward_filter_algorithm, BackwardAlgorithm, Conv2d, ConvGeometry, Dims,
+///                Layout};
+/// let g = ConvGeometry::new(Dims::new(1, 64, 32, 32), 64, Conv2d::new(3, 3).pad(1))?;
+/// let auto = select_backward_filter_algorithm(&g, BackwardAlgorithm::Auto, Layout::Nchw)?;
+/// assert_eq!(auto, if cfg!(feature = "std") { BackwardAlgorithm::Winograd } else { BackwardAlgorithm::Direct });
+/// // Stride 2 has no Winograd form.
+/// let s2 = ConvGeometry::new(Dims::new(1, 64, 32, 32), 64, Conv2d::new(3, 3).pad(1).stride(2))?;
+/// assert!(select_backward_filter_algorithm(&s2, BackwardAlgorithm::Winograd, Layout::Nchw).is_err());
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+pub fn select_backward_filter_algorithm(
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    layout: Layout,
+) -> Result<BackwardAlgorithm> {
+    filter_algorithm(g, algorithm, layout)
+}
+
+fn filter_algorithm(
+    g: &ConvGeometry,
+    algorithm: BackwardAlgorithm,
+    layout: Layout,
+) -> Result<BackwardAlgorithm> {
+    match algorithm {
+        BackwardAlgorithm::Auto
+            if crate::conv::select_algorithm(g, layout) == crate::conv::Algorithm::Winograd =>
+        {
+            Ok(BackwardAlgorithm::Winograd)
+        }
+        BackwardAlgorithm::Flipped => Err(Error::Unsupported(Unsupported::FlippedGeometry)),
+        BackwardAlgorithm::Winograd => {
+            let a = algorithm.resolve()?;
+            let w = g.window();
+            if w.kernel() != [3, 3] || w.stride() != [1, 1] {
+                return Err(Error::Unsupported(Unsupported::WinogradNeeds3x3Stride1));
+            }
+            Ok(a)
+        }
+        a => a.resolve(),
     }
 }
 
@@ -360,8 +435,7 @@ pub fn conv2d_backward_filter_workspace_len(
     algorithm: BackwardAlgorithm,
     layout: Layout,
 ) -> Result<usize> {
-    let _ = layout;
-    filter_workspace_len(&Problem::from_conv(g), algorithm)
+    filter_workspace_len(g, algorithm, layout)
 }
 
 /// Everything a data-gradient kernel needs, validated: dims match `p`, `layout` is the
@@ -499,7 +573,7 @@ pub fn conv2d_backward_filter(
         (dy.layout(), dy.dims(), dy.strides()),
         Operand::OutputGrad,
     )?;
-    let algorithm = algorithm.resolve()?;
+    let algorithm = filter_algorithm(g, algorithm, layout)?;
     let need = conv2d_backward_filter_workspace_len(g, algorithm, layout)?;
     check_workspace(need, workspace)?;
     let p = Problem::from_conv(g);
@@ -507,6 +581,8 @@ pub fn conv2d_backward_filter(
     match algorithm {
         #[cfg(feature = "std")]
         BackwardAlgorithm::Gemm => gemm::filter(args, dw, &mut workspace[..need]),
+        #[cfg(feature = "std")]
+        BackwardAlgorithm::Winograd => return winograd::filter(args, g, dw, &mut workspace[..need]),
         BackwardAlgorithm::Flipped => return Err(Error::Unsupported(Unsupported::FlippedGeometry)),
         _ => direct::filter(args, dw),
     }

@@ -21,7 +21,7 @@ mod matmul;
 mod pointwise;
 pub(crate) mod store;
 #[cfg(feature = "std")]
-mod winograd;
+pub(crate) mod winograd;
 
 #[cfg(feature = "std")]
 pub use winograd::{conv2d_winograd, conv2d_winograd_workspace_len, WinogradFilter, WinogradFilterBuf};

@@ -76,9 +76,9 @@ use crate::params::{Activation, Epilogue};
 use crate::tensor::{FilterView, TensorView, TensorViewMut};
 
 /// Transformed positions per tile (6 x 6).
-const XI: usize = 36;
+pub(crate) const XI: usize = 36;
 /// Channel padding of `U`, `V` and `M`: the widest SIMD vector (AVX-512, 16 floats).
-const PAD: usize = 16;
+pub(crate) const PAD: usize = 16;
 /// Target floats of one worker's `V` and `M` tile buffers together (4 MiB): the 36
 /// products of a block then find their operands in L2 / L3.
 const TILE_BUDGET: usize = 1 << 20;
@@ -111,24 +111,24 @@ pub(crate) fn supports(g: &ConvGeometry) -> Result<()> {
 
 /// Channel counts of one group, and their padded extents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Shape {
-    groups: usize,
-    cg: usize,
-    kg: usize,
-    cgp: usize,
-    kgp: usize,
+pub(crate) struct Shape {
+    pub(crate) groups: usize,
+    pub(crate) cg: usize,
+    pub(crate) kg: usize,
+    pub(crate) cgp: usize,
+    pub(crate) kgp: usize,
 }
 
 fn round_up(n: usize) -> Result<usize> {
     n.checked_next_multiple_of(PAD).ok_or(Error::Overflow { dim: Dim::Channels })
 }
 
-fn mul(a: usize, b: usize) -> Result<usize> {
+pub(crate) fn mul(a: usize, b: usize) -> Result<usize> {
     a.checked_mul(b).ok_or(Error::Overflow { dim: Dim::Channels })
 }
 
 impl Shape {
-    fn of(g: &ConvGeometry) -> Result<Shape> {
+    pub(crate) fn of(g: &ConvGeometry) -> Result<Shape> {
         supports(g)?;
         let f = g.filter();
         let groups = g.groups();
@@ -142,7 +142,7 @@ impl Shape {
     }
 
     /// Floats of `V` and `M` for one tile (blocks hold a multiple of [`ROWS`] tiles).
-    fn per_tile(&self) -> Result<usize> {
+    pub(crate) fn per_tile(&self) -> Result<usize> {
         mul(XI, self.cgp.checked_add(self.kgp).ok_or(Error::Overflow { dim: Dim::Channels })?)
     }
 }
@@ -151,20 +151,20 @@ impl Shape {
 /// `dh * i + rh` and columns `dw * j + rw`, an undilated 3x3 convolution with padding
 /// `(pad_t, pad_l)` on an `ih x iw` sub-input giving an `oh x ow` sub-output.
 #[derive(Clone, Copy, Debug)]
-struct Phase {
-    ph: usize,
-    pw: usize,
-    rh: usize,
-    rw: usize,
-    ih: usize,
-    iw: usize,
-    oh: usize,
-    ow: usize,
-    pad_t: usize,
-    pad_l: usize,
+pub(crate) struct Phase {
+    pub(crate) ph: usize,
+    pub(crate) pw: usize,
+    pub(crate) rh: usize,
+    pub(crate) rw: usize,
+    pub(crate) ih: usize,
+    pub(crate) iw: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) pad_t: usize,
+    pub(crate) pad_l: usize,
     /// Tile rows and columns.
-    th: usize,
-    tw: usize,
+    pub(crate) th: usize,
+    pub(crate) tw: usize,
 }
 
 /// The phase of one axis: `(residue, sub-input extent, sub-output extent, pad)`.
@@ -180,7 +180,7 @@ fn axis_phase(p: usize, d: usize, pad: usize, input: usize, output: usize) -> (u
     (r, sub_in, sub_out, q.unsigned_abs())
 }
 
-fn phases(g: &ConvGeometry) -> impl Iterator<Item = Phase> + '_ {
+pub(crate) fn phases(g: &ConvGeometry) -> impl Iterator<Item = Phase> + '_ {
     let win = g.window();
     let [dh, dw] = win.dilation();
     let pad = win.padding();
@@ -200,7 +200,7 @@ pub(crate) fn tiles(g: &ConvGeometry) -> usize {
 }
 
 /// The most tiles of one phase (phase 0 has the largest sub-output).
-fn max_tiles(g: &ConvGeometry) -> usize {
+pub(crate) fn max_tiles(g: &ConvGeometry) -> usize {
     phases(g).map(|p| g.output().n.saturating_mul(p.th).saturating_mul(p.tw)).max().unwrap_or(0)
 }
 
@@ -227,12 +227,12 @@ pub(crate) fn workspace_len(g: &ConvGeometry) -> Result<usize> {
 // The three transforms, on vectors of channels.
 
 #[inline(always)]
-fn load<S: Simd>(src: &[f32]) -> S::f32s {
+pub(crate) fn load<S: Simd>(src: &[f32]) -> S::f32s {
     S::as_simd_f32s(&src[..S::F32_LANES]).0[0]
 }
 
 #[inline(always)]
-fn store<S: Simd>(dst: &mut [f32], v: S::f32s) {
+pub(crate) fn store<S: Simd>(dst: &mut [f32], v: S::f32s) {
     S::as_mut_simd_f32s(&mut dst[..S::F32_LANES]).0[0] = v;
 }
 
@@ -350,17 +350,17 @@ fn pack_into(exec: &Exec, w: &FilterView<'_, f32>, shape: Shape, u: &mut [f32]) 
 // Input transform.
 
 /// `V[xi][t][c]` for tiles `[t0, t1)` of `phase`, input channels of group `grp`.
-struct InputTransform<'a, 'b> {
-    x: &'b TensorView<'a, f32>,
-    dil: [usize; 2],
-    phase: Phase,
-    shape: Shape,
-    grp: usize,
-    t0: usize,
-    t1: usize,
+pub(crate) struct InputTransform<'a, 'b> {
+    pub(crate) x: &'b TensorView<'a, f32>,
+    pub(crate) dil: [usize; 2],
+    pub(crate) phase: Phase,
+    pub(crate) shape: Shape,
+    pub(crate) grp: usize,
+    pub(crate) t0: usize,
+    pub(crate) t1: usize,
     /// Tiles of the block, padded to [`ROWS`] (the row count of `V[xi]`).
-    rows: usize,
-    v: &'b mut [f32],
+    pub(crate) rows: usize,
+    pub(crate) v: &'b mut [f32],
 }
 
 impl WithSimd for InputTransform<'_, '_> {
