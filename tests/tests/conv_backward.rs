@@ -1192,3 +1192,86 @@ fn argument_errors() {
     assert_eq!(conv2d_backward_data_workspace_len(&g, BackwardAlgorithm::Direct, Layout::Nhwc), Ok(0));
     assert_eq!(conv2d_backward_filter_workspace_len(&g, BackwardAlgorithm::Direct, Layout::Nhwc), Ok(0));
 }
+
+/// Flipped dX whose forward geometry runs Winograd (at least 16 channels per group each
+/// way and 48 tiles): the filter is transformed straight from the original bank, flipped
+/// and in/out-swapped on the fly. Held to the bound documented on `conv2d_winograd`,
+/// `gamma(C_g + 32) * 48^2 * sum_c max|w_c| max|dy_c|`, here with `|w|, |dy| <= 1` and
+/// `C_g` the original filters per group; a wrong flip or swap is off by whole products.
+#[test]
+fn flipped_through_winograd() {
+    use simdconv::{select_algorithm, Algorithm, FilterLayout};
+    let cases = [
+        (1, 1, 16, 16, [28, 28], Conv2d::new(3, 3).pad(1)),
+        (2, 2, 16, 17, [32, 30], Conv2d::new(3, 3).dilation(2).padding(Padding::new(2, 1, 2, 3))),
+    ];
+    for (n, groups, cg, og, [h, w], conv) in cases {
+        let g = ConvGeometry::new(Dims::new(n, groups * cg, h, w), groups * og, conv).unwrap();
+        let mut rng = Rng::new(0x5eed + og as u64);
+        let dy = rng.vec(g.output().count().unwrap());
+        let wt = rng.vec(g.filter().count().unwrap());
+        for layout in LAYOUTS {
+            assert_eq!(
+                select_backward_data_algorithm(&g, BackwardAlgorithm::Auto, layout),
+                Ok(BackwardAlgorithm::Flipped)
+            );
+            // The flipped forward geometry (input dY, output dX) runs Winograd.
+            let fg = ConvGeometry::new(
+                g.output(),
+                g.input().c,
+                Conv2d::new(3, 3)
+                    .dilation_hw(conv.window().dilation()[0], conv.window().dilation()[1])
+                    .padding({
+                        let [dh, dw] = conv.window().dilation();
+                        let p = conv.window().padding();
+                        Padding::new(
+                            2 * dh - p.top,
+                            h + p.top - g.output().h,
+                            2 * dw - p.left,
+                            w + p.left - g.output().w,
+                        )
+                    })
+                    .groups(groups),
+            )
+            .unwrap();
+            assert_eq!(fg.output(), g.input());
+            assert_eq!(select_algorithm(&fg, layout), Algorithm::Winograd);
+            let dyv = TensorView::new(&dy, g.output(), layout).unwrap();
+            let wv = FilterView::new(&wt, g.filter(), FilterLayout::Oihw).unwrap();
+            let mut want = vec![0.0f64; g.input().count().unwrap()];
+            let dy64: Vec<f64> = dy.iter().map(|&v| f64::from(v)).collect();
+            let w64: Vec<f64> = wt.iter().map(|&v| f64::from(v)).collect();
+            r::conv2d_backward_data(
+                &g,
+                TensorView::new(&dy64, g.output(), layout).unwrap(),
+                FilterView::new(&w64, g.filter(), FilterLayout::Oihw).unwrap(),
+                TensorViewMut::new(&mut want, g.input(), layout).unwrap(),
+            )
+            .unwrap();
+            let bound = gamma(og + 32) * 48.0 * 48.0 * og as f64;
+            for isa in isas() {
+                let exec = Exec::new().with_isa(isa).unwrap();
+                let algo = BackwardAlgorithm::Flipped;
+                let mut ws = vec![0.0f32; conv2d_backward_data_workspace_len(&g, algo, layout).unwrap()];
+                let mut dx = vec![f32::NAN; g.input().count().unwrap()];
+                conv2d_backward_data(
+                    &exec,
+                    &g,
+                    algo,
+                    dyv,
+                    wv,
+                    TensorViewMut::new(&mut dx, g.input(), layout).unwrap(),
+                    &mut ws,
+                )
+                .unwrap();
+                for (i, (&got, &want)) in dx.iter().zip(&want).enumerate() {
+                    let err = (f64::from(got) - want).abs();
+                    assert!(
+                        err <= bound,
+                        "{isa} {layout:?} {g:?} dx[{i}] = {got}, want {want}, bound {bound}"
+                    );
+                }
+            }
+        }
+    }
+}

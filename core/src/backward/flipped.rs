@@ -12,7 +12,7 @@
 //! speed-up reaches this path.
 
 use super::{DataArgs, Problem};
-use crate::conv::{conv2d, conv2d_workspace_len, Algorithm, Conv2dOptions};
+use crate::conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
 use crate::error::{Dim, Error, Result};
 use crate::geometry::{Conv2d, ConvGeometry, Padding};
 use crate::tensor::{FilterLayout, FilterView, Layout, TensorViewMut};
@@ -53,6 +53,11 @@ fn filter_layout(layout: Layout) -> FilterLayout {
 /// `None` if `p` cannot run this way.
 pub(crate) fn workspace_len(p: &Problem, layout: Layout) -> Option<Result<usize>> {
     let fg = forward_geometry(p)?;
+    #[cfg(feature = "std")]
+    if select_algorithm(&fg, layout) == Algorithm::Winograd {
+        // Transformed straight from the original filter: no flipped copy.
+        return Some(crate::conv::winograd::workspace_len(&fg));
+    }
     Some((|| {
         let bank = fg.filter().count()?;
         let fwd = conv2d_workspace_len(&fg, Algorithm::Auto, layout)?;
@@ -67,6 +72,10 @@ pub(crate) fn data(args: DataArgs<'_, '_>, dx: TensorViewMut<'_, f32>, ws: &mut 
     let Some(fg) = forward_geometry(p) else {
         unreachable!("the caller checked the flipped geometry");
     };
+    #[cfg(feature = "std")]
+    if select_algorithm(&fg, layout) == Algorithm::Winograd {
+        return crate::conv::winograd::run_flipped(exec, &fg, dy, &w, dx, ws);
+    }
     let fd = fg.filter();
     let (bank, rest) = ws.split_at_mut(fd.count()?);
     let fl = filter_layout(layout);

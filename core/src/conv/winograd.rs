@@ -296,6 +296,11 @@ fn at<S: Simd>(s: S, m: [S::f32s; 6]) -> [S::f32s; 4] {
 struct PackFilter<'a, 'b> {
     w: &'b FilterView<'a, f32>,
     shape: Shape,
+    /// `Some(og)`: `w` is the filter of the convolution whose data gradient this one is
+    /// (`og` filters per group), and the packed filter is its spatially flipped,
+    /// in/out-swapped bank: weight `(grp * kg + k, c, kh, kw)` is
+    /// `w[grp * og + c, k, 2 - kh, 2 - kw]` (here `og == cg`).
+    flip: Option<usize>,
     u: &'b mut [f32],
 }
 
@@ -303,7 +308,7 @@ impl WithSimd for PackFilter<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        let PackFilter { w, shape, u } = self;
+        let PackFilter { w, shape, flip, u } = self;
         let l = S::F32_LANES;
         let wd = w.data();
         let Shape { groups, cg, kg, kgp, .. } = shape;
@@ -315,6 +320,20 @@ impl WithSimd for PackFilter<'_, '_> {
                     let mut g = [[s.splat_f32s(0.0); 3]; 3];
                     for (kh, row) in g.iter_mut().enumerate() {
                         for (kw, v) in row.iter_mut().enumerate() {
+                            if let Some(og) = flip {
+                                let mut buf = [0.0f32; PAD];
+                                for (j, b) in buf[..lanes].iter_mut().enumerate() {
+                                    *b = wd[w.offset(grp * og + c, k0 + j, 2 - kh, 2 - kw)];
+                                }
+                                *v = load::<S>(&buf);
+                                continue;
+                            }
+                            let at = w.offset(grp * kg + k0, c, kh, kw);
+                            if lanes == l && w.strides()[0] == 1 {
+                                // Filters contiguous (HWIO): one vector load.
+                                *v = load::<S>(&wd[at..]);
+                                continue;
+                            }
                             let mut buf = [0.0f32; PAD];
                             for (j, b) in buf[..lanes].iter_mut().enumerate() {
                                 *b = wd[w.offset(grp * kg + k0 + j, c, kh, kw)];
@@ -343,7 +362,7 @@ impl WithSimd for PackFilter<'_, '_> {
 }
 
 fn pack_into(exec: &Exec, w: &FilterView<'_, f32>, shape: Shape, u: &mut [f32]) {
-    exec.dispatch(PackFilter { w, shape, u });
+    exec.dispatch(PackFilter { w, shape, flip: None, u });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -793,6 +812,26 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, y: TensorViewMut<'_, f32>, ws: &mut [f
     let (u, tiles) = ws.split_at_mut(shape.packed_len()?);
     pack_into(exec, &w, shape, u);
     run_packed(exec, g, x, u, shape, epilogue, y, tiles)
+}
+
+/// The data gradient of a 3x3 stride-1 convolution as the forward Winograd convolution
+/// `fg` (its flipped geometry: input `dY`, output `dX`) of `dy` with the flipped,
+/// in/out-swapped filters of `w` (the original convolution's filter), transformed
+/// straight from `w` into the head of `ws` (no flipped copy). `ws` holds at least
+/// [`workspace_len`]`(fg)` floats; `w` has `fg`'s filter dims with `o` and `i` swapped
+/// per group (the caller checked both).
+pub(crate) fn run_flipped(
+    exec: &Exec,
+    fg: &ConvGeometry,
+    dy: TensorView<'_, f32>,
+    w: &FilterView<'_, f32>,
+    dx: TensorViewMut<'_, f32>,
+    ws: &mut [f32],
+) -> Result<()> {
+    let shape = Shape::of(fg)?;
+    let (u, tiles) = ws.split_at_mut(shape.packed_len()?);
+    exec.dispatch(PackFilter { w, shape, flip: Some(shape.cg), u });
+    run_packed(exec, fg, dy, u, shape, &Epilogue::default(), dx, tiles)
 }
 
 // ---------------------------------------------------------------------------------------
