@@ -14,7 +14,7 @@ pub mod fuzz;
 
 use std::sync::Once;
 
-use simdconv::Isa;
+use simdconv::{Dims, Isa, Layout, TensorView};
 
 /// The environment variable that caps the instruction set for a test run, e.g.
 /// `SIMDCONV_MAX_ISA=avx2 cargo test`. If it names an instruction set this machine cannot
@@ -130,4 +130,29 @@ pub fn abs_f64(v: &[f32]) -> Vec<f64> {
 #[must_use]
 pub fn proptest_cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+/// Element count of a buffer holding a view of `d` with `pad_c` more channels and `pad_w`
+/// more columns (a channel slice / padded rows of a bigger tensor), and the view's strides.
+#[must_use]
+pub fn padded(d: Dims, layout: Layout, pad_c: usize, pad_w: usize) -> (usize, [usize; 4]) {
+    let big = Dims::new(d.n, d.c + pad_c, d.h, d.w + pad_w);
+    (big.count().unwrap(), layout.strides(big))
+}
+
+/// Copies a view, whatever its strides, into dense NCHW order.
+#[must_use]
+pub fn dense<T: Copy>(v: &TensorView<'_, T>) -> Vec<T> {
+    let d = v.dims();
+    let mut out = Vec::with_capacity(d.count().unwrap());
+    for n in 0..d.n {
+        for c in 0..d.c {
+            for h in 0..d.h {
+                for w in 0..d.w {
+                    out.push(v.get(n, c, h, w));
+                }
+            }
+        }
+    }
+    out
 }

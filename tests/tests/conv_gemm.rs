@@ -10,7 +10,7 @@ use simdconv::{
     Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout, Operand,
     Padding, Rounding, TensorView, TensorViewMut, Unsupported,
 };
-use simdconv_tests::{abs_f64, check_close, isas, setup, Rng};
+use simdconv_tests::{abs_f64, check_close, dense, isas, padded, setup, Rng};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 const FILTERS: [FilterLayout; 3] = [FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio];
@@ -31,29 +31,6 @@ struct Case {
     pad_w: usize,
     threads: usize,
     seed: u64,
-}
-
-/// Dims of the buffer that holds a view of `d` with `pad_c` more channels and `pad_w` more
-/// columns, and the view's strides into it.
-fn padded(d: Dims, layout: Layout, pad_c: usize, pad_w: usize) -> (usize, [usize; 4]) {
-    let big = Dims::new(d.n, d.c + pad_c, d.h, d.w + pad_w);
-    (big.count().unwrap(), layout.strides(big))
-}
-
-/// Copies a view into dense NCHW order.
-fn dense(v: &TensorView<'_, f32>) -> Vec<f32> {
-    let d = v.dims();
-    let mut out = Vec::with_capacity(d.count().unwrap());
-    for n in 0..d.n {
-        for c in 0..d.c {
-            for h in 0..d.h {
-                for w in 0..d.w {
-                    out.push(v.get(n, c, h, w));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Runs `algorithm` on `case` for every ISA x layout x filter layout and checks it.

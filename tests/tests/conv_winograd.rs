@@ -12,7 +12,7 @@ use simdconv::{
     Conv2d, Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout,
     Operand, Padding, Rounding, TensorView, TensorViewMut, Unsupported, WinogradFilter, WinogradFilterBuf,
 };
-use simdconv_tests::{check_close, isas, Rng};
+use simdconv_tests::{check_close, dense, isas, padded, Rng};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 const FILTERS: [FilterLayout; 3] = [FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio];
@@ -63,26 +63,6 @@ struct Case {
     pad_w: usize,
     threads: usize,
     seed: u64,
-}
-
-fn padded(d: Dims, layout: Layout, pad_c: usize, pad_w: usize) -> (usize, [usize; 4]) {
-    let big = Dims::new(d.n, d.c + pad_c, d.h, d.w + pad_w);
-    (big.count().unwrap(), layout.strides(big))
-}
-
-fn dense(v: &TensorView<'_, f32>) -> Vec<f32> {
-    let d = v.dims();
-    let mut out = Vec::with_capacity(d.count().unwrap());
-    for n in 0..d.n {
-        for c in 0..d.c {
-            for h in 0..d.h {
-                for w in 0..d.w {
-                    out.push(v.get(n, c, h, w));
-                }
-            }
-        }
-    }
-    out
 }
 
 /// How a case is run: `conv2d` with `Algorithm::Winograd` (or `Auto`), or the prepacked API.

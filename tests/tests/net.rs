@@ -13,7 +13,7 @@ use simdconv::{
     DenseAlgorithm, Dims, Error, Exec, FcGeometry, FcOptions, FilterLayout, FilterView, FlattenOrder, Isa,
     Layout, Lrn, Operand, Padding, Pool2d, PoolGeometry, TensorView, TensorViewMut,
 };
-use simdconv_tests::{abs_f64, check_close, isas, to_f64, Rng};
+use simdconv_tests::{abs_f64, check_close, dense, isas, to_f64, Rng};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 
@@ -697,21 +697,6 @@ fn lrn_mag_backward(p: &Lrn, x: &TensorView<'_, f64>, dy: &TensorView<'_, f64>) 
     out
 }
 
-fn logical<T: Copy>(v: &TensorView<'_, T>) -> Vec<T> {
-    let d = v.dims();
-    let mut out = Vec::new();
-    for n in 0..d.n {
-        for c in 0..d.c {
-            for h in 0..d.h {
-                for w in 0..d.w {
-                    out.push(v.get(n, c, h, w));
-                }
-            }
-        }
-    }
-    out
-}
-
 fn lrn_case(d: Dims, p: Lrn, layout: Layout, seed: u64, scale: f32) -> Result<(), TestCaseError> {
     let count = d.count().unwrap();
     let mut rng = Rng::new(seed);
@@ -722,11 +707,11 @@ fn lrn_case(d: Dims, p: Lrn, layout: Layout, seed: u64, scale: f32) -> Result<()
     let dyv = TensorView::new(&dy64, d, layout).unwrap();
     let mut want = vec![0.0; count];
     r::lrn(&p, xv, TensorViewMut::new(&mut want, d, layout).unwrap()).unwrap();
-    let want = logical(&TensorView::new(&want, d, layout).unwrap());
+    let want = dense(&TensorView::new(&want, d, layout).unwrap());
     let mag: Vec<f64> = want.iter().map(|v| v.abs()).collect();
     let mut want_dx = vec![0.0; count];
     r::lrn_backward(&p, xv, dyv, TensorViewMut::new(&mut want_dx, d, layout).unwrap()).unwrap();
-    let want_dx = logical(&TensorView::new(&want_dx, d, layout).unwrap());
+    let want_dx = dense(&TensorView::new(&want_dx, d, layout).unwrap());
     let mag_dx = lrn_mag_backward(&p, &xv, &dyv);
     // Window sum (size terms), the power (a few roundings, or libm's powf), products.
     let terms = p.size + 12;
@@ -744,7 +729,7 @@ fn lrn_case(d: Dims, p: Lrn, layout: Layout, seed: u64, scale: f32) -> Result<()
             &mut ws,
         )
         .unwrap();
-        check_close(&logical(&TensorView::new(&y, d, layout).unwrap()), &want, &mag, terms).map_err(tag)?;
+        check_close(&dense(&TensorView::new(&y, d, layout).unwrap()), &want, &mag, terms).map_err(tag)?;
         let mut dx = vec![f32::NAN; count];
         lrn_backward(
             &ex,
@@ -755,7 +740,7 @@ fn lrn_case(d: Dims, p: Lrn, layout: Layout, seed: u64, scale: f32) -> Result<()
             &mut wsb,
         )
         .unwrap();
-        check_close(&logical(&TensorView::new(&dx, d, layout).unwrap()), &want_dx, &mag_dx, 2 * terms)
+        check_close(&dense(&TensorView::new(&dx, d, layout).unwrap()), &want_dx, &mag_dx, 2 * terms)
             .map_err(tag)?;
     }
     Ok(())

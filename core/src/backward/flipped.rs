@@ -13,7 +13,7 @@
 
 use super::{DataArgs, Problem};
 use crate::conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
-use crate::error::{Dim, Error, Result};
+use crate::error::{Dim, Error, Result, Unsupported};
 use crate::geometry::{Conv2d, ConvGeometry, Padding};
 use crate::tensor::{FilterLayout, FilterView, Layout, TensorViewMut};
 
@@ -69,8 +69,10 @@ pub(crate) fn workspace_len(p: &Problem, layout: Layout) -> Option<Result<usize>
 /// [`workspace_len`] elements and `forward_geometry(p)` exists (the caller checked both).
 pub(crate) fn data(args: DataArgs<'_, '_>, dx: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
     let DataArgs { exec, p, layout, dy, w } = args;
+    // The caller checked that the flipped geometry exists; a typed error, not a panic,
+    // should that ever change.
     let Some(fg) = forward_geometry(p) else {
-        unreachable!("the caller checked the flipped geometry");
+        return Err(Error::Unsupported(Unsupported::FlippedGeometry));
     };
     #[cfg(feature = "std")]
     if select_algorithm(&fg, layout) == Algorithm::Winograd {
