@@ -198,11 +198,12 @@ pub fn select_algorithm(g: &ConvGeometry, layout: Layout) -> Algorithm {
 /// wins on small planes too: every 3x3 stride-1 layer (any dilation) with at least 16
 /// input and 16 output channels per group and either at least 16 output tiles of 4x4 or a
 /// transformed filter of at most 2^18 floats (1 MiB, it stays in L2). Measured on one
-/// core, packed Winograd against im2col, same runs: 512x14x14 -> 512 (16 tiles) NHWC 3.9
-/// vs 9.1 ms, NCHW 6.0 vs 7.9; 384x13x13 -> 384 (16 tiles) 2.2 vs 4.0 (NHWC) and 2.3 vs
-/// 4.4 (NCHW); 64x8x8 -> 64 (4 tiles, 0.6 MiB filter) 0.037 vs 0.071. Below both
-/// thresholds the transformed filter is read from memory for very little work:
-/// 512x7x7 -> 512 (4 tiles, 36 MiB) 8.7 vs 6.3 ms, so im2col stays.
+/// core, packed Winograd against im2col (medians of two convbench runs on a quiet
+/// machine, minutes apart): 512x14x14 -> 512 (16 tiles) NHWC 3.9 vs 9.1 ms, NCHW 6.0 vs
+/// 7.9; 384x13x13 -> 384 (16 tiles) 2.2 vs 4.0 (NHWC) and 2.3 vs 4.4 (NCHW). On a busy
+/// machine, back-to-back runs: 64x8x8 -> 64 (4 tiles, 0.6 MiB filter) 0.037 vs 0.071;
+/// below both thresholds the transformed filter is read from memory for very little
+/// work: 512x7x7 -> 512 (4 tiles, 36 MiB) 8.7 vs 6.3 ms, so im2col stays.
 ///
 /// ```
 /// use simdconv::{select_algorithm, select_packed_algorithm, Algorithm, Conv2d, ConvGeometry,
