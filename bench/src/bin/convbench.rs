@@ -48,7 +48,9 @@ OUTPUT:
   measured FMA peak, or GB/s over the measured copy bandwidth; the fastest engine of
   shared/anchors.md at this thread count and our speed-up against it (above 1x: faster);
   max rel err = max |y - y_ref| / sum|w x| against simdconv::reference in f64 (every
-  output, or 4096 sampled ones for large convolutions), held to gamma(terms + 2).
+  output, or 4096 sampled ones for large convolutions), held to gamma(terms + 2);
+  Winograd runs to the bound simdconv documents for Winograd (magnitude 48^2 x
+  sum_c max|w| max|x|, bound gamma(C_g + 32)).
   Progress goes to stderr. Exit status 1 if any case exceeds its error bound, 2 on bad
   arguments.
 ";
