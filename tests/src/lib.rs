@@ -14,7 +14,7 @@ pub mod fuzz;
 
 use std::sync::Once;
 
-use simdconv::{Dims, Isa, Layout, TensorView};
+use simdconv::{Dims, FilterDims, Isa, Layout, TensorView};
 
 /// The environment variable that caps the instruction set for a test run, e.g.
 /// `SIMDCONV_MAX_ISA=avx2 cargo test`. If it names an instruction set this machine cannot
@@ -155,4 +155,40 @@ pub fn dense<T: Copy>(v: &TensorView<'_, T>) -> Vec<T> {
         }
     }
     out
+}
+
+/// Activation strides for `d` in `layout`: dense, or (`gapped`) with a gap after every row,
+/// channel plane / pixel and image, as a view into a bigger tensor has.
+#[must_use]
+pub fn act_strides(d: Dims, layout: Layout, gapped: bool) -> [usize; 4] {
+    if !gapped {
+        return layout.strides(d);
+    }
+    match layout {
+        Layout::Nchw => {
+            let sh = d.w + 3;
+            let sc = d.h * sh + 1;
+            [d.c * sc + 2, sc, sh, 1]
+        }
+        Layout::Nhwc => {
+            let sw = d.c + 2;
+            let sh = d.w * sw + 1;
+            [d.h * sh + 5, 1, sh, sw]
+        }
+    }
+}
+
+/// Filter strides in an odd order with gaps: (kh, o, kw, i), input channels contiguous.
+#[must_use]
+pub fn gapped_filter_strides(f: FilterDims) -> [usize; 4] {
+    let skw = f.i + 1;
+    let so = f.kw * skw;
+    let skh = f.o * so + 3;
+    [so, 1, skh, skw]
+}
+
+/// Elements a buffer needs to hold a view of dims `d` (logical order) with strides `s`.
+#[must_use]
+pub fn span(d: [usize; 4], s: [usize; 4]) -> usize {
+    1 + d.iter().zip(s).map(|(&d, s)| (d - 1) * s).sum::<usize>()
 }

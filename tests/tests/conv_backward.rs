@@ -11,7 +11,7 @@ use simdconv::{
     Error, Exec, FilterDims, FilterView, FilterViewMut, Layout, Operand, Padding, Param, Rounding,
     TensorView, TensorViewMut, Unsupported,
 };
-use simdconv_tests::{abs_f64, check_close, gamma, isas, Rng};
+use simdconv_tests::{abs_f64, act_strides, check_close, gamma, gapped_filter_strides, isas, span, Rng};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 /// Written into every output buffer first: must be overwritten inside the view and left
@@ -21,25 +21,6 @@ const SENTINEL: f32 = 1234.5;
 // ---------------------------------------------------------------------------------------
 // Strided buffers
 
-/// Activation strides: dense, or with gaps between rows / pixels / images.
-fn act_strides(d: Dims, layout: Layout, padded: bool) -> [usize; 4] {
-    if !padded {
-        return layout.strides(d);
-    }
-    match layout {
-        Layout::Nchw => {
-            let sh = d.w + 3;
-            let sc = d.h * sh + 1;
-            [d.c * sc + 2, sc, sh, 1]
-        }
-        Layout::Nhwc => {
-            let sw = d.c + 2;
-            let sh = d.w * sw + 1;
-            [d.h * sh + 5, 1, sh, sw]
-        }
-    }
-}
-
 /// Filter strides: 0 OIHW, 1 OHWI, 2 HWIO, 3 an odd order with gaps (kh, o, kw, i).
 fn filter_strides(f: FilterDims, which: u8) -> [usize; 4] {
     use simdconv::FilterLayout as F;
@@ -47,18 +28,8 @@ fn filter_strides(f: FilterDims, which: u8) -> [usize; 4] {
         0 => F::Oihw.strides(f),
         1 => F::Ohwi.strides(f),
         2 => F::Hwio.strides(f),
-        _ => {
-            let si = 1;
-            let skw = f.i + 1;
-            let so = f.kw * skw;
-            let skh = f.o * so + 3;
-            [so, si, skh, skw]
-        }
+        _ => gapped_filter_strides(f),
     }
-}
-
-fn span(d: [usize; 4], s: [usize; 4]) -> usize {
-    1 + d.iter().zip(s).map(|(&d, s)| (d - 1) * s).sum::<usize>()
 }
 
 fn offsets(d: [usize; 4], s: [usize; 4]) -> Vec<usize> {

@@ -11,7 +11,7 @@ use simdconv::{
     BackwardAlgorithm, Conv2d, ConvGeometry, Dims, Error, Exec, FilterDims, FilterLayout, FilterView,
     FilterViewMut, Layout, Padding, TensorView, TensorViewMut, Unsupported,
 };
-use simdconv_tests::{gamma, isas, proptest_cases, Rng};
+use simdconv_tests::{act_strides, gamma, gapped_filter_strides, isas, proptest_cases, span, Rng};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 const SENTINEL: f32 = 1234.5;
@@ -70,37 +70,13 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-fn act_strides(d: Dims, layout: Layout, strided: bool) -> [usize; 4] {
-    if !strided {
-        return layout.strides(d);
-    }
-    match layout {
-        Layout::Nchw => {
-            let sh = d.w + 3;
-            let sc = d.h * sh + 1;
-            [d.c * sc + 2, sc, sh, 1]
-        }
-        Layout::Nhwc => {
-            let sw = d.c + 2;
-            let sh = d.w * sw + 1;
-            [d.h * sh + 5, 1, sh, sw]
-        }
-    }
-}
-
 /// OIHW, or an odd order with gaps (kh, o, kw, i).
 fn filter_strides(f: FilterDims, strided: bool) -> [usize; 4] {
-    if !strided {
-        return FilterLayout::Oihw.strides(f);
+    if strided {
+        gapped_filter_strides(f)
+    } else {
+        FilterLayout::Oihw.strides(f)
     }
-    let skw = f.i + 1;
-    let so = f.kw * skw;
-    let skh = f.o * so + 3;
-    [so, 1, skh, skw]
-}
-
-fn span(d: [usize; 4], s: [usize; 4]) -> usize {
-    1 + d.iter().zip(s).map(|(&d, s)| (d - 1) * s).sum::<usize>()
 }
 
 /// Tiles of all images and polyphase sub-convolutions: the `T` of the bound.
