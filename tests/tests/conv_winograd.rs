@@ -335,6 +335,26 @@ fn many_tile_blocks_and_threads() {
     }
 }
 
+#[test]
+fn wide_rows_go_through_the_nchw_stage_in_segments() {
+    // Rows of 38 tiles: NCHW outputs pass through a stage of 16 tiles side by side, so
+    // 16 + 16 + 6 (the last tile partial), with a channel vector not full (20 = 16 + 4)
+    // and a padded row stride.
+    let mut c = case(Dims::new(2, 20, 7, 150), 18, Conv2d::new(3, 3).pad(1));
+    c.pad_w = 3;
+    check_case(&c, Path::PerCall(Algorithm::Winograd)).unwrap();
+    // Dilation 2: phases of 18 tiles a row, written to every other column.
+    check_case(&case(Dims::new(1, 3, 9, 141), 5, Conv2d::new(3, 3).pad(2).dilation(2)), Path::Packed)
+        .unwrap();
+    // 227 tiles a block and 75 a row: blocks (and the threads' shares) end mid-row.
+    let mut c = case(Dims::new(1, 64, 20, 300), 64, Conv2d::new(3, 3).pad(1));
+    c.act = Activation::Identity;
+    for threads in [1, 2] {
+        c.threads = threads;
+        check_case_one_isa(&c);
+    }
+}
+
 /// A large case on the best ISA only (keeps the suite fast under emulation).
 fn check_case_one_isa(c: &Case) {
     let g = ConvGeometry::new(c.input, c.k, c.conv).unwrap();

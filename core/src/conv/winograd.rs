@@ -512,6 +512,13 @@ impl WithSimd for OutputTransform<'_, '_> {
         // Channels outside when they are strided (NCHW), as in the input transform; only
         // the vectors holding real channels.
         let (nt, nk) = (t1 - t0, kg.div_ceil(l));
+        // NCHW: the `l` channels of a vector live in planes a multiple of 4 KiB apart
+        // (for most plane sizes), so scattering each output straight to them thrashes one
+        // L1 set. Outputs go to `stage` instead (per lane and tile row, up to SEG tiles
+        // side by side), flushed to the planes as row runs.
+        let staged = ys[1] != 1;
+        let mut stage = [[0.0f32; STAGE_ROW]; PAD * 4];
+        let mut seg: Option<Segment> = None;
         for it in 0..nt * nk {
             let (t, k0) = if ys[1] == 1 { (t0 + it / nk, it % nk * l) } else { (t0 + it % nt, it / nt * l) };
             let n = t / (p.th * p.tw);
@@ -519,6 +526,25 @@ impl WithSimd for OutputTransform<'_, '_> {
             let (ti, tj) = (rem / p.tw, rem % p.tw);
             let out_rows = (p.oh - 4 * ti).min(4);
             let out_cols = (p.ow - 4 * tj).min(4);
+            if staged {
+                let cur = Segment { n, k0, ti, tj0: tj, tiles: 0, lanes: kg.saturating_sub(k0).min(l) };
+                seg = match seg {
+                    Some(sg)
+                        if sg.n == n
+                            && sg.k0 == k0
+                            && sg.ti == ti
+                            && sg.tj0 + sg.tiles == tj
+                            && sg.tiles < SEG =>
+                    {
+                        Some(sg)
+                    }
+                    Some(sg) => {
+                        flush(&stage, sg, y, dil, p, k_lo);
+                        Some(cur)
+                    }
+                    None => Some(cur),
+                };
+            }
             {
                 let lanes = kg.saturating_sub(k0).min(l);
                 let full = lanes == l;
@@ -571,6 +597,15 @@ impl WithSimd for OutputTransform<'_, '_> {
                             let above = s.greater_than_f32s(acc, vhi);
                             acc = s.select_f32s(above, vhi, acc);
                         }
+                        if let Some(sg) = &seg {
+                            let mut buf = [0.0f32; PAD];
+                            store::<S>(&mut buf, acc);
+                            let col = sg.tiles * 4 + bcol;
+                            for (j, &bv) in buf[..lanes].iter().enumerate() {
+                                stage[j * 4 + a][col] = bv;
+                            }
+                            continue;
+                        }
                         let off = n * ys[0] + (k_lo + k0) * ys[1] + oh * ys[2] + ow * ys[3];
                         if full && ys[1] == 1 {
                             // SAFETY: output (n, k_lo + k0 .. + l, oh, ow) is inside the view
@@ -589,6 +624,66 @@ impl WithSimd for OutputTransform<'_, '_> {
                             }
                         }
                     }
+                }
+            }
+            if let Some(sg) = &mut seg {
+                sg.tiles += 1;
+            }
+        }
+        if let Some(sg) = seg {
+            flush(&stage, sg, y, dil, p, k_lo);
+        }
+    }
+}
+
+/// Tiles side by side in the NCHW output stage.
+const SEG: usize = 16;
+/// Floats per stage row: SEG tiles of 4 columns, plus 4 so that rows are not 256 bytes
+/// apart.
+const STAGE_ROW: usize = SEG * 4 + 4;
+
+/// A run of consecutive tiles of one tile row, for one vector of output channels, whose
+/// outputs sit in the stage.
+#[derive(Clone, Copy)]
+struct Segment {
+    n: usize,
+    k0: usize,
+    ti: usize,
+    tj0: usize,
+    tiles: usize,
+    /// Real channels in the vector.
+    lanes: usize,
+}
+
+/// Writes a staged segment to the output: per channel and output row, one run of
+/// columns (contiguous when the phase has no column dilation).
+fn flush(
+    stage: &[[f32; STAGE_ROW]; PAD * 4],
+    sg: Segment,
+    y: OutRaw,
+    dil: [usize; 2],
+    p: Phase,
+    k_lo: usize,
+) {
+    let ys = y.strides;
+    let rows = (p.oh - 4 * sg.ti).min(4);
+    let cols = (p.ow - 4 * sg.tj0).min(4 * sg.tiles);
+    for j in 0..sg.lanes {
+        for (a, src) in stage[j * 4..j * 4 + rows].iter().enumerate() {
+            let oh = (4 * sg.ti + a) * dil[0] + p.ph;
+            let base = sg.n * ys[0] + (k_lo + sg.k0 + j) * ys[1] + oh * ys[2];
+            let ow0 = 4 * sg.tj0 * dil[1] + p.pw;
+            if dil[1] == 1 && ys[3] == 1 {
+                // SAFETY: outputs (n, k_lo + k0 + j, oh, ow0 .. ow0 + cols) are inside the
+                // view (the segment's tiles lie in the phase's output), contiguous (column
+                // stride 1), and belong to this worker's tiles; `src` holds `cols <= 4 *
+                // SEG < STAGE_ROW` floats and is a local buffer, so the two do not overlap.
+                unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), y.ptr.add(base + ow0), cols) };
+            } else {
+                for (c, &v) in src[..cols].iter().enumerate() {
+                    // SAFETY: output (n, k_lo + k0 + j, oh, ow0 + c * dil) is inside the view
+                    // and belongs to this worker's tiles (as above).
+                    unsafe { *y.ptr.add(base + (ow0 + c * dil[1]) * ys[3]) = v };
                 }
             }
         }
