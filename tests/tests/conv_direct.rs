@@ -324,6 +324,32 @@ fn grouped_and_depthwise_with_multiplier() {
     }
 }
 
+/// NHWC depthwise with OIHW / OHWI filters gathers the weights into a tile of 128
+/// channels: 150 and 300 channels take 2 and 3 chunks, the last ones with a partial vector;
+/// a dilated 3x3 and a 2x4 kernel, two images, stride 1 and 2.
+#[test]
+fn depthwise_nhwc_channel_chunks() {
+    for (groups, k, dilation, s) in
+        [(150, [3, 3], [1, 1], 1), (300, [2, 4], [1, 1], 2), (150, [3, 3], [2, 1], 1)]
+    {
+        all_layouts(
+            |l, f| Case {
+                n: 2,
+                groups,
+                cig: 1,
+                cog: 1,
+                w: 9,
+                h: 6,
+                k,
+                dilation,
+                stride: [s, s],
+                ..base(l, f)
+            },
+            Algorithm::Depthwise,
+        );
+    }
+}
+
 /// The NCHW depthwise stencil path (stride 1, dilation 1, kernels up to 3x3, at least one
 /// vector of output columns): output rows of exactly 8 and 16 columns (one AVX2 / AVX-512
 /// vector) and one more (the last vector overlaps), kernels 1x3, 3x1, 2x2, one input row,

@@ -72,12 +72,27 @@ fn dw_nhwc<S: Simd, const NR: usize>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize,
     let lanes = S::F32_LANES;
     let [nb, ch, oh, ow] = c.yd;
     let [_, _, h, w] = c.xd;
-    // Weights not contiguous over channels (OIHW / OHWI) are gathered once per channel
-    // vector and row into this tile when the kernel has at most 9 taps.
+    // Weights not contiguous over channels (OIHW / OHWI) are gathered, when the kernel
+    // has at most 9 taps, into a tap-major tile of up to CHUNK channels, once per call
+    // and chunk; the chunk's pixels are then swept with channel vectors inside, so each
+    // input row is read once per chunk (not once per channel vector).
     let gather = !(c.sw[0] == 1 || ch == 1) && kh * kw <= 9;
-    let mut tile = [[0.0f32; 16]; 9];
-    if !gather {
-        // Pixel blocks outside, channel vectors inside: each input row is read once.
+    let mut tile = [0.0f32; 9 * CHUNK];
+    let mut cc = 0;
+    while cc < ch {
+        let cn = if gather { (ch - cc).min(CHUNK) } else { ch };
+        if gather {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let wo = ky * c.sw[2] + kx * c.sw[3];
+                    let row = &mut tile[(ky * kw + kx) * CHUNK..][..cn];
+                    for (j, t) in row.iter_mut().enumerate() {
+                        // SAFETY: weight [cc + j, 0, ky, kx] is in range (cc + j < ch).
+                        *t = unsafe { *c.w.add((cc + j) * c.sw[0] + wo) };
+                    }
+                }
+            }
+        }
         for n in 0..nb {
             for oy in 0..oh {
                 let rows_in = oy * c.sh >= c.pt && oy * c.sh + (kh - 1) * c.dh < h + c.pt;
@@ -87,19 +102,19 @@ fn dw_nhwc<S: Simd, const NR: usize>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize,
                     let x0 = ox * sww;
                     let x1 = (ox + np - 1) * sww + (kw - 1) * c.dw;
                     let inner = rows_in && np == NR && x0 >= c.pl && x1 < w + c.pl;
-                    let mut c0 = 0;
-                    while c0 < ch {
-                        let nl = (ch - c0).min(lanes);
-                        // SAFETY: n, oy, pixels ox..ox+np and channels c0..c0+nl are in range.
+                    let mut c0 = cc;
+                    while c0 < cc + cn {
+                        let nl = (cc + cn - c0).min(lanes);
+                        let wt = gather.then(|| &tile[c0 - cc..]);
+                        // SAFETY: n, oy, pixels ox..ox+np and channels c0..c0+nl are in
+                        // range; `wt` holds CHUNK floats a tap from channel c0 on.
                         unsafe {
                             if inner {
                                 dw_nhwc_block::<S, NR, false>(
-                                    simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, None,
+                                    simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, wt,
                                 );
                             } else {
-                                dw_nhwc_block::<S, NR, true>(
-                                    simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, None,
-                                );
+                                dw_nhwc_block::<S, NR, true>(simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, wt);
                             }
                         }
                         c0 += nl;
@@ -108,50 +123,16 @@ fn dw_nhwc<S: Simd, const NR: usize>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize,
                 }
             }
         }
-        return;
-    }
-    for n in 0..nb {
-        for oy in 0..oh {
-            let rows_in = oy * c.sh >= c.pt && oy * c.sh + (kh - 1) * c.dh < h + c.pt;
-            let mut c0 = 0;
-            while c0 < ch {
-                let nl = (ch - c0).min(lanes);
-                if gather {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let wo = ky * c.sw[2] + kx * c.sw[3];
-                            for (j, t) in tile[ky * kw + kx].iter_mut().enumerate().take(nl) {
-                                // SAFETY: weight [c0 + j, 0, ky, kx] is in range.
-                                *t = unsafe { *c.w.add((c0 + j) * c.sw[0] + wo) };
-                            }
-                        }
-                    }
-                }
-                let wt = if gather { Some(&tile) } else { None };
-                let mut ox = 0;
-                while ox < ow {
-                    let np = (ow - ox).min(NR);
-                    let x0 = ox * sww;
-                    let x1 = (ox + np - 1) * sww + (kw - 1) * c.dw;
-                    let inner = rows_in && np == NR && x0 >= c.pl && x1 < w + c.pl;
-                    // SAFETY: n, oy, pixels ox..ox+np and channels c0..c0+nl are in range.
-                    unsafe {
-                        if inner {
-                            dw_nhwc_block::<S, NR, false>(simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, wt);
-                        } else {
-                            dw_nhwc_block::<S, NR, true>(simd, c, kh, kw, sww, n, oy, ox, np, c0, nl, wt);
-                        }
-                    }
-                    ox += np;
-                }
-                c0 += nl;
-            }
-        }
+        cc += cn;
     }
 }
 
+/// Channels of the NHWC depthwise kernel's gathered weight tile (9 taps x CHUNK floats on
+/// the stack: 4.5 KiB).
+const CHUNK: usize = 128;
+
 /// `np <= NR` pixels `ox..` of row `oy` x channels `c0..c0 + nl`; `wt` holds the gathered
-/// weights of these channels (tap-major) when given.
+/// weights from channel `c0` on, tap-major with CHUNK floats a tap, when given.
 ///
 /// # Safety
 /// All of those are in range; with `EDGE = false` every tap of every pixel is inside the
@@ -170,7 +151,7 @@ unsafe fn dw_nhwc_block<S: Simd, const NR: usize, const EDGE: bool>(
     np: usize,
     c0: usize,
     nl: usize,
-    wt: Option<&[[f32; 16]; 9]>,
+    wt: Option<&[f32]>,
 ) {
     let lanes = S::F32_LANES;
     let [_, _, h, w] = c.xd;
@@ -184,8 +165,9 @@ unsafe fn dw_nhwc_block<S: Simd, const NR: usize, const EDGE: bool>(
         for kx in 0..kw {
             let wo = ky * c.sw[2] + kx * c.sw[3];
             let wv = if let Some(t) = wt {
-                // SAFETY: the gathered tile row holds 16 >= lanes floats.
-                unsafe { load_lanes(simd, t[ky * kw + kx].as_ptr(), 0, nl) }
+                let tap = &t[(ky * kw + kx) * CHUNK..][..nl];
+                // SAFETY: `tap` holds the nl floats loaded.
+                unsafe { load_lanes(simd, tap.as_ptr(), 0, nl) }
             } else if o_unit || nl == 1 {
                 // SAFETY: weights [c0..c0+nl, 0, ky, kx], o-stride 1 (or a single channel).
                 unsafe { load_lanes(simd, c.w.add(c0 * c.sw[0] + wo), 0, nl) }
