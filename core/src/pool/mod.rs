@@ -28,6 +28,8 @@
 //! The kernels run on the calling thread, whatever [`Exec::threads`] says, and never
 //! allocate.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod nchw;
 mod nhwc;
 mod plan;
