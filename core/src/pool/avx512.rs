@@ -162,10 +162,44 @@ unsafe fn vload_full<K: Op, const F: usize>(k: K, r: [*const f32; 3], col: usize
     }
 }
 
-/// See [`nchw_s2`]: per output row, `F` input rows are folded vertically 32 columns at a
-/// time, split into even and odd columns (`VPERMT2PS`) and folded horizontally; a 3-wide
-/// window's third tap is the even columns shifted by one lane (`VALIGND`), with the
-/// 33rd column loaded alone.
+/// Finished outputs `ob .. ob + 16` of one output row whose `F` input rows are `r`: the
+/// rows are folded vertically 32 columns at a time, split into even and odd columns
+/// (`VPERMT2PS`) and folded horizontally; a 3-wide window's third tap is the even columns
+/// shifted by one lane (`VALIGND`), with the 33rd column loaded alone. With `full` all 16
+/// outputs exist; otherwise loads are masked to columns below `w` and only the first
+/// `ow - ob` lanes (at most 15) are meaningful.
+///
+/// # Safety
+/// AVX-512F/DQ; rows `r` readable at columns below `w`; every output's window inside the
+/// row: `2 o + F - 1 < w` for the outputs `o` the caller stores; with `full`, `ob + 15` is one.
+#[inline(always)]
+unsafe fn nchw_block<K: Op, const F: usize>(k: K, r: [*const f32; 3], ob: usize, w: usize, full: bool) -> __m512 {
+    // SAFETY: as the caller guarantees. Full blocks read columns up to
+    // `2 (ob + 15) + F - 1 < w`; partial ones are masked to columns below `w`.
+    unsafe {
+        let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let c0 = 2 * ob;
+        let (a, b) = if full {
+            (vload_full::<K, F>(k, r, c0), vload_full::<K, F>(k, r, c0 + 16))
+        } else {
+            (vload::<K, F>(k, r, c0, lanes(w - c0)), vload::<K, F>(k, r, c0 + 16, lanes(w.saturating_sub(c0 + 16))))
+        };
+        let e = _mm512_permutex2var_ps(a, ie, b);
+        let o = _mm512_permutex2var_ps(a, io, b);
+        let mut v = k.fold(e, o);
+        if F == 3 {
+            // Output `j`'s third tap is even column `j + 1`; lane 15's is column `c0 + 32`,
+            // needed only in a full block (a partial one stores at most 15 lanes).
+            let nx = if full { vload::<K, F>(k, r, c0 + 32, 1) } else { _mm512_setzero_ps() };
+            let e2 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(_mm512_castps_si512(nx), _mm512_castps_si512(e)));
+            v = k.fold(v, e2);
+        }
+        k.fin(v)
+    }
+}
+
+/// See [`nchw_s2`] and [`nchw_block`].
 ///
 /// # Safety
 /// AVX-512F/DQ available; `io` as [`Io`] says for `p`'s input and output; every window of
@@ -174,15 +208,11 @@ unsafe fn vload_full<K: Op, const F: usize>(k: K, r: [*const f32; 3], col: usize
 unsafe fn nchw_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
     let Io { x, xs, y, ys } = io;
     let (w, oh, ow) = (p.w, p.oh, p.ow);
-    let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let io_ = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
-    // Row `2 * oy + F - 1 <= h - 1` and column `2 * ox + F - 1 <= w - 1` for every output
-    // (every window lies inside the input), so each unmasked load below stays in its row.
-    // SAFETY (whole body): loads read input rows `2 oy .. 2 oy + F` of plane `(n, c)` at
-    // columns below `w` only (full blocks end at column `2 (ob + 15) + F - 1 < w`; other
-    // lanes are masked to columns below `w`), stores write outputs `ob .. ob + 16` of row
-    // `oy` only for `ob + 16 <= ow`, else masked to `ow`: all inside the validated views.
+    // SAFETY (whole body): every window lies inside the input, so output `(oy, o)` reads
+    // rows `2 oy .. 2 oy + F` below `h` and columns up to `2 o + F - 1 < w` of its plane
+    // (see `nchw_block`); stores write outputs below `ow` of row `oy` only (whole blocks
+    // end at or before `ow`, partial ones are masked): all inside the validated views.
     unsafe {
         for n in 0..p.n {
             for c in 0..p.c {
@@ -195,40 +225,11 @@ unsafe fn nchw_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
                     let yr = yp.add(oy * ys[2]);
                     let mut ob = 0;
                     while ob + 16 <= ow {
-                        let c0 = 2 * ob;
-                        let a = vload_full::<K, F>(k, r, c0);
-                        let b = vload_full::<K, F>(k, r, c0 + 16);
-                        let e = _mm512_permutex2var_ps(a, ie, b);
-                        let o = _mm512_permutex2var_ps(a, io_, b);
-                        let mut v = k.fold(e, o);
-                        if F == 3 {
-                            let nx = vload::<K, F>(k, r, c0 + 32, 1);
-                            let e2 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
-                                _mm512_castps_si512(nx),
-                                _mm512_castps_si512(e),
-                            ));
-                            v = k.fold(v, e2);
-                        }
-                        _mm512_storeu_ps(yr.add(ob), k.fin(v));
+                        _mm512_storeu_ps(yr.add(ob), nchw_block::<K, F>(k, r, ob, w, true));
                         ob += 16;
                     }
                     if ob < ow {
-                        // The last `ow - ob < 16` outputs need columns below `2 ow + F - 2 <= w`;
-                        // the third tap of output `j` is even column `j + 1 <= ow - ob`.
-                        let c0 = 2 * ob;
-                        let a = vload::<K, F>(k, r, c0, lanes(w - c0));
-                        let b = vload::<K, F>(k, r, c0 + 16, lanes(w.saturating_sub(c0 + 16)));
-                        let e = _mm512_permutex2var_ps(a, ie, b);
-                        let o = _mm512_permutex2var_ps(a, io_, b);
-                        let mut v = k.fold(e, o);
-                        if F == 3 {
-                            let e2 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
-                                _mm512_setzero_si512(),
-                                _mm512_castps_si512(e),
-                            ));
-                            v = k.fold(v, e2);
-                        }
-                        _mm512_mask_storeu_ps(yr.add(ob), lanes(ow - ob), k.fin(v));
+                        _mm512_mask_storeu_ps(yr.add(ob), lanes(ow - ob), nchw_block::<K, F>(k, r, ob, w, false));
                     }
                 }
             }
@@ -319,6 +320,65 @@ unsafe fn nhwc_pixel<K: Op, const F: usize, const V: usize>(
     }
 }
 
+/// The vertical fold of the 3 taps `x`, `x + dy`, `x + 2 dy` of `V` vectors of channels
+/// (lanes `m` of the last one).
+///
+/// # Safety
+/// AVX-512F/DQ; those channels readable at the three taps.
+#[inline(always)]
+unsafe fn col3<K: Op, const V: usize>(k: K, x: *const f32, dy: usize, m: __mmask16) -> [__m512; V] {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let init = _mm512_set1_ps(K::INIT);
+        let mut a = [init; V];
+        for (j, v) in a.iter_mut().enumerate() {
+            let t = k.fold(ld::<V>(x, j, m, init), ld::<V>(x.add(dy), j, m, init));
+            *v = k.fold(t, ld::<V>(x.add(2 * dy), j, m, init));
+        }
+        a
+    }
+}
+
+/// One output row of a 3x3 stride-2 NHWC window for `V` vectors of channels (lanes `m` of
+/// the last one): the vertical fold of input column `2 ox + 2` is kept for output `ox + 1`,
+/// so each output folds two new columns (6 folds a vector instead of 8).
+///
+/// # Safety
+/// AVX-512F/DQ; `x` is the row's first input tap at the block's first channel, `out` the
+/// row's first output at that channel; every tap `x + ky dy + ix dx` (`ky < 3`,
+/// `ix < 2 ow + 1`) readable and every `out + ox dox` writable for those channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn nhwc_row3<K: Op, const V: usize>(
+    k: K,
+    x: *const f32,
+    dy: usize,
+    dx: usize,
+    out: *mut f32,
+    dox: usize,
+    ow: usize,
+    m: __mmask16,
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let mut prev = col3::<K, V>(k, x, dy, m);
+        for ox in 0..ow {
+            let c1 = col3::<K, V>(k, x.add((2 * ox + 1) * dx), dy, m);
+            let c2 = col3::<K, V>(k, x.add((2 * ox + 2) * dx), dy, m);
+            let o = out.add(ox * dox);
+            for j in 0..V {
+                let v = k.fin(k.fold(k.fold(prev[j], c1[j]), c2[j]));
+                if j + 1 < V || m == 0xFFFF {
+                    _mm512_storeu_ps(o.add(16 * j), v);
+                } else {
+                    _mm512_mask_storeu_ps(o.add(16 * j), m, v);
+                }
+            }
+            prev = c2;
+        }
+    }
+}
+
 /// See [`nhwc_s2`].
 ///
 /// # Safety
@@ -328,6 +388,38 @@ unsafe fn nhwc_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
     let Io { x, xs, y, ys } = io;
     let c = p.c;
     let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
+    if F == 3 {
+        // Channel blocks outermost: input row `2 oy + 2` of a block (at most 64 channels)
+        // is still in L1 when output row `oy + 1` reads it again.
+        // SAFETY: output `(oy, ox)` reads pixels `(2 oy + ky, 2 ox + kx)`, `ky, kx < 3`,
+        // inside the input; channel blocks end at or before `c` (the tail is masked).
+        unsafe {
+            let (d, ow) = (xs[2], p.ow);
+            for n in 0..p.n {
+                let mut ci = 0;
+                while ci < c {
+                    let (v, m) = if ci + 64 <= c {
+                        (4, 0xFFFF)
+                    } else if ci + 32 <= c {
+                        (2, 0xFFFF)
+                    } else {
+                        (1, lanes(c - ci))
+                    };
+                    for oy in 0..p.oh {
+                        let xr = xb.add(n * xs[0] + 2 * oy * xs[2] + ci);
+                        let yr = yb.add(n * ys[0] + oy * ys[2] + ci);
+                        match v {
+                            4 => nhwc_row3::<K, 4>(k, xr, d, xs[3], yr, ys[3], ow, m),
+                            2 => nhwc_row3::<K, 2>(k, xr, d, xs[3], yr, ys[3], ow, m),
+                            _ => nhwc_row3::<K, 1>(k, xr, d, xs[3], yr, ys[3], ow, m),
+                        }
+                    }
+                    ci += (16 * v).min(c - ci);
+                }
+            }
+        }
+        return;
+    }
     // SAFETY (whole body): output `(oy, ox)` reads pixels `(2 oy + ky, 2 ox + kx)` with
     // `ky, kx < F`, inside the input, channels below `c` only (whole vectors end at or
     // before `c`, the tail is masked), and writes channels below `c` of its own pixel.
@@ -387,7 +479,7 @@ pub(crate) fn global<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R, nchw: bool) ->
     true
 }
 
-/// NHWC global pooling: per batch entry, 8 vectors of channels at a time (then 1, then a
+/// NHWC global pooling: per batch entry, 16 or 8 vectors of channels at a time (then 1, then a
 /// masked tail) folded over every pixel.
 ///
 /// # Safety
@@ -405,7 +497,9 @@ unsafe fn global_nhwc<K: Op>(k: K, p: &Plan, io: Io<'_>) {
             let yn = yb.add(n * ys[0]);
             let mut ci = 0;
             while ci < c {
-                let v = if ci + 128 <= c {
+                let v = if ci + 256 <= c {
+                    16
+                } else if ci + 128 <= c {
                     8
                 } else if ci + 16 <= c {
                     1
@@ -413,6 +507,7 @@ unsafe fn global_nhwc<K: Op>(k: K, p: &Plan, io: Io<'_>) {
                     0
                 };
                 match v {
+                    16 => global_nhwc_block::<K, 16>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
                     8 => global_nhwc_block::<K, 8>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
                     1 => global_nhwc_block::<K, 1>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
                     _ => global_nhwc_block::<K, 1>(k, xn.add(ci), xs, h, w, yn.add(ci), lanes(c - ci)),
@@ -461,15 +556,26 @@ unsafe fn global_nhwc_block<K: Op, const V: usize>(
 }
 
 /// The fold of one contiguous plane of `len` values into one vector (lanes past the plane
-/// `INIT`): two accumulators, whole vectors then a masked tail.
+/// `INIT`): two accumulators, whole vectors then a masked tail (lanes `tail`). `NF` is the
+/// number of whole vectors `len / 16` as a constant, or `usize::MAX` to use `len`.
 ///
 /// # Safety
-/// AVX-512F/DQ; `x .. x + len` readable.
+/// AVX-512F/DQ; `x .. x + len` readable; `tail` the mask of the first `len % 16` lanes.
 #[inline(always)]
-unsafe fn plane<K: Op>(k: K, x: *const f32, len: usize) -> __m512 {
+unsafe fn plane<K: Op, const NF: usize>(k: K, x: *const f32, len: usize, tail: __mmask16) -> __m512 {
     // SAFETY: as the caller guarantees.
     unsafe {
         let init = _mm512_set1_ps(K::INIT);
+        if NF != usize::MAX {
+            let mut a = [init, init];
+            for j in 0..NF {
+                a[j % 2] = if j < 2 { _mm512_loadu_ps(x.add(16 * j)) } else { k.fold(a[j % 2], _mm512_loadu_ps(x.add(16 * j))) };
+            }
+            if tail != 0 {
+                a[1] = k.fold(a[1], _mm512_mask_loadu_ps(init, tail, x.add(16 * NF)));
+            }
+            return k.fold(a[0], a[1]);
+        }
         let (mut a0, mut a1) = (init, init);
         let mut i = 0;
         while i + 32 <= len {
@@ -482,7 +588,7 @@ unsafe fn plane<K: Op>(k: K, x: *const f32, len: usize) -> __m512 {
             i += 16;
         }
         if i < len {
-            a1 = k.fold(a1, _mm512_mask_loadu_ps(init, lanes(len - i), x.add(i)));
+            a1 = k.fold(a1, _mm512_mask_loadu_ps(init, tail, x.add(i)));
         }
         k.fold(a0, a1)
     }
@@ -540,8 +646,28 @@ unsafe fn lanes16<K: Op>(k: K, p: &[__m512; 16]) -> __m512 {
 /// As [`global`] says.
 #[target_feature(enable = "avx512f,avx512dq")]
 unsafe fn global_nchw<K: Op>(k: K, p: &Plan, io: Io<'_>) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        match p.h * p.w / 16 {
+            0 => global_nchw_nf::<K, 0>(k, p, io),
+            1 => global_nchw_nf::<K, 1>(k, p, io),
+            2 => global_nchw_nf::<K, 2>(k, p, io),
+            3 => global_nchw_nf::<K, 3>(k, p, io),
+            4 => global_nchw_nf::<K, 4>(k, p, io),
+            _ => global_nchw_nf::<K, { usize::MAX }>(k, p, io),
+        }
+    }
+}
+
+/// [`global_nchw`] with `NF` whole vectors per plane (see [`plane`]).
+///
+/// # Safety
+/// As [`global`] says.
+#[inline(always)]
+unsafe fn global_nchw_nf<K: Op, const NF: usize>(k: K, p: &Plan, io: Io<'_>) {
     let Io { x, xs, y, ys } = io;
     let (c, len) = (p.c, p.h * p.w);
+    let tail = lanes(len % 16);
     let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
     // SAFETY (whole body): plane `(n, ci)` is the `len` contiguous values from
     // `n xs[0] + ci xs[1]`; output `(n, ci)` is at `n ys[0] + ci ys[1]`.
@@ -553,7 +679,7 @@ unsafe fn global_nchw<K: Op>(k: K, p: &Plan, io: Io<'_>) {
             while ci + 16 <= c {
                 let mut parts = [_mm512_setzero_ps(); 16];
                 for (i, d) in parts.iter_mut().enumerate() {
-                    *d = plane(k, xn.add((ci + i) * xs[1]), len);
+                    *d = plane::<K, NF>(k, xn.add((ci + i) * xs[1]), len, tail);
                 }
                 let v = k.fin(lanes16(k, &parts));
                 if ys[1] == 1 {
@@ -568,7 +694,7 @@ unsafe fn global_nchw<K: Op>(k: K, p: &Plan, io: Io<'_>) {
                 ci += 16;
             }
             while ci < c {
-                let v = k.fin(hfold(k, plane(k, xn.add(ci * xs[1]), len)));
+                let v = k.fin(hfold(k, plane::<K, NF>(k, xn.add(ci * xs[1]), len, tail)));
                 *yn.add(ci * ys[1]) = _mm512_cvtss_f32(v);
                 ci += 1;
             }
