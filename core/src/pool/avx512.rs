@@ -173,7 +173,13 @@ unsafe fn vload_full<K: Op, const F: usize>(k: K, r: [*const f32; 3], col: usize
 /// AVX-512F/DQ; rows `r` readable at columns below `w`; every output's window inside the
 /// row: `2 o + F - 1 < w` for the outputs `o` the caller stores; with `full`, `ob + 15` is one.
 #[inline(always)]
-unsafe fn nchw_block<K: Op, const F: usize>(k: K, r: [*const f32; 3], ob: usize, w: usize, full: bool) -> __m512 {
+unsafe fn nchw_block<K: Op, const F: usize>(
+    k: K,
+    r: [*const f32; 3],
+    ob: usize,
+    w: usize,
+    full: bool,
+) -> __m512 {
     // SAFETY: as the caller guarantees. Full blocks read columns up to
     // `2 (ob + 15) + F - 1 < w`; partial ones are masked to columns below `w`.
     unsafe {
@@ -183,7 +189,10 @@ unsafe fn nchw_block<K: Op, const F: usize>(k: K, r: [*const f32; 3], ob: usize,
         let (a, b) = if full {
             (vload_full::<K, F>(k, r, c0), vload_full::<K, F>(k, r, c0 + 16))
         } else {
-            (vload::<K, F>(k, r, c0, lanes(w - c0)), vload::<K, F>(k, r, c0 + 16, lanes(w.saturating_sub(c0 + 16))))
+            (
+                vload::<K, F>(k, r, c0, lanes(w - c0)),
+                vload::<K, F>(k, r, c0 + 16, lanes(w.saturating_sub(c0 + 16))),
+            )
         };
         let e = _mm512_permutex2var_ps(a, ie, b);
         let o = _mm512_permutex2var_ps(a, io, b);
@@ -192,7 +201,10 @@ unsafe fn nchw_block<K: Op, const F: usize>(k: K, r: [*const f32; 3], ob: usize,
             // Output `j`'s third tap is even column `j + 1`; lane 15's is column `c0 + 32`,
             // needed only in a full block (a partial one stores at most 15 lanes).
             let nx = if full { vload::<K, F>(k, r, c0 + 32, 1) } else { _mm512_setzero_ps() };
-            let e2 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(_mm512_castps_si512(nx), _mm512_castps_si512(e)));
+            let e2 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                _mm512_castps_si512(nx),
+                _mm512_castps_si512(e),
+            ));
             v = k.fold(v, e2);
         }
         k.fin(v)
@@ -229,7 +241,11 @@ unsafe fn nchw_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
                         ob += 16;
                     }
                     if ob < ow {
-                        _mm512_mask_storeu_ps(yr.add(ob), lanes(ow - ob), nchw_block::<K, F>(k, r, ob, w, false));
+                        _mm512_mask_storeu_ps(
+                            yr.add(ob),
+                            lanes(ow - ob),
+                            nchw_block::<K, F>(k, r, ob, w, false),
+                        );
                     }
                 }
             }
@@ -569,7 +585,11 @@ unsafe fn plane<K: Op, const NF: usize>(k: K, x: *const f32, len: usize, tail: _
         if NF != usize::MAX {
             let mut a = [init, init];
             for j in 0..NF {
-                a[j % 2] = if j < 2 { _mm512_loadu_ps(x.add(16 * j)) } else { k.fold(a[j % 2], _mm512_loadu_ps(x.add(16 * j))) };
+                a[j % 2] = if j < 2 {
+                    _mm512_loadu_ps(x.add(16 * j))
+                } else {
+                    k.fold(a[j % 2], _mm512_loadu_ps(x.add(16 * j)))
+                };
             }
             if tail != 0 {
                 a[1] = k.fold(a[1], _mm512_mask_loadu_ps(init, tail, x.add(16 * NF)));
