@@ -138,9 +138,11 @@ unsafe fn vload<K: Op, const F: usize>(k: K, r: [*const f32; 3], col: usize, m: 
     // SAFETY: as the caller guarantees.
     unsafe {
         let init = _mm512_set1_ps(K::INIT);
-        let mut a = _mm512_mask_loadu_ps(init, m, r[0].add(col));
+        // `col` may lie past the row (and its buffer) when `m` is empty: wrapping pointer
+        // arithmetic, and a masked load reads only the lanes of `m`.
+        let mut a = _mm512_mask_loadu_ps(init, m, r[0].wrapping_add(col));
         for row in &r[1..F] {
-            a = k.fold(a, _mm512_mask_loadu_ps(init, m, row.add(col)));
+            a = k.fold(a, _mm512_mask_loadu_ps(init, m, row.wrapping_add(col)));
         }
         a
     }
