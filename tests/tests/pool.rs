@@ -445,6 +445,42 @@ fn vector_paths_of_the_benchmarks() {
 }
 
 #[test]
+fn avx512_stride2_kernels() {
+    // The AVX-512 kernels for 2x2 / 3x3 stride-2 windows without padding. NCHW: blocks of
+    // 16 outputs, a masked last block, a 3-wide window's 33rd column; NHWC: 64-, 32- and
+    // 16-channel blocks and a masked channel tail. Rows of 1, 6, 15, 16, 17 and 33
+    // outputs, unused last columns and rows, N > 1; mode 3 puts NaN and +-inf in windows.
+    let f2 = Pool2d::new(2, 2).stride(2);
+    let f3 = Pool2d::new(3, 3).stride(2);
+    named(Dims::new(1, 3, 3, 2), f2, 3);
+    named(Dims::new(2, 2, 5, 31), f2, 3);
+    named(Dims::new(1, 17, 4, 32), f2, 1);
+    named(Dims::new(1, 33, 6, 67), f2, 3);
+    named(Dims::new(1, 1, 3, 3), f3, 3);
+    named(Dims::new(1, 70, 5, 33), f3, 3);
+    named(Dims::new(2, 96, 3, 36), f3, 2);
+    named(Dims::new(1, 40, 7, 67), f3, 3);
+    named(Dims::new(1, 5, 9, 14), f3, 0);
+    // Next to them, geometries that must leave the fast path: padding, ceil windows past
+    // the input, a 3x3 window of stride 2 in one direction only.
+    named(Dims::new(1, 18, 5, 35), f3.pad(1), 3);
+    named(Dims::new(1, 17, 5, 34), f3.rounding(Rounding::Ceil), 3);
+    named(Dims::new(1, 17, 5, 34), Pool2d::new(3, 3).stride_hw(1, 2), 3);
+}
+
+#[test]
+fn avx512_global_kernels() {
+    // NHWC: 256- and 128-channel blocks, 16-channel blocks and a masked tail; NCHW: planes
+    // of 16, 64 and 100 values (whole vectors only, the unrolled counts, the general loop),
+    // 16 planes at a time and the rest one by one; NaN and inf with mode 3.
+    check_global(Dims::new(1, 300, 3, 2), 5, 3, 0).unwrap();
+    check_global(Dims::new(2, 150, 2, 2), 6, 0, 1).unwrap();
+    check_global(Dims::new(1, 37, 4, 4), 7, 3, 0).unwrap();
+    check_global(Dims::new(1, 18, 8, 8), 8, 1, 0).unwrap();
+    check_global(Dims::new(1, 33, 10, 10), 9, 3, 2).unwrap();
+}
+
+#[test]
 fn row_buffer_chunks_and_tall_windows() {
     // NCHW row-buffer path: several column chunks (stride 2 and 1), padding and ceil
     // windows at both ends of a chunked row, and windows of more than four rows.

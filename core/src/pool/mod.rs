@@ -25,9 +25,17 @@
 //! and reduces the `L` partial vectors with one transpose-and-merge tree. Other strides,
 //! columns next to padding in the other paths, and the scatter of saved switches run
 //! scalar loops.
+//! On AVX-512, forward max and average pooling with 2x2 or 3x3 windows of stride 2 and no
+//! padding (every window inside the input), and global max and average pooling, take
+//! dedicated `core::arch` kernels in both layouts (`avx512.rs`): NCHW folds `F` rows
+//! vertically and splits even and odd columns with two permutes, 16 outputs per block;
+//! NHWC folds whole windows over channel blocks (3x3: keeping the shared column's vertical
+//! fold for the next output); tails are masked loads and stores.
 //! The kernels run on the calling thread, whatever [`Exec::threads`] says, and never
 //! allocate.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod nchw;
 mod nhwc;
 mod plan;

@@ -229,6 +229,13 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let io = super::avx512::Io { x: self.x, xs: self.xs, y: &mut *self.y, ys: self.ys };
+            if super::avx512::nchw_s2::<S, R>(self.p, io, self.r) {
+                return;
+            }
+        }
         let aw = self.p.aw;
         // The common windows get their width and stride as constants.
         match (aw.kernel, aw.stride, aw.dilation) {
@@ -562,6 +569,10 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let GlobalPlanes { p, x, xs, y, ys, r } = self;
+        #[cfg(target_arch = "x86_64")]
+        if super::avx512::global::<S, R>(p, super::avx512::Io { x, xs, y: &mut *y, ys }, r, true) {
+            return;
+        }
         let (h, w) = (p.h, p.w);
         let taps = h * w;
         let scale = r.scale(taps, taps);

@@ -113,6 +113,15 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let Fwd { p, x, xs, y, ys, r } = self;
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::avx512::{global, nhwc_s2, Io};
+            if nhwc_s2::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r)
+                || global::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r, false)
+            {
+                return;
+            }
+        }
         let c = p.c;
         let l = S::F32_LANES;
         for n in 0..p.n {

@@ -5,11 +5,25 @@ use pulp::Simd;
 
 use crate::params::AvgPoolOptions;
 
+/// Which AVX-512 kernel of `super::avx512` a reduction has, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fast {
+    /// The NaN-propagating maximum.
+    Max,
+    /// The sum times `scale`.
+    Avg,
+    /// No dedicated kernel.
+    None,
+}
+
 /// A window reduction: `acc = combine(acc, x)` from `INIT` over the taps in scan order,
 /// then `finish(acc, scale)`.
 pub(crate) trait Red: Copy {
     /// The identity the fold starts from.
     const INIT: f32;
+    /// The AVX-512 kernel family of this reduction.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const FAST: Fast;
     /// `combine(INIT, x)` (the fold of one tap), for starting a fold without `INIT`.
     #[inline(always)]
     fn vfirst<S: Simd>(_simd: S, x: S::f32s) -> S::f32s {
@@ -37,6 +51,7 @@ pub(crate) struct MaxR;
 
 impl Red for MaxR {
     const INIT: f32 = f32::NEG_INFINITY;
+    const FAST: Fast = Fast::Max;
     #[inline(always)]
     fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
         vmax(simd, acc, x)
@@ -135,6 +150,7 @@ pub(crate) fn divisor(opts: AvgPoolOptions, taps: usize, padded: usize) -> usize
 
 impl Red for AvgR {
     const INIT: f32 = 0.0;
+    const FAST: Fast = Fast::Avg;
     #[inline(always)]
     fn v<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
         simd.add_f32s(acc, x)
@@ -175,6 +191,7 @@ pub(crate) struct L2R;
 
 impl Red for L2R {
     const INIT: f32 = 0.0;
+    const FAST: Fast = Fast::None;
     #[inline(always)]
     fn vfirst<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
         simd.mul_f32s(x, x)

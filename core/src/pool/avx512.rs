@@ -1,0 +1,725 @@
+//! AVX-512 kernels for the common pooling shapes, written with `core::arch` and run only
+//! under a `pulp::x86::V4` token (which proves AVX-512F/BW/CD/DQ/VL):
+//! - 2x2 and 3x3 windows of stride 2, dilation 1, whose every window lies inside the input
+//!   (no padding, no ceil-mode windows past the end), max or average, in both layouts;
+//! - global max or average pooling, in both layouts.
+//!
+//! Everything else (and every other ISA) takes the generic pulp kernels. The kernels here
+//! keep whole rows (NCHW) or whole channel runs (NHWC) in registers with no per-output
+//! bookkeeping: tails are masked loads and stores, not a scalar or indirect-call path.
+//!
+//! Maximum is `super::simd::vmax`'s AVX-512 form (an ordered compare and a masked
+//! `VMAXPS`), so NaN propagates whatever the operand order. (`VRANGEPS` would be one
+//! instruction, but measured here it returns the number when one operand is a quiet NaN.)
+
+use core::any::TypeId;
+use core::arch::x86_64::*;
+
+use pulp::Simd;
+
+use super::plan::Plan;
+use super::simd::{Fast, Red};
+
+/// A window reduction on `__m512`: `fold` merges two partial results, `fin` finishes.
+pub(crate) trait Op: Copy {
+    /// The fold's identity (for lanes a masked load leaves empty).
+    const INIT: f32;
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512DQ.
+    unsafe fn fold(self, a: __m512, b: __m512) -> __m512;
+    /// # Safety
+    /// As [`Op::fold`].
+    unsafe fn fin(self, a: __m512) -> __m512;
+}
+
+/// NaN-propagating maximum.
+#[derive(Clone, Copy)]
+pub(crate) struct Max;
+
+impl Op for Max {
+    const INIT: f32 = f32::NEG_INFINITY;
+    #[inline(always)]
+    unsafe fn fold(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F. Lanes where `b` is NaN keep `b`; the
+        // others take `max(b, a)`, which is `a` when `a` is NaN.
+        unsafe { _mm512_mask_max_ps(b, _mm512_cmp_ps_mask::<_CMP_ORD_Q>(b, b), b, a) }
+    }
+    #[inline(always)]
+    unsafe fn fin(self, a: __m512) -> __m512 {
+        a
+    }
+}
+
+/// Sum, finished by a multiplication with the reciprocal divisor.
+#[derive(Clone, Copy)]
+pub(crate) struct Sum(pub f32);
+
+impl Op for Sum {
+    const INIT: f32 = 0.0;
+    #[inline(always)]
+    unsafe fn fold(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fin(self, a: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { _mm512_mul_ps(a, _mm512_set1_ps(self.0)) }
+    }
+}
+
+/// The mask of the first `n.min(16)` lanes.
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// The window size `F` (2 or 3) when `p` is an `F x F` window of stride 2 and dilation 1
+/// whose every output window lies inside the input, and the problem is not empty.
+fn s2_window(p: &Plan) -> Option<usize> {
+    let (ah, aw) = (p.ah, p.aw);
+    let f = aw.kernel;
+    let same = ah.kernel == f && ah.stride == 2 && aw.stride == 2 && ah.dilation == 1 && aw.dilation == 1;
+    let inside = ah.lo == 0 && ah.hi == p.oh && aw.lo == 0 && aw.hi == p.ow;
+    let any = p.n > 0 && p.c > 0 && p.oh > 0 && p.ow > 0;
+    (same && inside && any && (f == 2 || f == 3)).then_some(f)
+}
+
+/// Whether `S` is the AVX-512 token.
+#[inline(always)]
+fn is_v4<S: Simd>() -> bool {
+    TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>()
+}
+
+/// Views of the validated tensors: for every in-range coordinate `(n, c, h, w)` of the
+/// tensor's dims, `n * s[0] + c * s[1] + h * s[2] + w * s[3] < len` (`TensorView::new`
+/// checks it), and the inner dimension of the layout has stride 1.
+pub(crate) struct Io<'a> {
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+}
+
+/// NCHW forward pooling of stride-2 2x2 / 3x3 interior windows on AVX-512; false (nothing
+/// done) when `S` is not AVX-512 or the geometry or reduction is not one of these.
+#[inline(always)]
+pub(crate) fn nchw_s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
+    if !is_v4::<S>() {
+        return false;
+    }
+    let Some(f) = s2_window(p) else { return false };
+    let scale = r.scale(f * f, f * f);
+    // SAFETY: `S` is `V4`, whose existence proves AVX-512F/DQ; `io` holds validated views of
+    // the geometry's input and output with `w` contiguous (the NCHW layout), and
+    // `s2_window` guarantees that every window lies inside the input.
+    unsafe {
+        match (R::FAST, f) {
+            (Fast::Max, 2) => nchw_s2_kernel::<Max, 2>(Max, p, io),
+            (Fast::Max, _) => nchw_s2_kernel::<Max, 3>(Max, p, io),
+            (Fast::Avg, 2) => nchw_s2_kernel::<Sum, 2>(Sum(scale), p, io),
+            (Fast::Avg, _) => nchw_s2_kernel::<Sum, 3>(Sum(scale), p, io),
+            (Fast::None, _) => return false,
+        }
+    }
+    true
+}
+
+/// The vertical fold of the `F` rows `r` at column `col`, lanes in `m` (others `INIT`).
+///
+/// # Safety
+/// AVX-512F/DQ; `r[i].add(col + j)` readable for the lanes `j` in `m`.
+#[inline(always)]
+unsafe fn vload<K: Op, const F: usize>(k: K, r: [*const f32; 3], col: usize, m: __mmask16) -> __m512 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let init = _mm512_set1_ps(K::INIT);
+        // `col` may lie past the row (and its buffer) when `m` is empty: wrapping pointer
+        // arithmetic, and a masked load reads only the lanes of `m`.
+        let mut a = _mm512_mask_loadu_ps(init, m, r[0].wrapping_add(col));
+        for row in &r[1..F] {
+            a = k.fold(a, _mm512_mask_loadu_ps(init, m, row.wrapping_add(col)));
+        }
+        a
+    }
+}
+
+/// The vertical fold of the `F` rows `r` at column `col` (16 whole lanes).
+///
+/// # Safety
+/// AVX-512F/DQ; `r[i].add(col .. col + 16)` readable.
+#[inline(always)]
+unsafe fn vload_full<K: Op, const F: usize>(k: K, r: [*const f32; 3], col: usize) -> __m512 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let mut a = _mm512_loadu_ps(r[0].add(col));
+        for row in &r[1..F] {
+            a = k.fold(a, _mm512_loadu_ps(row.add(col)));
+        }
+        a
+    }
+}
+
+/// Finished outputs `ob .. ob + 16` of one output row whose `F` input rows are `r`: the
+/// rows are folded vertically 32 columns at a time, split into even and odd columns
+/// (`VPERMT2PS`) and folded horizontally; a 3-wide window's third tap is the even columns
+/// shifted by one lane (`VALIGND`), with the 33rd column loaded alone. With `full` all 16
+/// outputs exist; otherwise loads are masked to columns below `w` and only the first
+/// `ow - ob` lanes (at most 15) are meaningful.
+///
+/// # Safety
+/// AVX-512F/DQ; rows `r` readable at columns below `w`; every output's window inside the
+/// row: `2 o + F - 1 < w` for the outputs `o` the caller stores; with `full`, `ob + 15` is one.
+#[inline(always)]
+unsafe fn nchw_block<K: Op, const F: usize>(
+    k: K,
+    r: [*const f32; 3],
+    ob: usize,
+    w: usize,
+    full: bool,
+) -> __m512 {
+    // SAFETY: as the caller guarantees. Full blocks read columns up to
+    // `2 (ob + 15) + F - 1 < w`; partial ones are masked to columns below `w`.
+    unsafe {
+        let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let c0 = 2 * ob;
+        let (a, b) = if full {
+            (vload_full::<K, F>(k, r, c0), vload_full::<K, F>(k, r, c0 + 16))
+        } else {
+            (
+                vload::<K, F>(k, r, c0, lanes(w - c0)),
+                vload::<K, F>(k, r, c0 + 16, lanes(w.saturating_sub(c0 + 16))),
+            )
+        };
+        let e = _mm512_permutex2var_ps(a, ie, b);
+        let o = _mm512_permutex2var_ps(a, io, b);
+        let mut v = k.fold(e, o);
+        if F == 3 {
+            // Output `j`'s third tap is even column `j + 1`; lane 15's is column `c0 + 32`,
+            // needed only in a full block (a partial one stores at most 15 lanes).
+            let nx = if full { vload::<K, F>(k, r, c0 + 32, 1) } else { _mm512_setzero_ps() };
+            let e2 = _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
+                _mm512_castps_si512(nx),
+                _mm512_castps_si512(e),
+            ));
+            v = k.fold(v, e2);
+        }
+        k.fin(v)
+    }
+}
+
+/// See [`nchw_s2`] and [`nchw_block`].
+///
+/// # Safety
+/// AVX-512F/DQ available; `io` as [`Io`] says for `p`'s input and output; every window of
+/// `p` lies inside the input; `p` is an `F x F` stride-2 window.
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn nchw_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
+    let Io { x, xs, y, ys } = io;
+    let (w, oh, ow) = (p.w, p.oh, p.ow);
+    let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
+    // SAFETY (whole body): every window lies inside the input, so output `(oy, o)` reads
+    // rows `2 oy .. 2 oy + F` below `h` and columns up to `2 o + F - 1 < w` of its plane
+    // (see `nchw_block`); stores write outputs below `ow` of row `oy` only (whole blocks
+    // end at or before `ow`, partial ones are masked): all inside the validated views.
+    unsafe {
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = xb.add(n * xs[0] + c * xs[1]);
+                let yp = yb.add(n * ys[0] + c * ys[1]);
+                for oy in 0..oh {
+                    let r0 = xp.add(2 * oy * xs[2]);
+                    let r1 = r0.add(xs[2]);
+                    let r = [r0, r1, if F == 3 { r1.add(xs[2]) } else { r1 }];
+                    let yr = yp.add(oy * ys[2]);
+                    let mut ob = 0;
+                    while ob + 16 <= ow {
+                        _mm512_storeu_ps(yr.add(ob), nchw_block::<K, F>(k, r, ob, w, true));
+                        ob += 16;
+                    }
+                    if ob < ow {
+                        _mm512_mask_storeu_ps(
+                            yr.add(ob),
+                            lanes(ow - ob),
+                            nchw_block::<K, F>(k, r, ob, w, false),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// NHWC forward pooling of stride-2 2x2 / 3x3 interior windows on AVX-512; false (nothing
+/// done) otherwise. Per output pixel, 4 vectors of channels at a time over the whole
+/// window, then 1, then a masked tail.
+#[inline(always)]
+pub(crate) fn nhwc_s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
+    if !is_v4::<S>() {
+        return false;
+    }
+    let Some(f) = s2_window(p) else { return false };
+    let scale = r.scale(f * f, f * f);
+    // SAFETY: `S` is `V4` (AVX-512F/DQ); `io` holds validated views with `c` contiguous
+    // (NHWC) and every window lies inside the input.
+    unsafe {
+        match (R::FAST, f) {
+            (Fast::Max, 2) => nhwc_s2_kernel::<Max, 2>(Max, p, io),
+            (Fast::Max, _) => nhwc_s2_kernel::<Max, 3>(Max, p, io),
+            (Fast::Avg, 2) => nhwc_s2_kernel::<Sum, 2>(Sum(scale), p, io),
+            (Fast::Avg, _) => nhwc_s2_kernel::<Sum, 3>(Sum(scale), p, io),
+            (Fast::None, _) => return false,
+        }
+    }
+    true
+}
+
+/// Vector `j` of `V` at `p` (lanes `m` of the last one, others `init`).
+///
+/// # Safety
+/// AVX-512F; those lanes readable.
+#[inline(always)]
+unsafe fn ld<const V: usize>(p: *const f32, j: usize, m: __mmask16, init: __m512) -> __m512 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if j + 1 < V || m == 0xFFFF {
+            _mm512_loadu_ps(p.add(16 * j))
+        } else {
+            _mm512_mask_loadu_ps(init, m, p.add(16 * j))
+        }
+    }
+}
+
+/// The fold over the `F x F` taps at `base + ky * dy + kx * dx` of `V` vectors of
+/// channels (lanes `m` of the last one; others `INIT`), finished and stored at `out`.
+///
+/// # Safety
+/// AVX-512F/DQ; every tap's `16 (V - 1)` channels plus the lanes of `m` readable, and as
+/// many writable at `out`.
+#[inline(always)]
+unsafe fn nhwc_pixel<K: Op, const F: usize, const V: usize>(
+    k: K,
+    base: *const f32,
+    dy: usize,
+    dx: usize,
+    out: *mut f32,
+    m: __mmask16,
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let init = _mm512_set1_ps(K::INIT);
+        let mut acc = [init; V];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = ld::<V>(base, j, m, init);
+        }
+        for ky in 0..F {
+            for kx in 0..F {
+                if ky + kx == 0 {
+                    continue;
+                }
+                let t = base.add(ky * dy + kx * dx);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = k.fold(*a, ld::<V>(t, j, m, init));
+                }
+            }
+        }
+        for (j, a) in acc.into_iter().enumerate() {
+            if j + 1 < V || m == 0xFFFF {
+                _mm512_storeu_ps(out.add(16 * j), k.fin(a));
+            } else {
+                _mm512_mask_storeu_ps(out.add(16 * j), m, k.fin(a));
+            }
+        }
+    }
+}
+
+/// The vertical fold of the 3 taps `x`, `x + dy`, `x + 2 dy` of `V` vectors of channels
+/// (lanes `m` of the last one).
+///
+/// # Safety
+/// AVX-512F/DQ; those channels readable at the three taps.
+#[inline(always)]
+unsafe fn col3<K: Op, const V: usize>(k: K, x: *const f32, dy: usize, m: __mmask16) -> [__m512; V] {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let init = _mm512_set1_ps(K::INIT);
+        let mut a = [init; V];
+        for (j, v) in a.iter_mut().enumerate() {
+            let t = k.fold(ld::<V>(x, j, m, init), ld::<V>(x.add(dy), j, m, init));
+            *v = k.fold(t, ld::<V>(x.add(2 * dy), j, m, init));
+        }
+        a
+    }
+}
+
+/// One output row of a 3x3 stride-2 NHWC window for `V` vectors of channels (lanes `m` of
+/// the last one): the vertical fold of input column `2 ox + 2` is kept for output `ox + 1`,
+/// so each output folds two new columns (6 folds a vector instead of 8).
+///
+/// # Safety
+/// AVX-512F/DQ; `x` is the row's first input tap at the block's first channel, `out` the
+/// row's first output at that channel; every tap `x + ky dy + ix dx` (`ky < 3`,
+/// `ix < 2 ow + 1`) readable and every `out + ox dox` writable for those channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn nhwc_row3<K: Op, const V: usize>(
+    k: K,
+    x: *const f32,
+    dy: usize,
+    dx: usize,
+    out: *mut f32,
+    dox: usize,
+    ow: usize,
+    m: __mmask16,
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let mut prev = col3::<K, V>(k, x, dy, m);
+        for ox in 0..ow {
+            let c1 = col3::<K, V>(k, x.add((2 * ox + 1) * dx), dy, m);
+            let c2 = col3::<K, V>(k, x.add((2 * ox + 2) * dx), dy, m);
+            let o = out.add(ox * dox);
+            for j in 0..V {
+                let v = k.fin(k.fold(k.fold(prev[j], c1[j]), c2[j]));
+                if j + 1 < V || m == 0xFFFF {
+                    _mm512_storeu_ps(o.add(16 * j), v);
+                } else {
+                    _mm512_mask_storeu_ps(o.add(16 * j), m, v);
+                }
+            }
+            prev = c2;
+        }
+    }
+}
+
+/// See [`nhwc_s2`].
+///
+/// # Safety
+/// As [`nchw_s2_kernel`], with `c` the contiguous dimension.
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn nhwc_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
+    let Io { x, xs, y, ys } = io;
+    let c = p.c;
+    let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
+    if F == 3 {
+        // Channel blocks outermost: input row `2 oy + 2` of a block (at most 64 channels)
+        // is still in L1 when output row `oy + 1` reads it again.
+        // SAFETY: output `(oy, ox)` reads pixels `(2 oy + ky, 2 ox + kx)`, `ky, kx < 3`,
+        // inside the input; channel blocks end at or before `c` (the tail is masked).
+        unsafe {
+            let (d, ow) = (xs[2], p.ow);
+            for n in 0..p.n {
+                let mut ci = 0;
+                while ci < c {
+                    let (v, m) = if ci + 64 <= c {
+                        (4, 0xFFFF)
+                    } else if ci + 32 <= c {
+                        (2, 0xFFFF)
+                    } else {
+                        (1, lanes(c - ci))
+                    };
+                    for oy in 0..p.oh {
+                        let xr = xb.add(n * xs[0] + 2 * oy * xs[2] + ci);
+                        let yr = yb.add(n * ys[0] + oy * ys[2] + ci);
+                        match v {
+                            4 => nhwc_row3::<K, 4>(k, xr, d, xs[3], yr, ys[3], ow, m),
+                            2 => nhwc_row3::<K, 2>(k, xr, d, xs[3], yr, ys[3], ow, m),
+                            _ => nhwc_row3::<K, 1>(k, xr, d, xs[3], yr, ys[3], ow, m),
+                        }
+                    }
+                    ci += (16 * v).min(c - ci);
+                }
+            }
+        }
+        return;
+    }
+    // SAFETY (whole body): output `(oy, ox)` reads pixels `(2 oy + ky, 2 ox + kx)` with
+    // `ky, kx < F`, inside the input, channels below `c` only (whole vectors end at or
+    // before `c`, the tail is masked), and writes channels below `c` of its own pixel.
+    unsafe {
+        for n in 0..p.n {
+            for oy in 0..p.oh {
+                for ox in 0..p.ow {
+                    let base = xb.add(n * xs[0] + 2 * oy * xs[2] + 2 * ox * xs[3]);
+                    let out = yb.add(n * ys[0] + oy * ys[2] + ox * ys[3]);
+                    let mut ci = 0;
+                    while ci + 64 <= c {
+                        nhwc_pixel::<K, F, 4>(k, base.add(ci), xs[2], xs[3], out.add(ci), 0xFFFF);
+                        ci += 64;
+                    }
+                    while ci + 16 <= c {
+                        nhwc_pixel::<K, F, 1>(k, base.add(ci), xs[2], xs[3], out.add(ci), 0xFFFF);
+                        ci += 16;
+                    }
+                    if ci < c {
+                        nhwc_pixel::<K, F, 1>(k, base.add(ci), xs[2], xs[3], out.add(ci), lanes(c - ci));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Global pooling (one output per `(n, c)` over the whole `h x w` plane: `p` has one output
+/// whose window is the input, with no padding) on AVX-512; false (nothing done) when `p` is
+/// not global, `S` is not AVX-512, the reduction has no kernel here, or (NCHW) a
+/// plane's rows are not one contiguous run.
+#[inline(always)]
+pub(crate) fn global<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R, nchw: bool) -> bool {
+    let (ah, aw) = (p.ah, p.aw);
+    let whole = p.oh == 1 && p.ow == 1 && ah.kernel == p.h && aw.kernel == p.w;
+    let inside = ah.lo == 0 && ah.hi == 1 && aw.lo == 0 && aw.hi == 1;
+    if !is_v4::<S>() || !whole || !inside || p.n == 0 || p.c == 0 {
+        return false;
+    }
+    let taps = p.h * p.w;
+    let scale = r.scale(taps, taps);
+    if nchw && !(p.h == 1 || io.xs[2] == p.w) {
+        return false;
+    }
+    // SAFETY: `S` is `V4` (AVX-512F/DQ); `io` holds validated views of `[n, c, h, w]` and
+    // `[n, c, 1, 1]` contiguous in the layout's inner dimension; for NCHW each plane's
+    // `h * w` values are contiguous (checked above).
+    unsafe {
+        match (R::FAST, nchw) {
+            (Fast::Max, true) => global_nchw::<Max>(Max, p, io),
+            (Fast::Avg, true) => global_nchw::<Sum>(Sum(scale), p, io),
+            (Fast::Max, false) => global_nhwc::<Max>(Max, p, io),
+            (Fast::Avg, false) => global_nhwc::<Sum>(Sum(scale), p, io),
+            (Fast::None, _) => return false,
+        }
+    }
+    true
+}
+
+/// NHWC global pooling: per batch entry, 16 or 8 vectors of channels at a time (then 1, then a
+/// masked tail) folded over every pixel.
+///
+/// # Safety
+/// As [`global`] says.
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn global_nhwc<K: Op>(k: K, p: &Plan, io: Io<'_>) {
+    let Io { x, xs, y, ys } = io;
+    let (c, h, w) = (p.c, p.h, p.w);
+    let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
+    // SAFETY (whole body): reads pixels `(iy < h, ix < w)` of entry `n`, channels below `c`
+    // (the tail masked), writes channels below `c` of output `n`.
+    unsafe {
+        for n in 0..p.n {
+            let xn = xb.add(n * xs[0]);
+            let yn = yb.add(n * ys[0]);
+            let mut ci = 0;
+            while ci < c {
+                let v = if ci + 256 <= c {
+                    16
+                } else if ci + 128 <= c {
+                    8
+                } else if ci + 16 <= c {
+                    1
+                } else {
+                    0
+                };
+                match v {
+                    16 => global_nhwc_block::<K, 16>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
+                    8 => global_nhwc_block::<K, 8>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
+                    1 => global_nhwc_block::<K, 1>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
+                    _ => global_nhwc_block::<K, 1>(k, xn.add(ci), xs, h, w, yn.add(ci), lanes(c - ci)),
+                }
+                ci += if v == 0 { c - ci } else { 16 * v };
+            }
+        }
+    }
+}
+
+/// `V` vectors of channels (the last one's lanes `m`) of one global NHWC pooling.
+///
+/// # Safety
+/// AVX-512F/DQ; those channels readable at every pixel from `x`, writable at `out`.
+#[inline(always)]
+unsafe fn global_nhwc_block<K: Op, const V: usize>(
+    k: K,
+    x: *const f32,
+    xs: [usize; 4],
+    h: usize,
+    w: usize,
+    out: *mut f32,
+    m: __mmask16,
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let init = _mm512_set1_ps(K::INIT);
+        let mut acc = [init; V];
+        for iy in 0..h {
+            let row = x.add(iy * xs[2]);
+            for ix in 0..w {
+                let t = row.add(ix * xs[3]);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = k.fold(*a, ld::<V>(t, j, m, init));
+                }
+            }
+        }
+        for (j, a) in acc.into_iter().enumerate() {
+            if j + 1 < V || m == 0xFFFF {
+                _mm512_storeu_ps(out.add(16 * j), k.fin(a));
+            } else {
+                _mm512_mask_storeu_ps(out.add(16 * j), m, k.fin(a));
+            }
+        }
+    }
+}
+
+/// The fold of one contiguous plane of `len` values into one vector (lanes past the plane
+/// `INIT`): two accumulators, whole vectors then a masked tail (lanes `tail`). `NF` is the
+/// number of whole vectors `len / 16` as a constant, or `usize::MAX` to use `len`.
+///
+/// # Safety
+/// AVX-512F/DQ; `x .. x + len` readable; `tail` the mask of the first `len % 16` lanes.
+#[inline(always)]
+unsafe fn plane<K: Op, const NF: usize>(k: K, x: *const f32, len: usize, tail: __mmask16) -> __m512 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let init = _mm512_set1_ps(K::INIT);
+        if NF != usize::MAX {
+            let mut a = [init, init];
+            for j in 0..NF {
+                a[j % 2] = if j < 2 {
+                    _mm512_loadu_ps(x.add(16 * j))
+                } else {
+                    k.fold(a[j % 2], _mm512_loadu_ps(x.add(16 * j)))
+                };
+            }
+            if tail != 0 {
+                a[1] = k.fold(a[1], _mm512_mask_loadu_ps(init, tail, x.add(16 * NF)));
+            }
+            return k.fold(a[0], a[1]);
+        }
+        let (mut a0, mut a1) = (init, init);
+        let mut i = 0;
+        while i + 32 <= len {
+            a0 = k.fold(a0, _mm512_loadu_ps(x.add(i)));
+            a1 = k.fold(a1, _mm512_loadu_ps(x.add(i + 16)));
+            i += 32;
+        }
+        if i + 16 <= len {
+            a0 = k.fold(a0, _mm512_loadu_ps(x.add(i)));
+            i += 16;
+        }
+        if i < len {
+            a1 = k.fold(a1, _mm512_mask_loadu_ps(init, tail, x.add(i)));
+        }
+        k.fold(a0, a1)
+    }
+}
+
+/// The lane fold of `v` (all 16 lanes), in lane 0 and every other lane.
+///
+/// # Safety
+/// AVX-512F/DQ.
+#[inline(always)]
+unsafe fn hfold<K: Op>(k: K, v: __m512) -> __m512 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let v = k.fold(v, _mm512_shuffle_f32x4::<0x4E>(v, v));
+        let v = k.fold(v, _mm512_shuffle_f32x4::<0xB1>(v, v));
+        let v = k.fold(v, _mm512_permute_ps::<0x4E>(v));
+        k.fold(v, _mm512_permute_ps::<0xB1>(v))
+    }
+}
+
+/// For 16 vectors, the vector whose lane `i` is the lane fold of `v[i]`: a
+/// transpose-and-merge tree (15 folds, 30 shuffles).
+///
+/// # Safety
+/// AVX-512F/DQ.
+#[inline(always)]
+unsafe fn lanes16<K: Op>(k: K, p: &[__m512; 16]) -> __m512 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        // Closures would not inherit the caller's target features: plain loops.
+        let z = _mm512_setzero_ps();
+        let mut q = [z; 8];
+        for (i, d) in q.iter_mut().enumerate() {
+            let (a, b) = (p[2 * i], p[2 * i + 1]);
+            *d = k.fold(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        }
+        let mut t = [z; 4];
+        for (i, d) in t.iter_mut().enumerate() {
+            let (c, e) = (q[2 * i], q[2 * i + 1]);
+            *d = k.fold(_mm512_shuffle_ps::<0x44>(c, e), _mm512_shuffle_ps::<0xEE>(c, e));
+        }
+        let mut u = [z; 2];
+        for (i, d) in u.iter_mut().enumerate() {
+            let (e, f) = (t[2 * i], t[2 * i + 1]);
+            *d = k.fold(_mm512_shuffle_f32x4::<0x88>(e, f), _mm512_shuffle_f32x4::<0xDD>(e, f));
+        }
+        k.fold(_mm512_shuffle_f32x4::<0x88>(u[0], u[1]), _mm512_shuffle_f32x4::<0xDD>(u[0], u[1]))
+    }
+}
+
+/// NCHW global pooling: 16 planes at a time, each folded into one vector, then the 16
+/// vectors reduced together by [`lanes16`]; the remaining planes one by one.
+///
+/// # Safety
+/// As [`global`] says.
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn global_nchw<K: Op>(k: K, p: &Plan, io: Io<'_>) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        match p.h * p.w / 16 {
+            0 => global_nchw_nf::<K, 0>(k, p, io),
+            1 => global_nchw_nf::<K, 1>(k, p, io),
+            2 => global_nchw_nf::<K, 2>(k, p, io),
+            3 => global_nchw_nf::<K, 3>(k, p, io),
+            4 => global_nchw_nf::<K, 4>(k, p, io),
+            _ => global_nchw_nf::<K, { usize::MAX }>(k, p, io),
+        }
+    }
+}
+
+/// [`global_nchw`] with `NF` whole vectors per plane (see [`plane`]).
+///
+/// # Safety
+/// As [`global`] says.
+#[inline(always)]
+unsafe fn global_nchw_nf<K: Op, const NF: usize>(k: K, p: &Plan, io: Io<'_>) {
+    let Io { x, xs, y, ys } = io;
+    let (c, len) = (p.c, p.h * p.w);
+    let tail = lanes(len % 16);
+    let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
+    // SAFETY (whole body): plane `(n, ci)` is the `len` contiguous values from
+    // `n xs[0] + ci xs[1]`; output `(n, ci)` is at `n ys[0] + ci ys[1]`.
+    unsafe {
+        for n in 0..p.n {
+            let xn = xb.add(n * xs[0]);
+            let yn = yb.add(n * ys[0]);
+            let mut ci = 0;
+            while ci + 16 <= c {
+                let mut parts = [_mm512_setzero_ps(); 16];
+                for (i, d) in parts.iter_mut().enumerate() {
+                    *d = plane::<K, NF>(k, xn.add((ci + i) * xs[1]), len, tail);
+                }
+                let v = k.fin(lanes16(k, &parts));
+                if ys[1] == 1 {
+                    _mm512_storeu_ps(yn.add(ci), v);
+                } else {
+                    let mut o = [0.0f32; 16];
+                    _mm512_storeu_ps(o.as_mut_ptr(), v);
+                    for (i, &t) in o.iter().enumerate() {
+                        *yn.add((ci + i) * ys[1]) = t;
+                    }
+                }
+                ci += 16;
+            }
+            while ci < c {
+                let v = k.fin(hfold(k, plane::<K, NF>(k, xn.add(ci * xs[1]), len, tail)));
+                *yn.add(ci * ys[1]) = _mm512_cvtss_f32(v);
+                ci += 1;
+            }
+        }
+    }
+}
