@@ -12,7 +12,7 @@
 //! speed-up reaches this path.
 
 use super::{DataArgs, Problem};
-use crate::conv::{conv2d, conv2d_workspace_len, select_algorithm, Algorithm, Conv2dOptions};
+use crate::conv::{conv2d, conv2d_workspace_len, Algorithm, Conv2dOptions};
 use crate::error::{Dim, Error, Result, Unsupported};
 use crate::geometry::{Conv2d, ConvGeometry, Padding};
 use crate::tensor::{FilterLayout, FilterView, Layout, TensorViewMut};
@@ -54,7 +54,7 @@ fn filter_layout(layout: Layout) -> FilterLayout {
 pub(crate) fn workspace_len(p: &Problem, layout: Layout) -> Option<Result<usize>> {
     let fg = forward_geometry(p)?;
     #[cfg(feature = "std")]
-    if select_algorithm(&fg, layout) == Algorithm::Winograd {
+    if crate::conv::select_algorithm(&fg, layout) == Algorithm::Winograd {
         // Transformed straight from the original filter: no flipped copy.
         return Some(crate::conv::winograd::workspace_len(&fg));
     }
@@ -75,7 +75,7 @@ pub(crate) fn data(args: DataArgs<'_, '_>, dx: TensorViewMut<'_, f32>, ws: &mut 
         return Err(Error::Unsupported(Unsupported::FlippedGeometry));
     };
     #[cfg(feature = "std")]
-    if select_algorithm(&fg, layout) == Algorithm::Winograd {
+    if crate::conv::select_algorithm(&fg, layout) == Algorithm::Winograd {
         return crate::conv::winograd::run_flipped(exec, &fg, dy, &w, dx, ws);
     }
     let fd = fg.filter();
