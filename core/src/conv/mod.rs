@@ -18,6 +18,8 @@ mod im2col;
 #[cfg(feature = "std")]
 mod matmul;
 #[cfg(feature = "std")]
+mod nchw;
+#[cfg(feature = "std")]
 mod pointwise;
 pub(crate) mod store;
 #[cfg(feature = "std")]
