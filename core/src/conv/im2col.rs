@@ -27,7 +27,11 @@
 //! weights packed for its blocks, `(K + 63) * C * KH * KW` floats (AlexNet's conv1: 58 K
 //! floats); its tap tables and NCHW row buffer live on the stack (68 KiB a worker), so it
 //! allocates nothing: one group, at most 4 input channels, at least 25 and at most 1024
-//! weights per output channel, at most 512 output channels.
+//! weights per output channel, at most 512 output channels. For NCHW tensors it hands
+//! over to `nchw::thin` where that applies (`nchw::thin_applies`): a kernel vectorised
+//! along output pixels, which stores NCHW rows without the row buffer's transpose; its
+//! workspace (the padded, phase-split input of one image) is included in
+//! [`workspace_len`] for NCHW.
 
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels};
 use super::ConvArgs;

@@ -1,5 +1,5 @@
-//! NCHW kernels vectorised along output pixels: the pointwise (1x1, stride 1) convolution
-//! and the thin-stem convolution (see `im2col::thin_input`) when both tensors are NCHW.
+//! An NCHW kernel vectorised along output pixels, for thin stems (see
+//! `im2col::thin_input`; taken where [`thin_applies`]).
 //!
 //! In NCHW a channel's output pixels are contiguous, so a SIMD vector of accumulators is
 //! `lanes` consecutive pixels of one output channel and is stored as it is, with the fused
@@ -9,23 +9,20 @@
 //! `OB` weights read in place from the filter: `OB * PV` FMAs. The filters are never
 //! packed.
 //!
-//! - Pointwise, stride 1: tap `c` is input channel `c` read in place; a run of pixels is
-//!   contiguous in the input, the output and the residual.
-//! - Thin stems (at most 4 input channels, wide windows, any stride): each image's input
-//!   is first copied, zero-padded and split by column phase (`col mod SW`) into the
-//!   workspace, so tap `(i, kh, kw)` of consecutive output pixels reads consecutive
-//!   floats there and no border pixel needs its own path. The copy is
-//!   `C * H_p * SW * L` floats, `H_p = (OH - 1) * SH + (KH - 1) * DH + 1` padded rows,
-//!   `L = OW + (KW - 1) * DW / SW` floats per phase row (ResNet's conv1: 158 K floats).
+//! Thin stems have at most 4 input channels, wide windows and any stride: each image's
+//! input is first copied, zero-padded and split by column phase (`col mod SW`) into the
+//! workspace, so tap `(i, kh, kw)` of consecutive output pixels reads consecutive
+//! floats there and no border pixel needs its own path. The copy is `C * H_p * SW * L`
+//! floats, `H_p = (OH - 1) * SH + (KH - 1) * DH + 1` padded rows, `L = OW + (KW - 1) *
+//! DW / SW` floats per phase row (ResNet's conv1: 158 K floats, 632 KB).
 //!
-//! Runs shorter than one vector (images narrower than the lanes, or a worker's share
-//! ending inside a short run) go through a scalar loop over the same taps; the last
+//! Runs shorter than one vector (a worker's share starting or ending near a row's end) go through a scalar loop over the same taps; the last
 //! partial block of a run is computed as a full block ending at the run's end, which
 //! recomputes (and rewrites identically) a few pixels instead of a masked tail.
 
 use pulp::{Simd, WithSimd};
 
-use super::matmul::{split, Join, OutPtr, Pixels};
+use super::matmul::{split, OutPtr};
 use super::store::{apply_run, RunBias};
 use super::ConvArgs;
 use crate::error::{Dim, Error, Result};
@@ -37,36 +34,17 @@ use crate::tensor::TensorViewMut;
 /// Most pixel vectors of a tile.
 const PV: usize = 3;
 
+/// Most pixel blocks run channel block by channel block.
+const CHUNK: usize = 4;
+
 /// Fewest output pixels per worker.
 const MIN_WORKER_PIXELS: usize = 64;
 
 /// The taps of a run: `at(t) = [filter offset, input offset]` of tap `t < len`, relative
 /// to output channel 0 of the group and the run's first pixel.
 trait Taps: Copy {
-    /// Whether the input is read in place from memory (prefetch the next block).
-    const PREFETCH: bool;
     fn len(&self) -> usize;
     fn at(&self, t: usize) -> [usize; 2];
-}
-
-/// Pointwise taps: input channel `c` at strides.
-#[derive(Clone, Copy)]
-struct Channels {
-    c: usize,
-    ws: usize,
-    xs: usize,
-}
-
-impl Taps for Channels {
-    const PREFETCH: bool = true;
-    #[inline(always)]
-    fn len(&self) -> usize {
-        self.c
-    }
-    #[inline(always)]
-    fn at(&self, t: usize) -> [usize; 2] {
-        [t * self.ws, t * self.xs]
-    }
 }
 
 /// Thin-stem taps from a table.
@@ -76,7 +54,6 @@ struct Table<'a> {
 }
 
 impl Taps for Table<'_> {
-    const PREFETCH: bool = false;
     #[inline(always)]
     fn len(&self) -> usize {
         self.t.len()
@@ -153,14 +130,13 @@ impl<T: Taps> Run<'_, '_, T> {
             return;
         }
         let step = PV * lanes;
-        let mut p = 0;
-        while p < self.len {
+        // The block after pixel `p`: `(vectors, first pixel)`. The last partial block
+        // ends at the run's end, overlapping the one before; a run shorter than that
+        // block (only at `p == 0`, as after a full block `rem + step <= len`) first
+        // takes its whole vectors, then a last vector ending at its end (`len >= lanes`).
+        let next = |p: usize| {
             let rem = self.len - p;
-            // The last partial block ends at the run's end, overlapping the one before;
-            // a run shorter than that block (only at `p == 0`, as after a full block
-            // `rem + step <= len`) first takes its whole vectors, then a last vector
-            // ending at its end (`len >= lanes`).
-            let (pv, start) = if rem >= step {
+            if rem >= step {
                 (PV, p)
             } else {
                 let v = rem.div_ceil(lanes);
@@ -169,34 +145,39 @@ impl<T: Taps> Run<'_, '_, T> {
                 } else {
                     (self.len / lanes, p)
                 }
-            };
+            }
+        };
+        let mut p = 0;
+        while p < self.len {
+            // A chunk of up to `CHUNK` blocks runs channel block by channel block: that
+            // block's weights stay in L1 and the chunk's input in L2.
+            let mut chunk = [(0usize, 0usize); CHUNK];
+            let mut nb = 0;
+            while nb < CHUNK && p < self.len {
+                let (pv, start) = next(p);
+                chunk[nb] = (pv, start);
+                nb += 1;
+                p = start + pv * lanes;
+            }
             let mut o = 0;
             while o < self.k {
                 let ob = (self.k - o).min(OB);
-                // The first channel block prefetches the input of the next pixel block.
-                let pf = T::PREFETCH && o == 0 && start + pv * lanes < self.len;
-                match (pv, pf) {
-                    (3, false) => self.tile::<S, OB, 3, false>(simd, o, ob, start),
-                    (3, true) => self.tile::<S, OB, 3, true>(simd, o, ob, start),
-                    (2, _) => self.tile::<S, OB, 2, false>(simd, o, ob, start),
-                    _ => self.tile::<S, OB, 1, false>(simd, o, ob, start),
+                for &(pv, start) in &chunk[..nb] {
+                    match pv {
+                        3 => self.tile::<S, OB, 3>(simd, o, ob, start),
+                        2 => self.tile::<S, OB, 2>(simd, o, ob, start),
+                        _ => self.tile::<S, OB, 1>(simd, o, ob, start),
+                    }
                 }
                 o += OB;
             }
-            p = start + pv * lanes;
         }
     }
 
     /// Output channels `o0..o0 + ob` (`1 <= ob <= OB`), pixels `p0..p0 + N * lanes`
     /// (inside the run).
     #[inline(always)]
-    fn tile<S: Simd, const OB: usize, const N: usize, const PF: bool>(
-        &self,
-        simd: S,
-        o0: usize,
-        ob: usize,
-        p0: usize,
-    ) {
+    fn tile<S: Simd, const OB: usize, const N: usize>(&self, simd: S, o0: usize, ob: usize, p0: usize) {
         let lanes = S::F32_LANES;
         debug_assert!(ob >= 1 && o0 + ob <= self.k && p0 + N * lanes <= self.len);
         let zero = simd.splat_f32s(0.0);
@@ -213,11 +194,6 @@ impl<T: Taps> Run<'_, '_, T> {
             // SAFETY: pixels `p0..p0 + N * lanes` lie inside the run, so by the run's
             // invariant their input floats `x_off + xt + p` are inside `x`.
             let xp = unsafe { self.x.as_ptr().add(xb + xt) };
-            if PF {
-                for p in 0..N {
-                    prefetch(xp.wrapping_add((N + p) * lanes));
-                }
-            }
             let mut xv = [zero; N];
             for (p, v) in xv.iter_mut().enumerate() {
                 // SAFETY: see above; an unaligned read of `lanes` floats.
@@ -236,7 +212,8 @@ impl<T: Taps> Run<'_, '_, T> {
         for (o, a) in acc.iter().enumerate().take(ob) {
             // SAFETY: channel `o0 + o < k`, pixels `p0..p0 + N * lanes` inside the run:
             // in range, distinct and owned by this worker (the run's invariant).
-            let row = unsafe { core::slice::from_raw_parts_mut(self.y.add((o0 + o) * self.ys + p0), N * lanes) };
+            let row =
+                unsafe { core::slice::from_raw_parts_mut(self.y.add((o0 + o) * self.ys + p0), N * lanes) };
             let (rv, _) = S::as_mut_simd_f32s(row);
             rv.copy_from_slice(a);
             if !self.epi.e.is_identity() {
@@ -263,76 +240,6 @@ impl<T: Taps> Run<'_, '_, T> {
             }
         }
     }
-}
-
-/// Hints the cache line of `p` into L1 (no access: `p` may be out of bounds).
-#[inline(always)]
-fn prefetch(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and reads nothing architecturally.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Whether [`pointwise`] takes a 1x1 geometry in NCHW: stride 1 (then a run of output
-/// pixels reads a run of input pixels).
-pub(crate) fn pointwise_applies(g: &ConvGeometry) -> bool {
-    g.window().stride() == [1, 1]
-}
-
-/// The 1x1, stride-1 convolution of NCHW tensors (see [`pointwise_applies`]).
-pub(crate) fn pointwise(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
-    let ConvArgs { exec, g, x, w, epilogue, .. } = args;
-    let out = g.output();
-    let px = Pixels::of(out);
-    let total = px.count();
-    let groups = g.groups();
-    let kg = out.c / groups;
-    let cg = g.filter().i;
-    let xs = x.strides();
-    let ys = y.strides();
-    let fs = w.strides();
-    // NCHW: `w` has stride 1 (or extent 1); stride 1 and a 1x1 window without padding
-    // read input pixel `[oh, ow]` for output pixel `[oh, ow]`, and `H = OH`, `W = OW`.
-    // A run needs consecutive pixels at stride 1 in every tensor it touches. Rows always
-    // are (NCHW: `w` has stride 1, or the rows are single pixels, which `Join::Row` runs
-    // one at a time).
-    let unit = |s: [usize; 4]| match px.join([s[0], s[2], s[3]]) {
-        (j, 1) => j,
-        _ => Join::Row,
-    };
-    let mut join = unit(xs).min(unit(ys));
-    if let Some(r) = epilogue.residual {
-        join = join.min(unit(r.strides()));
-    }
-    let threads = exec.threads();
-    let workers = if threads > 1 { threads.min(total / MIN_WORKER_PIXELS).max(1) } else { 1 };
-    let y_out = OutPtr::new(&mut y);
-    let (xd, wd) = (x.data(), w.data());
-    split(workers, total, &mut [], |q0, q1, _| {
-        px.runs(q0, q1, join, |_, n, oh, ow, len| {
-            for grp in 0..groups {
-                let res = epilogue.residual.map(|r| (r.data(), r.offset(n, grp * kg, oh, ow), r.strides()[1]));
-                exec.dispatch(Run {
-                    x: xd,
-                    x_off: x.offset(n, grp * cg, oh, ow),
-                    w: wd,
-                    w_off: w.offset(grp * kg, 0, 0, 0),
-                    ws0: fs[0],
-                    taps: Channels { c: cg, ws: fs[1], xs: xs[1] },
-                    y: y_out.at(n, grp * kg, oh, ow),
-                    ys: ys[1],
-                    k: kg,
-                    len,
-                    epi: RunEpilogue { e: epilogue, bias: epilogue.bias.map(|b| &b[grp * kg..]), res },
-                });
-            }
-        });
-    });
-    Ok(())
 }
 
 /// Geometry of the padded, phase-split copy of one image for the thin kernel.
@@ -376,10 +283,19 @@ pub(crate) fn thin_len(g: &ConvGeometry) -> Result<usize> {
     Split::of(g)?.len(g.filter().i)
 }
 
-/// Whether [`thin`] takes a thin-stem geometry on `isa`: output rows of at least one
-/// vector (narrower ones would run only the scalar loop).
+/// Whether [`thin`] takes a thin-stem geometry on `isa` (else `im2col::thin`, which
+/// vectorises over output channels and transposes each row into NCHW):
+/// - not on AVX2: with 16 registers its 4 x 3 tiles ran ResNet's conv1 at 0.9x and
+///   AlexNet's at 0.7x of the channel-vectorised kernel;
+/// - output rows of at least one vector, of which rounding up to whole vectors wastes at
+///   most 1/16: ResNet's conv1 (112 = 7 x 16 pixels) ran 1.3-1.5x faster than the
+///   transposing kernel on AVX-512, AlexNet's (55 pixels: 64 computed) 0.84x (thread CPU
+///   time, same process, back to back; 2026-11-29).
 pub(crate) fn thin_applies(g: &ConvGeometry, isa: Isa) -> bool {
-    g.output().w >= isa.f32_lanes()
+    let lanes = isa.f32_lanes();
+    let ow = g.output().w;
+    let waste = ow.div_ceil(lanes) * lanes - ow;
+    isa != Isa::Avx2 && ow >= lanes && waste * 16 <= ow
 }
 
 /// Most taps of [`thin`] (its tap table lives on the stack).
@@ -413,7 +329,10 @@ pub(crate) fn thin(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &m
         for kh in 0..f.kh {
             for kw in 0..f.kw {
                 let c = kw * dw;
-                tab[t] = [i * fs[1] + kh * fs[2] + kw * fs[3], ((i * sp.hp + kh * dh) * sw + c % sw) * sp.l + c / sw];
+                tab[t] = [
+                    i * fs[1] + kh * fs[2] + kw * fs[3],
+                    ((i * sp.hp + kh * dh) * sw + c % sw) * sp.l + c / sw,
+                ];
                 t += 1;
             }
         }

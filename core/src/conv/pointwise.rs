@@ -11,7 +11,7 @@ use super::im2col::MIN_WORKER_PIXELS;
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
 use super::ConvArgs;
 use crate::error::Result;
-use crate::tensor::{Layout, TensorViewMut};
+use crate::tensor::TensorViewMut;
 
 /// Output floats per chunk when an epilogue is fused (1 MiB): the chunk's outputs are
 /// still in L2 when the epilogue runs.
@@ -21,9 +21,6 @@ const MIN_CHUNK_PIXELS: usize = 256;
 
 /// The 1x1 convolution as per-group GEMMs over the input in place.
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
-    if args.layout == Layout::Nchw && super::nchw::pointwise_applies(args.g) {
-        return super::nchw::pointwise(args, y);
-    }
     let ConvArgs { exec, g, layout, x, w, epilogue } = args;
     let out = g.output();
     let px = Pixels::of(out);
