@@ -111,13 +111,10 @@ impl<T: Taps> WithSimd for Run<'_, '_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        // AVX2 has 16 vector registers: 4 x 3 accumulators, 3 input vectors and a
-        // broadcast fill them; the others have 32 (Scalar: any): 8 x 3.
-        if S::F32_LANES == Isa::Avx2.f32_lanes() {
-            self.blocks::<S, 4>(simd);
-        } else {
-            self.blocks::<S, 8>(simd);
-        }
+        // 8 x 3 accumulators, 3 input vectors and a broadcast: 28 of the 32 vector
+        // registers of AVX-512 and NEON (Scalar: any). AVX2 (16 registers) never comes
+        // here (see `thin_applies`; 4 x 3 tiles measured slower there).
+        self.blocks::<S, 8>(simd);
     }
 }
 
@@ -285,7 +282,7 @@ pub(crate) fn thin_len(g: &ConvGeometry) -> Result<usize> {
 
 /// Whether [`thin`] takes a thin-stem geometry on `isa` (else `im2col::thin`, which
 /// vectorises over output channels and transposes each row into NCHW):
-/// - not on AVX2: with 16 registers its 4 x 3 tiles ran ResNet's conv1 at 0.9x and
+/// - not on AVX2: with 16 registers, 4 x 3 tiles ran ResNet's conv1 at 0.9x and
 ///   AlexNet's at 0.7x of the channel-vectorised kernel;
 /// - output rows of at least one vector, of which rounding up to whole vectors wastes at
 ///   most 1/16: ResNet's conv1 (112 = 7 x 16 pixels) ran 1.3-1.5x faster than the
@@ -372,6 +369,12 @@ pub(crate) fn thin(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &m
                 let (oh, ow) = (q / out.w, q % out.w);
                 let len = (out.w - ow).min(q1 - q);
                 let res = epilogue.residual.map(|r| (r.data(), r.offset(n, 0, oh, ow), r.strides()[1]));
+                // The run's invariant: tap `(i, kh, kw)` of pixel `ow + p` reads split row
+                // `i * H_p + oh * SH + kh * DH < C * H_p` (as `(OH - 1) * SH + (KH - 1) *
+                // DH < H_p`), phase `< SW`, float `kw * DW / SW + ow + p < L`; weights are
+                // elements `[o, i, kh, kw]` of `w`; outputs `[n, o, oh, ow + p]` (and the
+                // residual's) are consecutive for `p < len` (`w` has stride 1 in NCHW, or
+                // `OW == 1`), inside this worker's share of the image.
                 exec.dispatch(Run {
                     x: src,
                     x_off: oh * row_step + ow,
