@@ -562,6 +562,50 @@ fn thin_input_edges() {
 }
 
 #[test]
+fn thin_input_nchw_pixel_kernel_edges() {
+    // NCHW thin stems whose rows are near whole vectors take the pixel-vectorised kernel
+    // (conv/nchw.rs) on AVX-512 and Scalar. 31 pixels a row: shorter than a block of 3
+    // vectors and not whole vectors (one vector, then one ending at the row's end); 19
+    // output channels (partial channel blocks of 8 and 4).
+    let c = case(Dims::new(1, 3, 6, 31), 19, Conv2d::new(5, 5).pad(2));
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    // ResNet-like k7 s2 p3 with 63-pixel rows (a full block, then an overlapping one),
+    // 64 channels, two threads (shares cut rows into short runs), channel-slice and
+    // padded-row views of input and output.
+    let mut c = case(Dims::new(1, 3, 9, 125), 64, Conv2d::new(7, 7).stride(2).pad(3));
+    c.pad_c = 1;
+    c.pad_w = 2;
+    c.threads = 2;
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    // 48-pixel rows (exactly one block), batch 2, 9 channels (a block of one), stride 3,
+    // dilation 2, asymmetric padding, clamp without bias or residual, through Auto.
+    let mut c = case(
+        Dims::new(2, 4, 12, 147),
+        9,
+        Conv2d::new(5, 5).stride(3).dilation(2).padding(Padding::new(1, 2, 3, 0)),
+    );
+    c.bias = false;
+    c.residual = false;
+    c.act = Activation::Clamp { min: -0.5, max: 0.75 };
+    check_case(&c, Algorithm::Auto).unwrap();
+    // 55-pixel rows (AlexNet's width) stay on the transposing kernel on AVX-512, and
+    // stride 4 beyond a 5-wide kernel splits the input into 4 column phases.
+    let c = case(Dims::new(1, 3, 9, 221), 12, Conv2d::new(5, 5).stride(4));
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+}
+
+#[test]
+fn regression_thin_input_row_shorter_than_a_block() {
+    // Found by proptest: 9-pixel rows on 8 lanes (two vectors would start before the
+    // row) made the pixel-vectorised kernel's last block underflow.
+    let mut c = case(Dims::new(1, 1, 5, 13), 1, Conv2d::new(5, 5));
+    c.bias = false;
+    c.residual = false;
+    c.act = Activation::Identity;
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+}
+
+#[test]
 fn thin_input_kernel_runs_on_every_isa() {
     // Without an epilogue the column-matrix path dispatches nothing (gemm picks its own
     // kernel); the thin kernel dispatches once per output row on the executor's ISA.

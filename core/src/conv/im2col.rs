@@ -27,7 +27,11 @@
 //! weights packed for its blocks, `(K + 63) * C * KH * KW` floats (AlexNet's conv1: 58 K
 //! floats); its tap tables and NCHW row buffer live on the stack (68 KiB a worker), so it
 //! allocates nothing: one group, at most 4 input channels, at least 25 and at most 1024
-//! weights per output channel, at most 512 output channels.
+//! weights per output channel, at most 512 output channels. For NCHW tensors it hands
+//! over to `nchw::thin` where that applies (`nchw::thin_applies`): a kernel vectorised
+//! along output pixels, which stores NCHW rows without the row buffer's transpose; its
+//! workspace (the padded, phase-split input of one image) is included in
+//! [`workspace_len`] for NCHW.
 
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Join, Mat, OutPtr, Pixels};
 use super::ConvArgs;
@@ -121,10 +125,11 @@ fn tile_pixels(r: usize, pixels: usize) -> usize {
 /// Workspace floats: one column tile (see the module docs for the bound), or the packed
 /// weights of the thin kernel.
 pub(crate) fn workspace_len(g: &ConvGeometry, layout: Layout) -> Result<usize> {
-    let _ = layout; // the same tile serves both layouts
     let f = g.filter();
     if thin_input(g) {
-        return thin::packed_len(g);
+        // NCHW takes `nchw::thin` unless the output is narrower than a vector.
+        let packed = thin::packed_len(g)?;
+        return if layout == Layout::Nchw { Ok(packed.max(super::nchw::thin_len(g)?)) } else { Ok(packed) };
     }
     // Fits: the filter's element count was checked by the geometry.
     let r = f.i * f.kh * f.kw;
@@ -293,6 +298,9 @@ fn copy_small(dst: &mut [f32], src: &[f32]) {
 /// im2col + GEMM over the whole batch, tile by tile, split over `exec.threads()`.
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
     if thin_input(args.g) {
+        if args.layout == Layout::Nchw && super::nchw::thin_applies(args.g, args.exec.isa()) {
+            return super::nchw::thin(args, y, ws);
+        }
         return thin::run(args, y, ws);
     }
     let ConvArgs { exec, g, layout, x, w, epilogue } = args;
@@ -383,7 +391,7 @@ const THIN_MIN_TAPS: usize = 25;
 
 /// Most weights per output channel (`C * KH * KW`) for the [`thin`] kernel: its tap tables
 /// live on the stack (two of 16 bytes a tap).
-const THIN_MAX_TAPS: usize = 1024;
+pub(crate) const THIN_MAX_TAPS: usize = 1024;
 
 /// Most output channels for the [`thin`] kernel: its NCHW row buffer (on the stack) then
 /// holds at least 16 pixels of all channels.

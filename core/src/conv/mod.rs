@@ -18,6 +18,8 @@ mod im2col;
 #[cfg(feature = "std")]
 mod matmul;
 #[cfg(feature = "std")]
+mod nchw;
+#[cfg(feature = "std")]
 mod pointwise;
 pub(crate) mod store;
 #[cfg(feature = "std")]
@@ -166,7 +168,11 @@ pub struct Conv2dOptions<'a> {
 ///    matrix (AlexNet's conv1 and ResNet's conv1, one core, AVX-512: 1.57-1.86 ms and
 ///    1.79-2.6 ms against 1.65-2.37 ms and 2.3-3.1 ms before, best of noisy runs), so
 ///    `Auto` needs no rule of its own for them; [`Algorithm::Direct`] (the `no_std`
-///    loop) was 8-20x slower on both.
+///    loop) was 8-20x slower on both. With NCHW tensors, rows of at least one vector
+///    that whole vectors cover with at most 1/16 waste, and not on AVX2, that kernel
+///    vectorises along output pixels instead of output channels, so NCHW rows are stored
+///    without a transpose (ResNet's conv1 1.3-1.5x faster on AVX-512; AlexNet's 55-pixel
+///    rows, 0.84x that way, and AVX2, 0.7-0.9x, keep the transposing kernel).
 /// 5. Without `std` (where `gemm` runs scalar code): [`Algorithm::Direct`].
 ///
 /// The layout does not change the choice: both GEMM paths read either layout through
@@ -250,7 +256,9 @@ fn winograd_pays(g: &ConvGeometry) -> bool {
 /// `C / groups * KH * KW` floats), and never more than the whole column matrix; for
 /// thin-input stems (one group, at most 4 input channels, 25 to 1024 weights per filter,
 /// at most 512 filters) it runs a direct kernel whose workspace is the weights packed
-/// for it, `(K + 63) * C * KH * KW` floats.
+/// for it, `(K + 63) * C * KH * KW` floats; in NCHW at least the zero-padded input of one
+/// image split into `SW` column phases, `C * ((OH - 1) * SH + (KH - 1) * DH + 1) * SW *
+/// (OW + (KW - 1) * DW / SW)` floats (ResNet's conv1: 158 K), if that is more.
 /// [`Algorithm::Winograd`] needs the transformed filter (`36 * C_g * K` floats, output
 /// channels per group rounded up to 16) plus one block of transformed tiles
 /// ([`conv2d_winograd_workspace_len`]). The others need none.
