@@ -105,25 +105,32 @@ pub(crate) struct Io<'a> {
     pub ys: [usize; 4],
 }
 
-/// NCHW forward pooling of stride-2 2x2 / 3x3 interior windows on AVX-512; false (nothing
+/// Forward pooling of stride-2 2x2 / 3x3 interior windows on AVX-512, NCHW (`nhwc` false:
+/// rows of a plane contiguous) or NHWC (channels contiguous: per output pixel, 4 vectors of
+/// channels at a time over the whole window, then 1, then a masked tail); false (nothing
 /// done) when `S` is not AVX-512 or the geometry or reduction is not one of these.
 #[inline(always)]
-pub(crate) fn nchw_s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
+pub(crate) fn s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R, nhwc: bool) -> bool {
     if !is_v4::<S>() {
         return false;
     }
     let Some(f) = s2_window(p) else { return false };
     let scale = r.scale(f * f, f * f);
     // SAFETY: `S` is `V4`, whose existence proves AVX-512F/DQ; `io` holds validated views of
-    // the geometry's input and output with `w` contiguous (the NCHW layout), and
-    // `s2_window` guarantees that every window lies inside the input.
+    // the geometry's input and output whose inner dimension is contiguous (`w` in NCHW,
+    // `c` in NHWC: the caller's layout), and `s2_window` guarantees that every window lies
+    // inside the input.
     unsafe {
-        match (R::FAST, f) {
-            (Fast::Max, 2) => nchw_s2_kernel::<Max, 2>(Max, p, io),
-            (Fast::Max, _) => nchw_s2_kernel::<Max, 3>(Max, p, io),
-            (Fast::Avg, 2) => nchw_s2_kernel::<Sum, 2>(Sum(scale), p, io),
-            (Fast::Avg, _) => nchw_s2_kernel::<Sum, 3>(Sum(scale), p, io),
-            (Fast::None, _) => return false,
+        match (R::FAST, f, nhwc) {
+            (Fast::None, ..) => return false,
+            (Fast::Max, 2, false) => nchw_s2_kernel::<Max, 2>(Max, p, io),
+            (Fast::Max, _, false) => nchw_s2_kernel::<Max, 3>(Max, p, io),
+            (Fast::Avg, 2, false) => nchw_s2_kernel::<Sum, 2>(Sum(scale), p, io),
+            (Fast::Avg, _, false) => nchw_s2_kernel::<Sum, 3>(Sum(scale), p, io),
+            (Fast::Max, 2, true) => nhwc_s2_kernel::<Max, 2>(Max, p, io),
+            (Fast::Max, _, true) => nhwc_s2_kernel::<Max, 3>(Max, p, io),
+            (Fast::Avg, 2, true) => nhwc_s2_kernel::<Sum, 2>(Sum(scale), p, io),
+            (Fast::Avg, _, true) => nhwc_s2_kernel::<Sum, 3>(Sum(scale), p, io),
         }
     }
     true
@@ -213,7 +220,7 @@ unsafe fn nchw_block<K: Op, const F: usize>(
     }
 }
 
-/// See [`nchw_s2`] and [`nchw_block`].
+/// See [`s2`] and [`nchw_block`].
 ///
 /// # Safety
 /// AVX-512F/DQ available; `io` as [`Io`] says for `p`'s input and output; every window of
@@ -253,30 +260,6 @@ unsafe fn nchw_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
             }
         }
     }
-}
-
-/// NHWC forward pooling of stride-2 2x2 / 3x3 interior windows on AVX-512; false (nothing
-/// done) otherwise. Per output pixel, 4 vectors of channels at a time over the whole
-/// window, then 1, then a masked tail.
-#[inline(always)]
-pub(crate) fn nhwc_s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
-    if !is_v4::<S>() {
-        return false;
-    }
-    let Some(f) = s2_window(p) else { return false };
-    let scale = r.scale(f * f, f * f);
-    // SAFETY: `S` is `V4` (AVX-512F/DQ); `io` holds validated views with `c` contiguous
-    // (NHWC) and every window lies inside the input.
-    unsafe {
-        match (R::FAST, f) {
-            (Fast::Max, 2) => nhwc_s2_kernel::<Max, 2>(Max, p, io),
-            (Fast::Max, _) => nhwc_s2_kernel::<Max, 3>(Max, p, io),
-            (Fast::Avg, 2) => nhwc_s2_kernel::<Sum, 2>(Sum(scale), p, io),
-            (Fast::Avg, _) => nhwc_s2_kernel::<Sum, 3>(Sum(scale), p, io),
-            (Fast::None, _) => return false,
-        }
-    }
-    true
 }
 
 /// Vector `j` of `V` at `p` (lanes `m` of the last one, others `init`).
@@ -397,7 +380,7 @@ unsafe fn nhwc_row3<K: Op, const V: usize>(
     }
 }
 
-/// See [`nhwc_s2`].
+/// See [`s2`].
 ///
 /// # Safety
 /// As [`nchw_s2_kernel`], with `c` the contiguous dimension.

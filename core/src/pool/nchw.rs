@@ -232,7 +232,7 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
         #[cfg(target_arch = "x86_64")]
         {
             let io = super::avx512::Io { x: self.x, xs: self.xs, y: &mut *self.y, ys: self.ys };
-            if super::avx512::nchw_s2::<S, R>(self.p, io, self.r) {
+            if super::avx512::s2::<S, R>(self.p, io, self.r, false) {
                 return;
             }
         }

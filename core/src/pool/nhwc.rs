@@ -115,8 +115,8 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
         let Fwd { p, x, xs, y, ys, r } = self;
         #[cfg(target_arch = "x86_64")]
         {
-            use super::avx512::{global, nhwc_s2, Io};
-            if nhwc_s2::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r)
+            use super::avx512::{global, s2, Io};
+            if s2::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r, true)
                 || global::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r, false)
             {
                 return;
