@@ -353,10 +353,23 @@ pub(crate) fn thin(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &m
             match ih {
                 None => dst.fill(0.0),
                 Some(ih) => {
-                    let base = n * xs[0] + i * xs[1] + ih * xs[2];
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        let col = (j * sw + r).checked_sub(pad.left).filter(|&c| c < inp.w);
-                        *d = col.map_or(0.0, |c| xd[base + c * xs[3]]);
+                    // Float `j` reads column `j * SW + r - PL`: zeros before `j0` and from
+                    // `j1` on, input columns `c0, c0 + SW, ...` in between.
+                    let j0 = pad.left.saturating_sub(r).div_ceil(sw).min(dst.len());
+                    let j1 = (inp.w + pad.left).saturating_sub(r).div_ceil(sw).clamp(j0, dst.len());
+                    let c0 = j0 * sw + r - pad.left.min(j0 * sw + r);
+                    let base = n * xs[0] + i * xs[1] + ih * xs[2] + c0 * xs[3];
+                    let (head, rest) = dst.split_at_mut(j0);
+                    let (mid, tail) = rest.split_at_mut(j1 - j0);
+                    head.fill(0.0);
+                    tail.fill(0.0);
+                    if sw * xs[3] == 1 {
+                        mid.copy_from_slice(&xd[base..base + mid.len()]);
+                    } else {
+                        let step = sw * xs[3];
+                        for (j, d) in mid.iter_mut().enumerate() {
+                            *d = xd[base + j * step];
+                        }
                     }
                 }
             }
