@@ -554,6 +554,9 @@ mod thin {
         // pixel).
         let kp = blocks * block;
         let chunk = if layout == Layout::Nchw { (ROW_BUF / kp).max(1) } else { usize::MAX };
+        // The row buffer's transpose runs 8x8 blocks in AVX registers when the kernel may
+        // use AVX2 (an `Exec` only holds an ISA this CPU supports).
+        let avx2 = cfg!(target_arch = "x86_64") && exec.isa() >= Isa::Avx2 && Isa::Avx2.is_supported();
         split(workers, total, &mut [], |q0, q1, _| {
             let mut buf = [0.0f32; ROW_BUF];
             let mut tabs = [Taps::new(), Taps::new()];
@@ -577,7 +580,7 @@ mod thin {
                         run: part,
                     });
                     if layout == Layout::Nchw {
-                        transpose_row(&buf[..part * kp], kp, y_out, n, out.c, oh, ow, part);
+                        transpose_row(&buf[..part * kp], kp, y_out, n, out.c, oh, ow, part, avx2);
                     }
                     done += part;
                 }
@@ -588,7 +591,8 @@ mod thin {
     }
 
     /// Writes the row buffer `buf[j * kp + o]` (pixels `ow0..ow0 + run`, channels
-    /// `0..k`, `kp >= k`) into the NCHW output, four channels per pass over the buffer.
+    /// `0..k`, `kp >= k`) into the NCHW output: 8x8 blocks in AVX registers when `avx2`,
+    /// the rest four channels per pass over the buffer.
     #[allow(clippy::too_many_arguments)]
     fn transpose_row(
         buf: &[f32],
@@ -599,9 +603,36 @@ mod thin {
         oh: usize,
         ow0: usize,
         run: usize,
+        avx2: bool,
     ) {
         assert!(k <= kp && buf.len() >= run * kp);
         let mut o = 0;
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            while o + 8 <= k {
+                // `w` has stride 1 in an NCHW view (or the run has length 1): channel
+                // `o + c` of pixels `ow0..ow0 + run` is `run` consecutive in-range elements,
+                // owned by this worker.
+                let dst: [*mut f32; 8] = core::array::from_fn(|c| y.at(n, o + c, oh, ow0));
+                let mut j = 0;
+                while j + 8 <= run {
+                    // SAFETY: AVX2 is supported (`avx2`); rows `j..j + 8 <= run` of the
+                    // buffer hold channels `o..o + 8 <= k <= kp` (asserted length), and
+                    // `dst[c] + j .. + 8` are outputs of this worker's run (above).
+                    unsafe { transpose8x8(buf.as_ptr().add(j * kp + o), kp, &dst, j) };
+                    j += 8;
+                }
+                for j in j..run {
+                    for (c, d) in dst.iter().enumerate() {
+                        // SAFETY: as above, `j < run`.
+                        unsafe { *d.add(j) = buf[j * kp + o + c] };
+                    }
+                }
+                o += 8;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = avx2;
         while o < k {
             let m = (k - o).min(4);
             let mut dst = [core::ptr::null_mut::<f32>(); 4];
@@ -619,6 +650,49 @@ mod thin {
                 }
             }
             o += m;
+        }
+    }
+
+    /// Transposes 8 rows of 8 floats (`src + r * stride`, `r < 8`) into `dst[c] + j`
+    /// (`c < 8`: element `c` of every row, in row order).
+    ///
+    /// # Safety
+    /// AVX2 is available; the 64 source floats are readable and the 8 runs of 8
+    /// destination floats writable, disjoint from the source and from each other.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn transpose8x8(src: *const f32, stride: usize, dst: &[*mut f32; 8], j: usize) {
+        use core::arch::x86_64::{
+            _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+            _mm256_unpacklo_ps,
+        };
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let r: [_; 8] = core::array::from_fn(|i| _mm256_loadu_ps(src.add(i * stride)));
+            // Pairs of rows interleaved, then quads: u[q] holds columns q and q + 4 of
+            // rows 0-3 (u[q]) or 4-7 (u[q + 4]), one per 128-bit half.
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+                _mm256_shuffle_ps::<0x44>(t4, t6),
+                _mm256_shuffle_ps::<0xEE>(t4, t6),
+                _mm256_shuffle_ps::<0x44>(t5, t7),
+                _mm256_shuffle_ps::<0xEE>(t5, t7),
+            ];
+            for q in 0..4 {
+                _mm256_storeu_ps(dst[q].add(j), _mm256_permute2f128_ps::<0x20>(u[q], u[q + 4]));
+                _mm256_storeu_ps(dst[q + 4].add(j), _mm256_permute2f128_ps::<0x31>(u[q], u[q + 4]));
+            }
         }
     }
 
