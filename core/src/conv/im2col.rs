@@ -127,9 +127,11 @@ fn tile_pixels(r: usize, pixels: usize) -> usize {
 pub(crate) fn workspace_len(g: &ConvGeometry, layout: Layout) -> Result<usize> {
     let f = g.filter();
     if thin_input(g) {
-        // NCHW takes `nchw::thin` unless the output is narrower than a vector.
+        // NCHW takes `nchw::thin` unless the output is narrower than a vector or its
+        // padded input copy would not fit `usize` (`nchw::thin_applies` then declines it).
         let packed = thin::packed_len(g)?;
-        return if layout == Layout::Nchw { Ok(packed.max(super::nchw::thin_len(g)?)) } else { Ok(packed) };
+        let split = if layout == Layout::Nchw { super::nchw::thin_len(g).unwrap_or(0) } else { 0 };
+        return Ok(packed.max(split));
     }
     // Fits: the filter's element count was checked by the geometry.
     let r = f.i * f.kh * f.kw;

@@ -288,11 +288,14 @@ pub(crate) fn thin_len(g: &ConvGeometry) -> Result<usize> {
 ///   most 1/16: ResNet's conv1 (112 = 7 x 16 pixels) ran 1.3-1.5x faster than the
 ///   transposing kernel on AVX-512, AlexNet's (55 pixels: 64 computed) 0.84x (thread CPU
 ///   time, same process, back to back; 2026-11-29).
+///
+/// Never when the padded input copy's size overflows `usize` (the workspace size then
+/// counts only the transposing kernel's).
 pub(crate) fn thin_applies(g: &ConvGeometry, isa: Isa) -> bool {
     let lanes = isa.f32_lanes();
     let ow = g.output().w;
     let waste = ow.div_ceil(lanes) * lanes - ow;
-    isa != Isa::Avx2 && ow >= lanes && waste * 16 <= ow
+    isa != Isa::Avx2 && ow >= lanes && waste * 16 <= ow && thin_len(g).is_ok()
 }
 
 /// Most taps of [`thin`] (its tap table lives on the stack).
