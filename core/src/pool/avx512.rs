@@ -311,6 +311,19 @@ unsafe fn nhwc_pixel<K: Op, const F: usize, const V: usize>(
                 }
             }
         }
+        store_fin(k, out, acc, m);
+    }
+}
+
+/// Finishes `V` accumulators (`K::fin`) and stores them at `out + 16 j`, the last one
+/// to the lanes in `m` only.
+///
+/// # Safety
+/// AVX-512F; those `16 (V - 1)` floats and lanes `m` of the last vector writable.
+#[inline(always)]
+unsafe fn store_fin<K: Op, const V: usize>(k: K, out: *mut f32, acc: [__m512; V], m: __mmask16) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
         for (j, a) in acc.into_iter().enumerate() {
             if j + 1 < V || m == 0xFFFF {
                 _mm512_storeu_ps(out.add(16 * j), k.fin(a));
@@ -546,13 +559,7 @@ unsafe fn global_nhwc_block<K: Op, const V: usize>(
                 }
             }
         }
-        for (j, a) in acc.into_iter().enumerate() {
-            if j + 1 < V || m == 0xFFFF {
-                _mm512_storeu_ps(out.add(16 * j), k.fin(a));
-            } else {
-                _mm512_mask_storeu_ps(out.add(16 * j), m, k.fin(a));
-            }
-        }
+        store_fin(k, out, acc, m);
     }
 }
 
