@@ -278,16 +278,20 @@ unsafe fn ld<const V: usize>(p: *const f32, j: usize, m: __mmask16, init: __m512
     }
 }
 
-/// The fold over the `F x F` taps at `base + ky * dy + kx * dx` of `V` vectors of
-/// channels (lanes `m` of the last one; others `INIT`), finished and stored at `out`.
+/// The fold over the `rows x cols` taps at `base + ky * dy + kx * dx` (`rows, cols >= 1`)
+/// of `V` vectors of channels (lanes `m` of the last one; others `INIT`), finished and
+/// stored at `out`: one pooling window, or a whole plane for global pooling.
 ///
 /// # Safety
 /// AVX-512F/DQ; every tap's `16 (V - 1)` channels plus the lanes of `m` readable, and as
 /// many writable at `out`.
 #[inline(always)]
-unsafe fn nhwc_pixel<K: Op, const F: usize, const V: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn fold_grid<K: Op, const V: usize>(
     k: K,
     base: *const f32,
+    rows: usize,
+    cols: usize,
     dy: usize,
     dx: usize,
     out: *mut f32,
@@ -300,8 +304,8 @@ unsafe fn nhwc_pixel<K: Op, const F: usize, const V: usize>(
         for (j, a) in acc.iter_mut().enumerate() {
             *a = ld::<V>(base, j, m, init);
         }
-        for ky in 0..F {
-            for kx in 0..F {
+        for ky in 0..rows {
+            for kx in 0..cols {
                 if ky + kx == 0 {
                     continue;
                 }
@@ -445,15 +449,15 @@ unsafe fn nhwc_s2_kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
                     let out = yb.add(n * ys[0] + oy * ys[2] + ox * ys[3]);
                     let mut ci = 0;
                     while ci + 64 <= c {
-                        nhwc_pixel::<K, F, 4>(k, base.add(ci), xs[2], xs[3], out.add(ci), 0xFFFF);
+                        fold_grid::<K, 4>(k, base.add(ci), F, F, xs[2], xs[3], out.add(ci), 0xFFFF);
                         ci += 64;
                     }
                     while ci + 16 <= c {
-                        nhwc_pixel::<K, F, 1>(k, base.add(ci), xs[2], xs[3], out.add(ci), 0xFFFF);
+                        fold_grid::<K, 1>(k, base.add(ci), F, F, xs[2], xs[3], out.add(ci), 0xFFFF);
                         ci += 16;
                     }
                     if ci < c {
-                        nhwc_pixel::<K, F, 1>(k, base.add(ci), xs[2], xs[3], out.add(ci), lanes(c - ci));
+                        fold_grid::<K, 1>(k, base.add(ci), F, F, xs[2], xs[3], out.add(ci), lanes(c - ci));
                     }
                 }
             }
@@ -521,45 +525,14 @@ unsafe fn global_nhwc<K: Op>(k: K, p: &Plan, io: Io<'_>) {
                     0
                 };
                 match v {
-                    16 => global_nhwc_block::<K, 16>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
-                    8 => global_nhwc_block::<K, 8>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
-                    1 => global_nhwc_block::<K, 1>(k, xn.add(ci), xs, h, w, yn.add(ci), 0xFFFF),
-                    _ => global_nhwc_block::<K, 1>(k, xn.add(ci), xs, h, w, yn.add(ci), lanes(c - ci)),
+                    16 => fold_grid::<K, 16>(k, xn.add(ci), h, w, xs[2], xs[3], yn.add(ci), 0xFFFF),
+                    8 => fold_grid::<K, 8>(k, xn.add(ci), h, w, xs[2], xs[3], yn.add(ci), 0xFFFF),
+                    1 => fold_grid::<K, 1>(k, xn.add(ci), h, w, xs[2], xs[3], yn.add(ci), 0xFFFF),
+                    _ => fold_grid::<K, 1>(k, xn.add(ci), h, w, xs[2], xs[3], yn.add(ci), lanes(c - ci)),
                 }
                 ci += if v == 0 { c - ci } else { 16 * v };
             }
         }
-    }
-}
-
-/// `V` vectors of channels (the last one's lanes `m`) of one global NHWC pooling.
-///
-/// # Safety
-/// AVX-512F/DQ; those channels readable at every pixel from `x`, writable at `out`.
-#[inline(always)]
-unsafe fn global_nhwc_block<K: Op, const V: usize>(
-    k: K,
-    x: *const f32,
-    xs: [usize; 4],
-    h: usize,
-    w: usize,
-    out: *mut f32,
-    m: __mmask16,
-) {
-    // SAFETY: as the caller guarantees.
-    unsafe {
-        let init = _mm512_set1_ps(K::INIT);
-        let mut acc = [init; V];
-        for iy in 0..h {
-            let row = x.add(iy * xs[2]);
-            for ix in 0..w {
-                let t = row.add(ix * xs[3]);
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = k.fold(*a, ld::<V>(t, j, m, init));
-                }
-            }
-        }
-        store_fin(k, out, acc, m);
     }
 }
 
