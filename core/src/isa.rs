@@ -280,6 +280,12 @@ impl Exec {
 
     /// Splits work over `threads` threads (1 = the calling thread only). More than one
     /// needs the `rayon` feature; work runs on rayon's current pool.
+    ///
+    /// How each kernel splits: the GEMM-based convolutions (im2col, pointwise, Winograd)
+    /// split output pixels over the batch (or hand the threads to `gemm`); the direct and
+    /// depthwise convolutions split output channels (whole groups when grouped); outputs
+    /// too small to pay for a thread stay on fewer threads. Pooling runs on the calling
+    /// thread.
     pub fn with_threads(self, threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::Zero { dim: Dim::Threads });

@@ -33,6 +33,8 @@ struct Case {
     act: Activation,
     /// Extra output channels before / after the slice the convolution writes.
     extra: [usize; 2],
+    /// Threads of the executor.
+    threads: usize,
     seed: u64,
 }
 
@@ -112,7 +114,7 @@ fn run_case(case: &Case, algorithm: Algorithm) -> Result<(), String> {
     let ys = slice_strides(layout, dout, total_c);
     let off = extra[0] * ys[1];
     for isa in isas() {
-        let exec = Exec::new().with_isa(isa).unwrap();
+        let exec = Exec::new().with_isa(isa).unwrap().with_threads(case.threads).unwrap();
         let mut buf = vec![SENTINEL; big.count().unwrap()];
         let xv = TensorView::new(&x, din, layout).unwrap();
         let wv = FilterView::new(&wt, df, case.filter).unwrap();
@@ -188,7 +190,8 @@ prop_compose! {
     ) -> Case {
         Case {
             n, groups: 1, cig: 1, cog: 1, h, w, k, stride, dilation,
-            pad: Padding::new(pad.0, pad.1, pad.2, pad.3), ceil, layout, filter, bias, residual, act, extra, seed,
+            pad: Padding::new(pad.0, pad.1, pad.2, pad.3), ceil, layout, filter, bias, residual, act, extra,
+            threads: 1, seed,
         }
     }
 }
@@ -248,6 +251,7 @@ fn base(layout: Layout, filter: FilterLayout) -> Case {
         residual: true,
         act: Activation::Relu,
         extra: [1, 2],
+        threads: 1,
         seed: 7,
     }
 }
@@ -581,4 +585,27 @@ fn cpu_seconds() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
         .map_or(0.0, |ns| ns * 1e-9)
+}
+
+#[test]
+fn two_threads_split_output_channels() {
+    // Direct and depthwise split the output channels over the threads (outputs of at
+    // least 2 x 16 Ki elements): one group, 40 channels in slabs of 16 and 24; three
+    // groups, slabs of one and two groups; depthwise 20 channels x multiplier 2, slabs of
+    // 10 groups. Output slices between extra channels, bias and residual per slab.
+    let one = |layout, filter| Case { cig: 3, cog: 40, h: 30, w: 31, threads: 2, ..base(layout, filter) };
+    all_layouts(one, Algorithm::Direct);
+    let grouped =
+        |layout, filter| Case { groups: 3, cig: 4, cog: 5, h: 50, w: 51, threads: 2, ..base(layout, filter) };
+    all_layouts(grouped, Algorithm::Direct);
+    let dw = |layout, filter| Case {
+        groups: 20,
+        cig: 1,
+        cog: 2,
+        h: 30,
+        w: 31,
+        threads: 2,
+        ..base(layout, filter)
+    };
+    all_layouts(dw, Algorithm::Depthwise);
 }

@@ -198,6 +198,31 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The context of output channels `o0..o1` (`o0 < o1 <= K`): whole groups if
+    /// `by_group` (`o0`, `o1` multiples of `cog`; their input channels only), else
+    /// channels of a single group (the whole input).
+    #[cfg(feature = "rayon")]
+    pub(super) fn slab(&self, o0: usize, o1: usize, by_group: bool) -> Self {
+        debug_assert!(o0 < o1 && o1 <= self.yd[1]);
+        let mut s = *self;
+        if by_group {
+            debug_assert!(o0.is_multiple_of(self.cog) && o1.is_multiple_of(self.cog));
+            let (g0, g1) = (o0 / self.cog, o1 / self.cog);
+            // In range: input channel `g0 * cig < C` (as `o0 < K`).
+            s.x = self.x.wrapping_add(g0 * self.cig * self.sx[1]);
+            s.xd[1] = (g1 - g0) * self.cig;
+        } else {
+            s.cog = o1 - o0;
+        }
+        // Output channel `o0 < K`: in range of the filter, output and residual views.
+        s.w = self.w.wrapping_add(o0 * self.sw[0]);
+        s.y = self.y.wrapping_add(o0 * self.sy[1]);
+        s.r = self.r.wrapping_add(o0 * self.sr[1]);
+        s.bias = self.bias.map(|b| &b[o0..o1]);
+        s.yd[1] = o1 - o0;
+        s
+    }
+
     /// Epilogue of one scalar output `[n, o, oy, ox]` with accumulated `acc`, stored.
     ///
     /// # Safety
@@ -227,13 +252,52 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     let ctx = Ctx::new(&args, &mut y);
     let sw = ctx.sw;
     let fd = args.w.dims();
-    match args.layout {
-        Layout::Nchw => args.exec.dispatch(NchwCols { c: ctx }),
-        Layout::Nhwc if sw[0] == 1 || fd.o == 1 => args.exec.dispatch(NhwcOc { c: ctx }),
-        Layout::Nhwc if sw[1] == 1 || fd.i == 1 => args.exec.dispatch(NhwcDot { c: ctx }),
-        _ => generic(args.exec, ctx, args.layout),
-    }
+    let (exec, layout) = (args.exec, args.layout);
+    par_slabs(exec, args.g.groups(), ctx, |ctx| match layout {
+        Layout::Nchw => exec.dispatch(NchwCols { c: ctx }),
+        Layout::Nhwc if sw[0] == 1 || fd.o == 1 => exec.dispatch(NhwcOc { c: ctx }),
+        Layout::Nhwc if sw[1] == 1 || fd.i == 1 => exec.dispatch(NhwcDot { c: ctx }),
+        _ => generic(exec, ctx, layout),
+    });
     Ok(())
+}
+
+/// Fewest output elements per worker of [`par_slabs`] (below that, handing work to a
+/// thread costs more than it saves).
+#[cfg(feature = "rayon")]
+const MIN_SLAB_OUTPUTS: usize = 1 << 14;
+
+/// Runs `run` on `ctx` split into slabs of output channels over `exec.threads()` workers
+/// (with feature `rayon`; else, or for small outputs, on `ctx` whole). With one group a
+/// slab is any range of output channels (multiples of 16 but the last); with more, whole
+/// groups.
+pub(super) fn par_slabs<'a>(exec: &crate::Exec, groups: usize, ctx: Ctx<'a>, run: impl Fn(Ctx<'a>) + Sync) {
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        let k = ctx.yd[1];
+        let (unit, units) = if groups > 1 { (ctx.cog, groups) } else { (16, k.div_ceil(16)) };
+        // Fits: the output's element count was checked by the geometry.
+        let outputs = ctx.yd.iter().product::<usize>();
+        let workers = exec.threads().min(units).min(outputs / MIN_SLAB_OUTPUTS).max(1);
+        if workers > 1 {
+            /// The context shared by the workers.
+            struct Shared<'a>(Ctx<'a>);
+            // SAFETY: workers only read through `x`, `w`, `r` and `bias`, and write the
+            // output channels of disjoint slabs through `y` (`Ctx::slab`); the views
+            // behind the pointers stay borrowed by the caller until every worker returned.
+            unsafe impl Sync for Shared<'_> {}
+            let shared = Shared(ctx);
+            let bound = |i: usize| ((units * i / workers) * unit).min(k);
+            (0..workers).into_par_iter().for_each(|i| {
+                let s = &shared;
+                run(s.0.slab(bound(i), bound(i + 1), groups > 1));
+            });
+            return;
+        }
+    }
+    let _ = (exec, groups);
+    run(ctx);
 }
 
 /// One output `[n, o, oy, ox]` of the plain convolution (no epilogue), over any strides.
