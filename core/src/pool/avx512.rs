@@ -746,10 +746,13 @@ unsafe fn global_nchw_nv<K: Op, const NV: usize>(k: K, p: &Plan, io: Io<'_>) {
                 }
                 while ci + 16 <= c {
                     let a = xn.add(ci * xs[1]).wrapping_sub(s0);
-                    let mut parts = [_mm512_setzero_ps(); 16];
-                    for (d, &(off, m)) in parts.iter_mut().zip(at.iter()) {
-                        *d = plane::<K, NV>(k, a.wrapping_add(off), m, nv);
+                    // Unrolled by hand: as a loop, the 16 results went through the stack.
+                    macro_rules! pl {
+                        ($($i:literal)*) => {
+                            [$(plane::<K, NV>(k, a.wrapping_add(at[$i].0), at[$i].1, nv)),*]
+                        };
                     }
+                    let parts = pl!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
                     let v = k.fin(lanes16(k, &parts));
                     if ys[1] == 1 {
                         _mm512_storeu_ps(yn.add(ci), v);
