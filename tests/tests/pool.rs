@@ -712,7 +712,8 @@ fn global_at_every_line_offset() {
     // start before channel 0 (when every pixel sits alike on lines), NCHW planes are read
     // as aligned vectors masked at both ends. Every float offset of the buffer, batch
     // entries that sit differently on lines, NaN gaps around every plane / pixel run, and
-    // plane sizes below, at and across whole vectors (1, 9, 16, 49, 64, 65, 100, 196).
+    // plane sizes below, at and across whole vectors (1, 9, 16, 20, 36, 49, 64, 65, 90, 100,
+    // 196).
     let nhwc_cases = [
         (Dims::new(2, 272, 3, 2), 16, 5),
         (Dims::new(1, 130, 2, 3), 14, 0),
@@ -733,6 +734,8 @@ fn global_at_every_line_offset() {
         (Dims::new(1, 20, 10, 10), 7, 0),
         (Dims::new(1, 17, 14, 14), 0, 2),
         (Dims::new(1, 18, 9, 10), 1, 0),
+        (Dims::new(2, 21, 4, 5), 3, 1),
+        (Dims::new(1, 16, 6, 6), 0, 0),
     ];
     let cases = nhwc_cases
         .iter()

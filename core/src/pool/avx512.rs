@@ -606,14 +606,21 @@ unsafe fn edge(init: __m512, q: *const f32, t: usize, mk: __mmask16) -> __m512 {
 /// The fold of one contiguous plane into one vector (lanes past the plane `INIT`), read as
 /// `nv` aligned vectors from `q`: whole vectors in between, the masks `m` (from [`span`])
 /// on the first and the last two, so no load straddles two lines. `NV` is `nv` as a
-/// constant, or `usize::MAX` to use `nv` (then at least 4).
+/// constant, or `usize::MAX` to use `nv` (then at least 4). `UNI`: the plane spans all
+/// `NV` vectors (`m[2]` not empty), so that vector `NV - 2` is whole when it is not the
+/// first (a plain load, one mask fewer to fetch).
 ///
 /// # Safety
 /// AVX-512F/DQ; `nv = (len + 30) / 16` and `(q, m)` from [`span`] for the plane: then the
 /// vectors between the first and the last two are inside the plane, and the masked lanes
 /// are the plane's values (`q` itself may point before the buffer: wrapping arithmetic).
 #[inline(always)]
-unsafe fn plane<K: Op, const NV: usize>(k: K, q: *const f32, m: [__mmask16; 3], nv: usize) -> __m512 {
+unsafe fn plane<K: Op, const NV: usize, const UNI: bool>(
+    k: K,
+    q: *const f32,
+    m: [__mmask16; 3],
+    nv: usize,
+) -> __m512 {
     // SAFETY: as the caller guarantees.
     unsafe {
         let init = _mm512_set1_ps(K::INIT);
@@ -622,7 +629,7 @@ unsafe fn plane<K: Op, const NV: usize>(k: K, q: *const f32, m: [__mmask16; 3], 
             for t in 0..NV {
                 let v = if t + 1 == NV {
                     edge(init, q, t, m[2])
-                } else if t + 2 == NV {
+                } else if t + 2 == NV && !(UNI && t > 0) {
                     edge(init, q, t, m[1])
                 } else if t == 0 {
                     edge(init, q, t, m[0])
@@ -744,36 +751,70 @@ unsafe fn global_nchw_nv<K: Op, const NV: usize>(k: K, p: &Plan, io: Io<'_>) {
                 for (i, d) in at.iter_mut().enumerate() {
                     *d = span(s0 + i * xs[1], len, nv);
                 }
-                while ci + 16 <= c {
-                    let a = xn.add(ci * xs[1]).wrapping_sub(s0);
-                    // Unrolled by hand: as a loop, the 16 results went through the stack.
-                    macro_rules! pl {
-                        ($($i:literal)*) => {
-                            [$(plane::<K, NV>(k, a.wrapping_add(at[$i].0), at[$i].1, nv)),*]
-                        };
-                    }
-                    let parts = pl!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-                    let v = k.fin(lanes16(k, &parts));
-                    if ys[1] == 1 {
-                        _mm512_storeu_ps(yn.add(ci), v);
-                    } else {
-                        let mut o = [0.0f32; 16];
-                        _mm512_storeu_ps(o.as_mut_ptr(), v);
-                        for (i, &t) in o.iter().enumerate() {
-                            *yn.add((ci + i) * ys[1]) = t;
-                        }
-                    }
-                    ci += 16;
-                }
+                let (cs, ys1) = (xs[1], ys[1]);
+                ci = if at.iter().all(|&(_, m)| m[2] != 0) {
+                    blocks::<K, NV, true>(k, xn, cs, c, &at, nv, yn, ys1, s0)
+                } else {
+                    blocks::<K, NV, false>(k, xn, cs, c, &at, nv, yn, ys1, s0)
+                };
             }
             while ci < c {
                 let xp = xn.add(ci * xs[1]);
                 let s = (xp as usize / 4) % 16;
                 let (off, m) = span(s, len, nv);
-                let v = plane::<K, NV>(k, xp.wrapping_sub(s).wrapping_add(off), m, nv);
+                let v = plane::<K, NV, false>(k, xp.wrapping_sub(s).wrapping_add(off), m, nv);
                 *yn.add(ci * ys[1]) = _mm512_cvtss_f32(k.fin(hfold(k, v)));
                 ci += 1;
             }
         }
     }
+}
+
+/// The whole blocks of 16 planes of one batch entry in [`global_nchw_nv`] (planes `cs`
+/// apart from `xn`, outputs `ys1` apart from `yn`; `at` the planes' [`span`]s from a block
+/// start shifted back by `s0` to a line boundary; `UNI` as [`plane`] says, for every plane);
+/// returns the number of planes done.
+///
+/// # Safety
+/// As [`global`] says, for the batch entry at `xn` and `yn`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocks<K: Op, const NV: usize, const UNI: bool>(
+    k: K,
+    xn: *const f32,
+    cs: usize,
+    c: usize,
+    at: &[(usize, [__mmask16; 3]); 16],
+    nv: usize,
+    yn: *mut f32,
+    ys1: usize,
+    s0: usize,
+) -> usize {
+    let mut ci = 0;
+    // SAFETY: planes `ci .. ci + 16 <= c` of the entry, read through their spans; outputs
+    // of those planes written.
+    unsafe {
+        while ci + 16 <= c {
+            let a = xn.add(ci * cs).wrapping_sub(s0);
+            // Unrolled by hand: as a loop, the 16 results went through the stack.
+            macro_rules! pl {
+                ($($i:literal)*) => {
+                    [$(plane::<K, NV, UNI>(k, a.wrapping_add(at[$i].0), at[$i].1, nv)),*]
+                };
+            }
+            let parts = pl!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+            let v = k.fin(lanes16(k, &parts));
+            if ys1 == 1 {
+                _mm512_storeu_ps(yn.add(ci), v);
+            } else {
+                let mut o = [0.0f32; 16];
+                _mm512_storeu_ps(o.as_mut_ptr(), v);
+                for (i, &t) in o.iter().enumerate() {
+                    *yn.add((ci + i) * ys1) = t;
+                }
+            }
+            ci += 16;
+        }
+    }
+    ci
 }
