@@ -7,6 +7,9 @@
 //! Everything else (and every other ISA) takes the generic pulp kernels. The kernels here
 //! keep whole rows (NCHW) or whole channel runs (NHWC) in registers with no per-output
 //! bookkeeping: tails are masked loads and stores, not a scalar or indirect-call path.
+//! The global kernels read 64-byte aligned vectors (masked where a plane or a channel run
+//! begins or ends mid-line): with the input in L2, loads that straddle two lines halved
+//! their speed.
 //!
 //! Maximum is `super::simd::vmax`'s AVX-512 form (an ordered compare and a masked
 //! `VMAXPS`), so NaN propagates whatever the operand order. (`VRANGEPS` would be one
