@@ -705,3 +705,95 @@ fn cifar_conv_relu_pool_pipeline() {
         }
     }
 }
+
+#[test]
+fn global_at_every_line_offset() {
+    // The AVX-512 global kernels shift their loads to 64-byte lines: NHWC channel vectors
+    // start before channel 0 (when every pixel sits alike on lines), NCHW planes are read
+    // as aligned vectors masked at both ends. Every float offset of the buffer, batch
+    // entries that sit differently on lines, NaN gaps around every plane / pixel run, and
+    // plane sizes below, at and across whole vectors (1, 9, 16, 20, 36, 49, 64, 65, 90, 100,
+    // 196).
+    let nhwc_cases = [
+        (Dims::new(2, 272, 3, 2), 16, 5),
+        (Dims::new(1, 130, 2, 3), 14, 0),
+        (Dims::new(2, 20, 2, 3), 12, 3),
+        (Dims::new(1, 5, 3, 1), 11, 0),
+        (Dims::new(2, 33, 1, 1), 0, 7),
+        (Dims::new(1, 20, 2, 2), 1, 0),
+        (Dims::new(1, 250, 2, 1), 6, 0),
+    ];
+    let nchw_cases = [
+        (Dims::new(2, 35, 7, 7), 0, 3),
+        (Dims::new(1, 33, 7, 7), 5, 0),
+        (Dims::new(2, 17, 8, 8), 0, 9),
+        (Dims::new(1, 16, 5, 13), 3, 0),
+        (Dims::new(1, 18, 1, 1), 0, 1),
+        (Dims::new(2, 19, 3, 3), 2, 4),
+        (Dims::new(1, 16, 4, 4), 0, 0),
+        (Dims::new(1, 20, 10, 10), 7, 0),
+        (Dims::new(1, 17, 14, 14), 0, 2),
+        (Dims::new(1, 18, 9, 10), 1, 0),
+        (Dims::new(2, 21, 4, 5), 3, 1),
+        (Dims::new(1, 16, 6, 6), 0, 0),
+    ];
+    let cases = nhwc_cases
+        .iter()
+        .map(|&(d, e, ne)| (Layout::Nhwc, d, e, ne))
+        .chain(nchw_cases.iter().map(|&(d, e, ne)| (Layout::Nchw, d, e, ne)));
+    // Around the output view: a value no pooling of the data gives, which must stay.
+    const GUARD: f32 = -7.5e6;
+    for (ci, (layout, d, extra, nextra)) in cases.enumerate() {
+        let go = Dims::new(d.n, d.c, 1, 1);
+        let mode = [0u8, 2, 3][ci % 3];
+        let mut rng = Rng::new(40 + ci as u64);
+        let x = data(&mut rng, d.count().unwrap(), mode);
+        let x64 = f64s(&x);
+        let mut ymax = vec![0.0; go.count().unwrap()];
+        r::global_max_pool(nchw(&x64, d), nchw_mut(&mut ymax, go)).unwrap();
+        let mut yavg = vec![0.0; go.count().unwrap()];
+        r::global_avg_pool(nchw(&x64, d), nchw_mut(&mut yavg, go)).unwrap();
+        let mut mag = vec![0.0; go.count().unwrap()];
+        r::global_avg_pool(nchw(&abs64(&x), d), nchw_mut(&mut mag, go)).unwrap();
+        // Pixels (NHWC) or planes (NCHW) `extra` apart beyond their length, batch entries
+        // `nextra` more.
+        let mut xs = match layout {
+            Layout::Nhwc => strides(layout, d, extra),
+            Layout::Nchw => {
+                let sc = d.h * d.w + extra;
+                [d.c * sc, sc, d.w, 1]
+            }
+        };
+        xs[0] += nextra;
+        let placed = place(&x, d, xs, f32::NAN);
+        let ys = strides(layout, go, 0);
+        for off in 0..16 {
+            let mut buf = vec![f32::NAN; off];
+            buf.extend_from_slice(&placed);
+            buf.extend_from_slice(&[f32::NAN; 16]);
+            let xv = TensorView::with_strides(&buf[off..off + placed.len()], d, xs).unwrap();
+            for isa in isas() {
+                let e = exec(isa);
+                let tag = |what: &str, m: String| format!("{what} {d:?} {layout:?} off {off} {isa}: {m}");
+                let mut ob = vec![GUARD; off + go.count().unwrap() + 16];
+                let yv =
+                    TensorViewMut::with_strides(&mut ob[off..off + go.count().unwrap()], go, ys).unwrap();
+                simdconv::global_max_pool(&e, xv, yv).unwrap();
+                exact(&gather(&ob[off..], go, ys), &ymax).unwrap_or_else(|m| panic!("{}", tag("max", m)));
+                assert!(
+                    ob[..off].iter().chain(&ob[off + go.count().unwrap()..]).all(|&v| v == GUARD),
+                    "max wrote outside"
+                );
+                let yv =
+                    TensorViewMut::with_strides(&mut ob[off..off + go.count().unwrap()], go, ys).unwrap();
+                simdconv::global_avg_pool(&e, xv, yv).unwrap();
+                close(&gather(&ob[off..], go, ys), &yavg, &mag, d.h * d.w)
+                    .unwrap_or_else(|m| panic!("{}", tag("avg", m)));
+                assert!(
+                    ob[..off].iter().chain(&ob[off + go.count().unwrap()..]).all(|&v| v == GUARD),
+                    "avg wrote outside"
+                );
+            }
+        }
+    }
+}
