@@ -49,6 +49,48 @@ impl Rng {
     }
 }
 
+/// A buffer of `f32` whose first element starts a 64-byte cache line, as the anchor
+/// engines allocate tensors (TFLite's arena, ONNX Runtime and oneDNN align to 64 bytes);
+/// a plain `Vec<f32>` from the system allocator starts 16 bytes into a line here, which
+/// makes every 64-byte vector load of a contiguous row span two lines.
+#[derive(Clone, Debug, Default)]
+pub struct Buf {
+    v: Vec<f32>,
+    off: usize,
+    len: usize,
+}
+
+impl Buf {
+    /// `n` zeros.
+    #[must_use]
+    pub fn zeros(n: usize) -> Self {
+        Self::from_slice(&vec![0.0; n])
+    }
+
+    /// A line-aligned copy of `src`.
+    #[must_use]
+    pub fn from_slice(src: &[f32]) -> Self {
+        let mut v = vec![0.0f32; src.len() + 15];
+        // `f32` alignment makes the gap to the next line a whole number of floats (< 16).
+        let off = ((64 - v.as_ptr() as usize % 64) % 64) / 4;
+        v[off..off + src.len()].copy_from_slice(src);
+        Buf { v, off, len: src.len() }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.v[self.off..self.off + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.v[self.off..self.off + self.len]
+    }
+}
+
 /// The filter layout paired with an activation layout: PyTorch's OIHW with NCHW,
 /// XNNPACK's OHWI with NHWC.
 #[must_use]
@@ -102,12 +144,12 @@ pub struct Prepared {
     geometry: Geometry,
     bias: bool,
     relu: bool,
-    x: Vec<f32>,
-    w: Vec<f32>,
-    b: Vec<f32>,
-    y: Vec<f32>,
-    dy: Vec<f32>,
-    workspace: Vec<f32>,
+    x: Buf,
+    w: Buf,
+    b: Buf,
+    y: Buf,
+    dy: Buf,
+    workspace: Buf,
     /// The filter transformed once for Winograd, when that is the algorithm that runs:
     /// every anchor engine packs constant weights at model load, so the timed call does
     /// not repeat it.
@@ -179,6 +221,7 @@ impl Prepared {
                 Vec::new(),
             ),
         };
+        let [x, w, b, y, dy, workspace] = [x, w, b, y, dy, workspace].map(|v| Buf::from_slice(&v));
         Ok(Prepared { exec, layout, algorithm, geometry, bias, relu, x, w, b, y, dy, workspace, packed })
     }
 
