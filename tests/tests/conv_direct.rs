@@ -588,11 +588,13 @@ fn cpu_seconds() -> f64 {
 }
 
 #[test]
-fn two_threads_split_output_channels() {
-    // Direct and depthwise split the output channels over the threads (outputs of at
-    // least 2 x 16 Ki elements): one group, 40 channels in slabs of 16 and 24; three
-    // groups, slabs of one and two groups; depthwise 20 channels x multiplier 2, slabs of
-    // 10 groups. Output slices between extra channels, bias and residual per slab.
+fn two_threads_split_the_output() {
+    // Direct and depthwise split the output over the threads (outputs of at least 2 x 16
+    // Ki elements): NCHW by output channels, NHWC by output rows. One group, 40 channels
+    // (slabs of 16 and 24 channels, or 15 and 15 rows); three groups (slabs of one and
+    // two groups); depthwise 20 channels x multiplier 2 (slabs of 10 groups). Output
+    // slices between extra channels, bias and residual per slab; the second row slab
+    // starts below the top padding.
     let one = |layout, filter| Case { cig: 3, cog: 40, h: 30, w: 31, threads: 2, ..base(layout, filter) };
     all_layouts(one, Algorithm::Direct);
     let grouped =
@@ -608,4 +610,33 @@ fn two_threads_split_output_channels() {
         ..base(layout, filter)
     };
     all_layouts(dw, Algorithm::Depthwise);
+    // Row slabs under stride 2, dilation 2, uneven padding and ceil rounding: with 5
+    // rows of bottom padding the last output row's windows lie wholly in it; batch 2.
+    let strided = |layout, filter| Case {
+        n: 2,
+        cig: 2,
+        cog: 32,
+        h: 41,
+        w: 45,
+        stride: [2, 2],
+        dilation: [2, 1],
+        pad: Padding::new(3, 5, 1, 2),
+        ceil: true,
+        threads: 2,
+        ..base(layout, filter)
+    };
+    all_layouts(strided, Algorithm::Direct);
+    let dw_strided = |layout, filter| Case {
+        groups: 48,
+        cig: 1,
+        cog: 1,
+        h: 60,
+        w: 50,
+        stride: [2, 2],
+        pad: Padding::new(0, 4, 1, 1),
+        ceil: true,
+        threads: 2,
+        ..base(layout, filter)
+    };
+    all_layouts(dw_strided, Algorithm::Depthwise);
 }

@@ -37,7 +37,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     let ctx = Ctx::new(&args, &mut y);
     let o_unit = ctx.sw[0] == 1 || ctx.yd[1] == 1;
     let (exec, layout) = (args.exec, args.layout);
-    super::direct::par_slabs(exec, args.g.groups(), ctx, |ctx| match layout {
+    super::direct::par_slabs(exec, args.g.groups(), layout, ctx, |ctx| match layout {
         Layout::Nhwc if ctx.cog == 1 => exec.dispatch(DwNhwc { c: ctx }),
         Layout::Nhwc if o_unit => super::direct::run_nhwc_oc(exec, ctx),
         Layout::Nchw if ctx.sww == 1 => exec.dispatch(DwNchw { c: ctx }),
