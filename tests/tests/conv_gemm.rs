@@ -639,8 +639,8 @@ fn regression_one_output_channel_nhwc_with_residual() {
 
 #[test]
 fn pointwise_nchw_packed_panels() {
-    // On AVX-512, NCHW 1x1 runs of at least 48 contiguous pixels with no more output than
-    // input channels go through the packed kernel (conv/pointwise.rs): panels of 3
+    // On AVX-512 and one thread, NCHW 1x1 runs of at least 48 contiguous pixels with no
+    // more output than input channels go through the packed kernel (conv/pointwise.rs): panels of 3
     // vectors, the last of 1-3 vectors ending at the run's end (overlapping the one
     // before), at most 128 input channels per block, tiles of 8 output channels.
     // 63 pixels per image: a full panel, then one vector over pixels 47..63; 130 input
@@ -651,9 +651,10 @@ fn pointwise_nchw_packed_panels() {
     c.pad_c = 1;
     check_case(&c, Algorithm::Pointwise).unwrap();
     // Padded rows: runs are single 50-pixel rows; two groups of 150 channels (blocks of
-    // 75), two threads splitting the pixels (shares shorter than a panel use gemm).
+    // 75). (On two threads `gemm` runs: `check_case` does the same case there too.)
     let mut c = case(Dims::new(1, 300, 3, 50), 18, Conv2d::new(1, 1).groups(2));
     c.pad_w = 2;
+    check_case(&c, Algorithm::Pointwise).unwrap();
     c.threads = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
     // 75 pixels: a panel, then two vectors over pixels 43..75; 64 -> 64 channels (8

@@ -7,8 +7,8 @@
 //! elements apart), so each output row is one GEMM; when the subsampled rows also line up
 //! (stride 1, or a strided view) a GEMM spans rows or the whole batch. No workspace.
 //!
-//! On AVX-512, NCHW-like runs (pixels contiguous in input and output) of reductions
-//! (no more output than input channels) skip `gemm` for [`Packed`]: input panels of 48
+//! On AVX-512 and one thread, NCHW-like runs (pixels contiguous in input and output) of
+//! reductions (no more output than input channels) skip `gemm` for [`Packed`]: input panels of 48
 //! pixels x at most 128 channels copied into a 24 KiB buffer on the stack, multiplied by
 //! 8 x 3-vector register tiles (see [`packed_applies`] for the measurements).
 
@@ -72,7 +72,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                         rs: x_m.0,
                         cs: x_m.1,
                     };
-                    if packed_applies(exec.isa(), xstep, ystep, run, cg, kg) {
+                    if packed_applies(exec.isa(), threads, xstep, ystep, run, cg, kg) {
                         exec.dispatch(Packed {
                             x: xd,
                             x_off: x.offset(n, grp * cg, oh * sh, ow * sw),
@@ -123,9 +123,20 @@ const OB: usize = 8;
 ///   the TLB and aliases in L1; NHWC runs (channels contiguous) already suit `gemm`;
 /// - only when `c >= k`, reductions such as ResNet's 1x1 reduce (256 -> 64: 0.72-0.76 ms
 ///   against gemm's 0.76-0.80, minima of alternating runs); on the expansion 64 -> 256
-///   the output stores dominate and `gemm` stayed ahead (0.67 against 0.74 ms).
-fn packed_applies(isa: Isa, xstep: usize, ystep: usize, len: usize, c: usize, k: usize) -> bool {
-    isa == Isa::Avx512 && xstep == 1 && ystep == 1 && len >= PANEL_MAX && c >= k
+///   the output stores dominate and `gemm` stayed ahead (0.67 against 0.74 ms);
+/// - only on one thread: with two, each splitting the pixels, `gemm` stayed ahead
+///   (medians of alternating runs: reduce 0.54-0.58 against 0.66-0.72 ms, GoogLeNet's
+///   480 -> 192 0.22-0.24 against 0.26-0.34).
+fn packed_applies(
+    isa: Isa,
+    threads: usize,
+    xstep: usize,
+    ystep: usize,
+    len: usize,
+    c: usize,
+    k: usize,
+) -> bool {
+    isa == Isa::Avx512 && threads == 1 && xstep == 1 && ystep == 1 && len >= PANEL_MAX && c >= k
 }
 
 /// A 64-byte aligned panel buffer.
