@@ -61,12 +61,6 @@ pub struct Buf {
 }
 
 impl Buf {
-    /// `n` zeros.
-    #[must_use]
-    pub fn zeros(n: usize) -> Self {
-        Self::from_slice(&vec![0.0; n])
-    }
-
     /// A line-aligned copy of `src`.
     #[must_use]
     pub fn from_slice(src: &[f32]) -> Self {

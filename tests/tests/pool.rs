@@ -336,16 +336,24 @@ fn check_l2(c: &Case) -> Result<(), String> {
     Ok(())
 }
 
+/// The f64 references of global pooling over NCHW `x` of dims `d`: max, average, and
+/// the average of `|x|` (the error bound's magnitude).
+fn global_reference(x: &[f32], d: Dims) -> [Vec<f64>; 3] {
+    let go = Dims::new(d.n, d.c, 1, 1);
+    let x64 = f64s(x);
+    let mut out = [0; 3].map(|_| vec![0.0; go.count().unwrap()]);
+    let [ymax, yavg, mag] = &mut out;
+    r::global_max_pool(nchw(&x64, d), nchw_mut(ymax, go)).unwrap();
+    r::global_avg_pool(nchw(&x64, d), nchw_mut(yavg, go)).unwrap();
+    r::global_avg_pool(nchw(&abs64(x), d), nchw_mut(mag, go)).unwrap();
+    out
+}
+
 fn check_global(d: Dims, seed: u64, mode: u8, extra: usize) -> Result<(), String> {
     let go = Dims::new(d.n, d.c, 1, 1);
     let mut rng = Rng::new(seed);
     let x = data(&mut rng, d.count().unwrap(), mode);
-    let mut ymax = vec![0.0; go.count().unwrap()];
-    r::global_max_pool(nchw(&f64s(&x), d), nchw_mut(&mut ymax, go)).unwrap();
-    let mut yavg = vec![0.0; go.count().unwrap()];
-    r::global_avg_pool(nchw(&f64s(&x), d), nchw_mut(&mut yavg, go)).unwrap();
-    let mut mag = vec![0.0; go.count().unwrap()];
-    r::global_avg_pool(nchw(&abs64(&x), d), nchw_mut(&mut mag, go)).unwrap();
+    let [ymax, yavg, mag] = global_reference(&x, d);
     for isa in isas() {
         let e = exec(isa);
         for layout in LAYOUTS {
@@ -543,13 +551,7 @@ fn global_grouped_planes_with_strides() {
         let go = Dims::new(d.n, d.c, 1, 1);
         let mut rng = Rng::new(7);
         let x = data(&mut rng, d.count().unwrap(), 3);
-        let x64 = f64s(&x);
-        let mut ymax = vec![0.0; go.count().unwrap()];
-        r::global_max_pool(nchw(&x64, d), nchw_mut(&mut ymax, go)).unwrap();
-        let mut yavg = vec![0.0; go.count().unwrap()];
-        r::global_avg_pool(nchw(&x64, d), nchw_mut(&mut yavg, go)).unwrap();
-        let mut mag = vec![0.0; go.count().unwrap()];
-        r::global_avg_pool(nchw(&abs64(&x), d), nchw_mut(&mut mag, go)).unwrap();
+        let [ymax, yavg, mag] = global_reference(&x, d);
         let xs = [d.c * cs, cs, d.w, 1];
         let xb = Buf { data: place(&x, d, xs, f32::NAN), d, s: xs };
         let ys = [d.c * ycs, ycs, 1, 1];
@@ -748,13 +750,7 @@ fn global_at_every_line_offset() {
         let mode = [0u8, 2, 3][ci % 3];
         let mut rng = Rng::new(40 + ci as u64);
         let x = data(&mut rng, d.count().unwrap(), mode);
-        let x64 = f64s(&x);
-        let mut ymax = vec![0.0; go.count().unwrap()];
-        r::global_max_pool(nchw(&x64, d), nchw_mut(&mut ymax, go)).unwrap();
-        let mut yavg = vec![0.0; go.count().unwrap()];
-        r::global_avg_pool(nchw(&x64, d), nchw_mut(&mut yavg, go)).unwrap();
-        let mut mag = vec![0.0; go.count().unwrap()];
-        r::global_avg_pool(nchw(&abs64(&x), d), nchw_mut(&mut mag, go)).unwrap();
+        let [ymax, yavg, mag] = global_reference(&x, d);
         // Pixels (NHWC) or planes (NCHW) `extra` apart beyond their length, batch entries
         // `nextra` more.
         let mut xs = match layout {

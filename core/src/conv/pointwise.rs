@@ -62,26 +62,27 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
         while t0 < q1 {
             let t1 = (t0 + chunk).min(q1);
             for grp in 0..groups {
-                let lhs = Mat { ptr: wd[w.offset(grp * kg, 0, 0, 0)..].as_ptr(), rs: w_m.0, cs: w_m.1 };
+                let w_off = w.offset(grp * kg, 0, 0, 0);
+                let lhs = Mat { ptr: wd[w_off..].as_ptr(), rs: w_m.0, cs: w_m.1 };
                 px.runs(t0, t1, join, |_, n, oh, ow, run| {
-                    let dst = Mat { ptr: y_out.at(n, grp * kg, oh, ow), rs: y_m.0, cs: y_m.1 };
+                    let y_at = y_out.at(n, grp * kg, oh, ow);
                     // In range: a 1x1 window without padding reads input row `oh * sh < H`
                     // (even under Ceil rounding) and column `ow * sw < W`.
-                    let rhs = Mat {
-                        ptr: xd[x.offset(n, grp * cg, oh * sh, ow * sw)..].as_ptr(),
-                        rs: x_m.0,
-                        cs: x_m.1,
-                    };
+                    let x_off = x.offset(n, grp * cg, oh * sh, ow * sw);
                     if packed_applies(exec.isa(), threads, xstep, ystep, run, cg, kg) {
+                        // The run's invariant: the group's `cg` input channels of the
+                        // `run` pixels (unit stride) lie inside `x` from `x_off`, its
+                        // `kg x cg` filter block inside `w` from `w_off`, and its outputs
+                        // (unit stride) are this worker's, inside `y`.
                         exec.dispatch(Packed {
                             x: xd,
-                            x_off: x.offset(n, grp * cg, oh * sh, ow * sw),
+                            x_off,
                             xs: xs[1],
                             w: wd,
-                            w_off: w.offset(grp * kg, 0, 0, 0),
+                            w_off,
                             ws0: fs[0],
                             ws1: fs[1],
-                            y: y_out.at(n, grp * kg, oh, ow),
+                            y: y_at,
                             ys: ys[1],
                             k: kg,
                             c: cg,
@@ -89,6 +90,8 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                         });
                         return;
                     }
+                    let dst = Mat { ptr: y_at, rs: y_m.0, cs: y_m.1 };
+                    let rhs = Mat { ptr: xd[x_off..].as_ptr(), rs: x_m.0, cs: x_m.1 };
                     // SAFETY: dst covers channels `grp*kg..(grp+1)*kg` of output pixels
                     // `q..q+run`, which lie at one stride (`join`) inside `y`, owned by
                     // this worker and aliasing nothing else; rhs covers channels
