@@ -158,6 +158,8 @@ struct Case {
     seed: u64,
     mode: u8,
     extra: usize,
+    /// Threads of the kernels' `Exec`.
+    threads: usize,
 }
 
 fn geometry() -> impl Strategy<Value = PoolGeometry> {
@@ -181,11 +183,15 @@ fn geometry() -> impl Strategy<Value = PoolGeometry> {
 
 fn case() -> impl Strategy<Value = Case> {
     (geometry(), any::<u64>(), 0u8..4, prop_oneof![3 => Just(0usize), 1 => 1usize..=3])
-        .prop_map(|(g, seed, mode, extra)| Case { g, seed, mode, extra })
+        .prop_map(|(g, seed, mode, extra)| Case { g, seed, mode, extra, threads: 1 })
 }
 
 fn exec(isa: Isa) -> Exec {
     Exec::new().with_isa(isa).unwrap()
+}
+
+fn exec_threads(isa: Isa, threads: usize) -> Exec {
+    exec(isa).with_threads(threads).unwrap()
 }
 
 fn taps(g: &PoolGeometry) -> usize {
@@ -207,9 +213,9 @@ fn check_max(c: &Case) -> Result<(), String> {
     let mut mag = vec![0.0; gi.count().unwrap()];
     r::max_pool2d_backward(&c.g, nchw(&abs64(&dy), go), nchw(&i64s, go), nchw_mut(&mut mag, gi)).unwrap();
     for isa in isas() {
-        let e = exec(isa);
+        let e = exec_threads(isa, c.threads);
         for layout in LAYOUTS {
-            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?}: {m}");
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?} x{}: {m}", c.threads);
             let xb = Buf::new(&x, gi, layout, c.extra, f32::NAN);
             // Values only.
             let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, c.extra, f32::NAN);
@@ -267,9 +273,9 @@ fn check_avg(c: &Case) -> Result<(), String> {
     let mut dmag = vec![0.0; gi.count().unwrap()];
     r::avg_pool2d_backward(&c.g, nchw(&abs64(&dy), go), nchw_mut(&mut dmag, gi), opts).unwrap();
     for isa in isas() {
-        let e = exec(isa);
+        let e = exec_threads(isa, c.threads);
         for layout in LAYOUTS {
-            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?} {opts:?}: {m}");
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?} x{} {opts:?}: {m}", c.threads);
             let xb = Buf::new(&x, gi, layout, c.extra, f32::NAN);
             let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, c.extra, f32::NAN);
             simdconv::avg_pool2d(&e, &c.g, xb.view(), yb.view_mut(), opts).map_err(|e| e.to_string())?;
@@ -317,9 +323,9 @@ fn check_l2(c: &Case) -> Result<(), String> {
     )
     .unwrap();
     for isa in isas() {
-        let e = exec(isa);
+        let e = exec_threads(isa, c.threads);
         for layout in LAYOUTS {
-            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?}: {m}");
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?} x{}: {m}", c.threads);
             let xb = Buf::new(&x, gi, layout, c.extra, f32::NAN);
             let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, c.extra, f32::NAN);
             simdconv::l2_pool2d(&e, &c.g, xb.view(), yb.view_mut()).map_err(|e| e.to_string())?;
@@ -350,14 +356,18 @@ fn global_reference(x: &[f32], d: Dims) -> [Vec<f64>; 3] {
 }
 
 fn check_global(d: Dims, seed: u64, mode: u8, extra: usize) -> Result<(), String> {
+    check_global_threads(d, seed, mode, extra, 1)
+}
+
+fn check_global_threads(d: Dims, seed: u64, mode: u8, extra: usize, threads: usize) -> Result<(), String> {
     let go = Dims::new(d.n, d.c, 1, 1);
     let mut rng = Rng::new(seed);
     let x = data(&mut rng, d.count().unwrap(), mode);
     let [ymax, yavg, mag] = global_reference(&x, d);
     for isa in isas() {
-        let e = exec(isa);
+        let e = exec_threads(isa, threads);
         for layout in LAYOUTS {
-            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?}: {m}");
+            let tag = |what: &str, m: String| format!("{what} {isa} {layout:?} x{threads}: {m}");
             let xb = Buf::new(&x, d, layout, extra, f32::NAN);
             let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, extra, f32::NAN);
             simdconv::global_max_pool(&e, xb.view(), yb.view_mut()).map_err(|e| e.to_string())?;
@@ -397,9 +407,13 @@ proptest! {
 }
 
 fn named(d: Dims, pool: Pool2d, mode: u8) {
+    named_threads(d, pool, mode, 1);
+}
+
+fn named_threads(d: Dims, pool: Pool2d, mode: u8, threads: usize) {
     let g = PoolGeometry::new(d, pool).unwrap();
     for (seed, extra) in [(1, 0), (2, 1)] {
-        let c = Case { g, seed, mode, extra };
+        let c = Case { g, seed, mode, extra, threads };
         check_max(&c).unwrap();
         check_avg(&c).unwrap();
         check_l2(&c).unwrap();
@@ -792,4 +806,33 @@ fn global_at_every_line_offset() {
             }
         }
     }
+}
+
+#[test]
+fn two_threads_split_pooling() {
+    // Forward pooling splits inputs of at least 2 x 64 Ki elements over two threads:
+    // images when the batch has several, else NCHW channel planes (16 at a time from 32
+    // channels) and NHWC output rows (or NCHW rows of a single plane). Output views with
+    // a gap after every row (`extra`) too; mode 3 puts NaN and inf in windows.
+    let f3 = Pool2d::new(3, 3).stride(2);
+    // 40 channels: planes 0..16 and 16..40 in NCHW; rows 0..14 and 14..29 in NHWC.
+    named_threads(Dims::new(1, 40, 60, 60), f3, 3, 2);
+    named_threads(Dims::new(1, 40, 60, 60), Pool2d::new(2, 2).stride(2), 0, 2);
+    // Three images: image 0, images 1..3.
+    named_threads(Dims::new(3, 5, 100, 100), f3.pad(1), 3, 2);
+    // One plane: row slabs in both layouts, with uneven padding, dilation and ceil
+    // rounding (the last rows' windows run past the input).
+    let rows = Pool2d::new(3, 2)
+        .stride_hw(2, 3)
+        .dilation_hw(2, 1)
+        .padding(Padding::new(2, 1, 1, 0))
+        .rounding(Rounding::Ceil);
+    named_threads(Dims::new(1, 1, 403, 341), rows, 3, 2);
+    // The second slab starts inside the top padding (output row 75 of 150 reads rows
+    // -25, 75 and 175): its slab keeps 25 rows of padding and starts at input row 0.
+    let deep = Pool2d::new(3, 2).dilation_hw(100, 1).padding(Padding::new(100, 0, 0, 1));
+    named_threads(Dims::new(1, 1, 250, 560), deep, 1, 2);
+    // Global pooling: NCHW planes 0..48 and 48..100 (NHWC: one row, one thread); images.
+    check_global_threads(Dims::new(1, 100, 40, 40), 11, 3, 1, 2).unwrap();
+    check_global_threads(Dims::new(2, 70, 30, 40), 12, 0, 0, 2).unwrap();
 }

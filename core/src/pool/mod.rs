@@ -31,8 +31,12 @@
 //! vertically and splits even and odd columns with two permutes, 16 outputs per block;
 //! NHWC folds whole windows over channel blocks (3x3: keeping the shared column's vertical
 //! fold for the next output); tails are masked loads and stores.
-//! The kernels run on the calling thread, whatever [`Exec::threads`] says, and never
-//! allocate.
+//! With feature `rayon`, forward pooling without switches splits the work over
+//! [`Exec::threads`]: images, else NCHW channel planes or NHWC output rows (a row slab's
+//! input starts at the first row its windows read, keeping what remains of the top
+//! padding), each worker getting at least 64 Ki input elements. Max pooling with switches
+//! and the backward passes run on the calling thread. The kernels never allocate (the
+//! thread split keeps a list of its slabs).
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -80,10 +84,131 @@ fn forward<R: Red>(
     let p = Plan::new(g);
     let (xs, ys) = (x.strides(), y.strides());
     let (x, y) = (x.data(), y.data_mut());
-    match layout {
-        Layout::Nhwc => exec.dispatch(nhwc::Fwd { p: &p, x, xs, y, ys, r }),
-        Layout::Nchw if nchw::rows_path(&p) => exec.dispatch(nchw::FwdRows { p: &p, x, xs, y, ys, r }),
-        Layout::Nchw => exec.dispatch(nchw::Fwd { p: &p, x, xs, y, ys, r }),
+    slabs(exec, &p, layout, x, xs, y, ys, |p, x, y| match layout {
+        Layout::Nhwc => exec.dispatch(nhwc::Fwd { p, x, xs, y, ys, r }),
+        Layout::Nchw if nchw::rows_path(p) => exec.dispatch(nchw::FwdRows { p, x, xs, y, ys, r }),
+        Layout::Nchw => exec.dispatch(nchw::Fwd { p, x, xs, y, ys, r }),
+    });
+}
+
+/// Runs `run(plan, x, y)` on the whole problem `p` (input `x`, output `y`, strides `xs`
+/// and `ys`), or, with feature `rayon` and [`Exec::threads`] above one, on up to that
+/// many slabs of it at once, each with its own plan and its input and output starting at
+/// the slab's first element: see [`par::run`].
+#[allow(clippy::too_many_arguments)]
+fn slabs(
+    exec: &Exec,
+    p: &Plan,
+    layout: Layout,
+    x: &[f32],
+    xs: [usize; 4],
+    y: &mut [f32],
+    ys: [usize; 4],
+    run: impl Fn(&Plan, &[f32], &mut [f32]) + Sync,
+) {
+    #[cfg(feature = "rayon")]
+    if par::run(exec, p, layout, x, [xs, ys], &mut *y, &run) {
+        return;
+    }
+    let _ = (exec, layout, xs, ys);
+    run(p, x, y);
+}
+
+#[cfg(feature = "rayon")]
+mod par {
+    use super::{Exec, Layout, Plan};
+    use std::vec::Vec;
+
+    /// Fewest input elements per worker (below that, handing work to a thread costs more
+    /// than it saves: global_avgpool's 100 Ki inputs take about 4 us on one thread).
+    const MIN_SLAB_INPUTS: usize = 1 << 16;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Axis {
+        Batch,
+        Channels,
+        Rows,
+    }
+
+    /// Slab `a..b` (`a < b`) of `axis`: its plan and the offsets of its first input and
+    /// output elements.
+    fn slab(p: &Plan, axis: Axis, a: usize, b: usize, [xs, ys]: [[usize; 4]; 2]) -> (Plan, usize, usize) {
+        let mut q = *p;
+        match axis {
+            Axis::Batch => {
+                q.n = b - a;
+                (q, a * xs[0], a * ys[0])
+            }
+            Axis::Channels => {
+                q.c = b - a;
+                (q, a * xs[1], a * ys[1])
+            }
+            Axis::Rows => {
+                let (ah, d) = p.ah.slab(a, b);
+                q.ah = ah;
+                q.h = ah.input;
+                q.oh = b - a;
+                (q, d * xs[2], a * ys[2])
+            }
+        }
+    }
+
+    /// How many elements from the first one the output of `q` spans with strides `ys`.
+    fn span(q: &Plan, ys: [usize; 4]) -> usize {
+        1 + (q.n - 1) * ys[0] + (q.c - 1) * ys[1] + (q.oh - 1) * ys[2] + (q.ow - 1) * ys[3]
+    }
+
+    /// Splits `p` over `exec.threads()` workers on rayon's current pool and runs `run` on
+    /// each slab; false (nothing run) when one worker would do. Slabs are images when the
+    /// batch has several, else channel planes in NCHW (16 at a time when there are enough:
+    /// the AVX-512 global kernel folds 16 planes together) and output rows in NHWC (or for
+    /// a single NCHW plane), where a slab's input starts at the first row its windows read
+    /// ([`super::plan::AxisPlan::slab`]). Each worker gets at least `MIN_SLAB_INPUTS` input
+    /// elements. The slabs' outputs must occupy disjoint, ascending ranges of `y` (any
+    /// view whose outer strides exceed the inner extents does); when a view's strides
+    /// interleave them, one worker runs.
+    pub(super) fn run(
+        exec: &Exec,
+        p: &Plan,
+        layout: Layout,
+        x: &[f32],
+        strides: [[usize; 4]; 2],
+        y: &mut [f32],
+        run: &(impl Fn(&Plan, &[f32], &mut [f32]) + Sync),
+    ) -> bool {
+        use rayon::prelude::*;
+        // Fits: the input's element count was checked by the geometry.
+        let inputs = p.n * p.c * p.h * p.w;
+        let (axis, unit, total) = if p.n > 1 {
+            (Axis::Batch, 1, p.n)
+        } else if layout == Layout::Nchw && p.c > 1 {
+            (Axis::Channels, if p.c >= 32 { 16 } else { 1 }, p.c)
+        } else {
+            (Axis::Rows, 1, p.oh)
+        };
+        let units = total.div_ceil(unit);
+        let workers = exec.threads().min(units).min(inputs / MIN_SLAB_INPUTS);
+        if workers < 2 {
+            return false;
+        }
+        let bound = |i: usize| ((units * i / workers) * unit).min(total);
+        let parts: Vec<_> = (0..workers).map(|i| slab(p, axis, bound(i), bound(i + 1), strides)).collect();
+        let ys = strides[1];
+        if parts.windows(2).any(|s| s[0].2 + span(&s[0].0, ys) > s[1].2) {
+            return false;
+        }
+        // Cut `y` at the slabs' first elements: each piece holds its slab's whole span.
+        let mut pieces = Vec::with_capacity(workers);
+        let mut rest = y;
+        for &(_, _, yo) in parts.iter().rev() {
+            // `rest` is `y[..]` up to the next slab's start, past `yo` (ascending starts).
+            let (head, tail) = rest.split_at_mut(yo);
+            pieces.push(tail);
+            rest = head;
+        }
+        pieces.reverse();
+        parts.into_par_iter().zip(pieces).for_each(|((q, xo, _), y)| run(&q, &x[xo..], y));
+        true
     }
 }
 
@@ -184,7 +309,9 @@ fn global<R: Red>(exec: &Exec, x: TensorView<'_, f32>, mut y: TensorViewMut<'_, 
         Layout::Nchw => {
             let p = Plan::new(&g);
             let (xs, ys) = (x.strides(), y.strides());
-            exec.dispatch(nchw::GlobalPlanes { p: &p, x: x.data(), xs, y: y.data_mut(), ys, r });
+            slabs(exec, &p, layout, x.data(), xs, y.data_mut(), ys, |p, x, y| {
+                exec.dispatch(nchw::GlobalPlanes { p, x, xs, y, ys, r });
+            });
         }
     }
     Ok(())

@@ -55,6 +55,30 @@ impl AxisPlan {
         (k0, k1.max(k0), kp)
     }
 
+    /// The axis of outputs `a..b` (`a < b <=` the output count) alone, and the input
+    /// coordinate `d` it starts at: output `o` of the slab has the taps output `a + o` has
+    /// here, at input coordinates `d` lower, and the same ones in the padding. The window
+    /// start `a * stride` moves into the input (`d = a * stride - pad`) or, while it is
+    /// still in the leading padding, shortens the padding.
+    #[cfg(feature = "rayon")]
+    pub fn slab(&self, a: usize, b: usize) -> (Self, usize) {
+        // No overflow: `a * stride` is at most output `a`'s window start in padded
+        // coordinates, below the padded extent of a validated geometry.
+        let shift = a * self.stride;
+        // Every window of a validated geometry has an input tap, so `d < input`.
+        let d = shift.saturating_sub(self.pad);
+        let hi = self.hi.saturating_sub(a).min(b - a);
+        let axis = AxisPlan {
+            input: self.input - d,
+            pad: self.pad.saturating_sub(shift),
+            padded_end: self.padded_end - shift,
+            lo: self.lo.saturating_sub(a).min(hi),
+            hi,
+            ..*self
+        };
+        (axis, d)
+    }
+
     /// Input coordinate of tap `k` of output `o`; only for `k` in `taps(o).0..taps(o).1`.
     #[inline(always)]
     pub fn coord(&self, o: usize, k: usize) -> usize {

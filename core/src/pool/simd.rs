@@ -18,7 +18,7 @@ pub(crate) enum Fast {
 
 /// A window reduction: `acc = combine(acc, x)` from `INIT` over the taps in scan order,
 /// then `finish(acc, scale)`.
-pub(crate) trait Red: Copy {
+pub(crate) trait Red: Copy + Send + Sync {
     /// The identity the fold starts from.
     const INIT: f32;
     /// The AVX-512 kernel family of this reduction.
