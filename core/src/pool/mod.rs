@@ -176,7 +176,6 @@ mod par {
         y: &mut [f32],
         run: &(impl Fn(&Plan, &[f32], &mut [f32]) + Sync),
     ) -> bool {
-        use rayon::prelude::*;
         // Fits: the input's element count was checked by the geometry.
         let inputs = p.n * p.c * p.h * p.w;
         let (axis, unit, total) = if p.n > 1 {
@@ -207,7 +206,19 @@ mod par {
             rest = head;
         }
         pieces.reverse();
-        parts.into_par_iter().zip(pieces).for_each(|((q, xo, _), y)| run(&q, &x[xo..], y));
+        // The calling thread runs the first slab and rayon's workers the others (with
+        // `par_iter` from outside the pool every slab went to a worker, and the caller
+        // slept until they were done).
+        rayon::in_place_scope(|s| {
+            let mut slabs = parts.into_iter().zip(pieces);
+            let first = slabs.next();
+            for ((q, xo, _), y) in slabs {
+                s.spawn(move |_| run(&q, &x[xo..], y));
+            }
+            if let Some(((q, xo, _), y)) = first {
+                run(&q, &x[xo..], y);
+            }
+        });
         true
     }
 }
