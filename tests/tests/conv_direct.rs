@@ -354,12 +354,12 @@ fn depthwise_nhwc_channel_chunks() {
     }
 }
 
-/// The NCHW depthwise stencil path (stride 1, dilation 1, kernels up to 3x3, at least one
-/// vector of output columns): output rows of exactly 8 and 16 columns (one AVX2 / AVX-512
-/// vector) and one more (the last vector overlaps), kernels 1x3, 3x1, 2x2, one input row,
-/// padding past the kernel (columns and rows of padding only), asymmetric padding, a
-/// channel multiplier, rows just inside and just past the stack row buffer (1024 padded
-/// columns), and two images.
+/// The NCHW depthwise paths for stride 1, dilation 1 and at least one vector of output
+/// columns (3x3: row blocks; other kernels up to 3x3: the stencil): output rows of exactly
+/// 8 and 16 columns (one AVX2 / AVX-512 vector) and one more (the last vector overlaps),
+/// kernels 1x3, 3x1, 2x2, one input row, padding past the kernel (columns and rows of
+/// padding only), asymmetric padding, a channel multiplier, rows just inside and just
+/// past the stencil's stack row buffer (1024 padded columns), and two images.
 #[test]
 fn depthwise_nchw_stencil_edges() {
     simdconv_tests::setup();
@@ -414,6 +414,37 @@ fn depthwise_nchw_stencil_edges() {
             ..base(Layout::Nchw, FilterLayout::Oihw)
         },
         Case { groups: 2, w: 1023, h: 3, residual: false, ..base(Layout::Nchw, FilterLayout::Oihw) },
+    ];
+    for c in cases {
+        run_case(&c, Algorithm::Depthwise).unwrap();
+        run_case(
+            &Case { bias: false, residual: false, act: Activation::Identity, ..c },
+            Algorithm::Depthwise,
+        )
+        .unwrap();
+    }
+}
+
+/// The NCHW 3x3 depthwise row blocks (4 output rows at a time): heights leaving 1, 2, 3
+/// and 4 rows for the last block, whose window rows end inside the input or 1 or 2 rows
+/// past it, blocks wholly inside the input between blocks that
+/// touch the top and bottom padding, padding of 2 (a block's first rows all padding),
+/// rows of 2.5 and 4 vectors (interior vectors between the edge ones), a channel
+/// multiplier, and every epilogue.
+#[test]
+fn depthwise_nchw_row_blocks() {
+    simdconv_tests::setup();
+    let dw = |h, w, pad| Case { groups: 3, h, w, pad, ..base(Layout::Nchw, FilterLayout::Oihw) };
+    let cases = [
+        dw(13, 40, Padding::new(1, 1, 1, 1)),
+        dw(14, 64, Padding::new(1, 1, 1, 1)),
+        // The last block's padded rows end 1 and 2 rows past the input.
+        dw(15, 40, Padding::new(1, 1, 1, 1)),
+        dw(16, 40, Padding::new(1, 1, 1, 1)),
+        dw(15, 17, Padding::new(0, 0, 0, 0)),
+        dw(16, 33, Padding::new(2, 2, 2, 2)),
+        dw(9, 48, Padding::new(2, 0, 0, 2)),
+        Case { cog: 2, n: 2, ..dw(11, 35, Padding::new(0, 2, 1, 0)) },
     ];
     for c in cases {
         run_case(&c, Algorithm::Depthwise).unwrap();
