@@ -425,34 +425,44 @@ fn depthwise_nchw_stencil_edges() {
     }
 }
 
-/// The NCHW 3x3 depthwise row blocks (4 output rows at a time): heights leaving 1, 2, 3
-/// and 4 rows for the last block, whose window rows end inside the input or 1 or 2 rows
-/// past it, blocks wholly inside the input between blocks that
-/// touch the top and bottom padding, padding of 2 (a block's first rows all padding),
-/// rows of 2.5 and 4 vectors (interior vectors between the edge ones), a channel
-/// multiplier, and every epilogue.
+/// The 3x3 stride-1 depthwise row blocks (4 output rows at a time; NCHW over column
+/// vectors, NHWC over pixels and channel vectors): heights leaving 1, 2, 3 and 4 rows for
+/// the last block, whose window rows end inside the input or 1 or 2 rows past it, blocks
+/// wholly inside the input between blocks that touch the top and bottom padding, padding
+/// of 2 (a block's first rows all padding), rows of 2.5 and 4 vectors (interior vectors
+/// between the edge ones), a channel multiplier, every epilogue; in NHWC, filters gathered
+/// (OHWI) and read in place (HWIO), channel tails, and more channels than one gathered
+/// chunk (128).
 #[test]
-fn depthwise_nchw_row_blocks() {
+fn depthwise_row_blocks() {
     simdconv_tests::setup();
-    let dw = |h, w, pad| Case { groups: 3, h, w, pad, ..base(Layout::Nchw, FilterLayout::Oihw) };
-    let cases = [
-        dw(13, 40, Padding::new(1, 1, 1, 1)),
-        dw(14, 64, Padding::new(1, 1, 1, 1)),
-        // The last block's padded rows end 1 and 2 rows past the input.
-        dw(15, 40, Padding::new(1, 1, 1, 1)),
-        dw(16, 40, Padding::new(1, 1, 1, 1)),
-        dw(15, 17, Padding::new(0, 0, 0, 0)),
-        dw(16, 33, Padding::new(2, 2, 2, 2)),
-        dw(9, 48, Padding::new(2, 0, 0, 2)),
-        Case { cog: 2, n: 2, ..dw(11, 35, Padding::new(0, 2, 1, 0)) },
-    ];
-    for c in cases {
-        run_case(&c, Algorithm::Depthwise).unwrap();
-        run_case(
-            &Case { bias: false, residual: false, act: Activation::Identity, ..c },
-            Algorithm::Depthwise,
-        )
-        .unwrap();
+    for (layout, filter) in [
+        (Layout::Nchw, FilterLayout::Oihw),
+        (Layout::Nhwc, FilterLayout::Ohwi),
+        (Layout::Nhwc, FilterLayout::Hwio),
+    ] {
+        let dw = |h, w, pad| Case { groups: 3, h, w, pad, ..base(layout, filter) };
+        let cases = [
+            dw(13, 40, Padding::new(1, 1, 1, 1)),
+            dw(14, 64, Padding::new(1, 1, 1, 1)),
+            // The last block's padded rows end 1 and 2 rows past the input.
+            dw(15, 40, Padding::new(1, 1, 1, 1)),
+            dw(16, 40, Padding::new(1, 1, 1, 1)),
+            dw(15, 17, Padding::new(0, 0, 0, 0)),
+            dw(16, 33, Padding::new(2, 2, 2, 2)),
+            dw(9, 48, Padding::new(2, 0, 0, 2)),
+            Case { cog: 2, n: 2, ..dw(11, 35, Padding::new(0, 2, 1, 0)) },
+            Case { groups: 20, ..dw(10, 17, Padding::new(1, 1, 0, 1)) },
+            Case { groups: 130, ..dw(9, 16, Padding::new(1, 1, 1, 1)) },
+        ];
+        for c in cases {
+            run_case(&c, Algorithm::Depthwise).unwrap();
+            run_case(
+                &Case { bias: false, residual: false, act: Activation::Identity, ..c },
+                Algorithm::Depthwise,
+            )
+            .unwrap();
+        }
     }
 }
 

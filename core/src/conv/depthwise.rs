@@ -1,8 +1,13 @@
 //! Depthwise convolution (`groups == in_channels`, any channel multiplier): memory-bound
 //! SIMD loops, no workspace.
 //!
-//! - NHWC, multiplier 1: vectors over channels, a block of `NR` pixels of one output row
-//!   per vector of channels; 3x3 at stride 1 and 2 get loops specialised at compile time.
+//! - NHWC 3x3, stride 1, dilation 1, multiplier 1: per output pixel and vector of
+//!   channels, 4 output rows at a time (each input vector loaded once for the up to 3
+//!   output rows it feeds, one accumulator per output row and tap row); 1.3x faster than
+//!   the pixel blocks below on 128x56x56.
+//! - NHWC, multiplier 1, otherwise: vectors over channels, a block of `NR` pixels of one
+//!   output row per vector of channels; 3x3 at stride 2 gets a loop specialised at
+//!   compile time.
 //!   Weights are loaded as vectors when the filter's output-channel stride is 1 (HWIO),
 //!   else gathered once per channel vector and row into a small stack tile (up to 9 taps)
 //!   or per tap (larger kernels).
@@ -64,7 +69,7 @@ impl WithSimd for DwNhwc<'_> {
         let c = &self.c;
         if c.kh == 3 && c.kw == 3 && c.dh == 1 && c.dw == 1 && c.sh == c.sww && c.sh <= 2 {
             if c.sh == 1 {
-                dw_nhwc::<S, 4>(simd, c, 3, 3, 1);
+                dw_nhwc_rows3::<S>(simd, c);
             } else {
                 dw_nhwc::<S, 4>(simd, c, 3, 3, 2);
             }
@@ -128,6 +133,98 @@ fn dw_nhwc<S: Simd, const NR: usize>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize,
                     }
                     ox += np;
                 }
+            }
+        }
+        cc += cn;
+    }
+}
+
+/// NHWC depthwise 3x3, stride 1, dilation 1, multiplier 1: per output pixel and channel
+/// vector, `ROWS3` output rows at a time (the NCHW row blocks of [`dw_nchw_rows3`] over
+/// pixels instead of columns), so each input vector loaded feeds the up to 3 output rows
+/// whose windows hold its row. Taps come as vectors from the filter when its channel
+/// stride is 1 (HWIO), else from a tap-major tile gathered once per `CHUNK` channels.
+/// Padding is whole pixels: taps outside the input are skipped.
+#[inline(always)]
+fn dw_nhwc_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
+    let lanes = S::F32_LANES;
+    let [nb, ch, oh, ow] = c.yd;
+    let [_, _, h, w] = c.xd;
+    let gather = !(c.sw[0] == 1 || ch == 1);
+    let mut tile = [0.0f32; 9 * CHUNK];
+    let mut cc = 0;
+    while cc < ch {
+        let cn = if gather { (ch - cc).min(CHUNK) } else { ch };
+        if gather {
+            for t in 0..9 {
+                let wo = t / 3 * c.sw[2] + t % 3 * c.sw[3];
+                for (j, v) in tile[t * CHUNK..][..cn].iter_mut().enumerate() {
+                    // SAFETY: weight [cc + j, 0, t / 3, t % 3] is in range (cc + j < ch).
+                    *v = unsafe { *c.w.add((cc + j) * c.sw[0] + wo) };
+                }
+            }
+        }
+        for n in 0..nb {
+            let mut oy = 0;
+            while oy < oh {
+                let nr = (oh - oy).min(ROWS3);
+                let rows_in = oy >= c.pt && oy + ROWS3 + 2 <= h + c.pt;
+                for ox in 0..ow {
+                    let cols_in = ox >= c.pl && ox + 2 < w + c.pl;
+                    let mut c0 = cc;
+                    while c0 < cc + cn {
+                        let nl = (cc + cn - c0).min(lanes);
+                        // Tap `t` of channels c0..c0+nl: from the tile (CHUNK floats a tap)
+                        // or the filter (channel stride 1, or one channel).
+                        let (wp, wstep) = if gather {
+                            (tile[c0 - cc..].as_ptr(), [3 * CHUNK, CHUNK])
+                        } else {
+                            (c.w.wrapping_add(c0 * c.sw[0]), [c.sw[2], c.sw[3]])
+                        };
+                        let mut wv = [simd.splat_f32s(0.0); 9];
+                        for (t, v) in wv.iter_mut().enumerate() {
+                            // SAFETY: lanes 0..nl of tap t exist in the tile or filter.
+                            *v = unsafe {
+                                load_lanes(simd, wp.add(t / 3 * wstep[0] + t % 3 * wstep[1]), 0, nl)
+                            };
+                        }
+                        let xb = c.x.wrapping_add(n * c.sx[0] + c0);
+                        let b = Rows3 { c, xb, wv, oy, ox };
+                        // SAFETY: rows oy..oy+nr, pixel ox and channels c0..c0+nl are in
+                        // range; `rows_in` and `cols_in` as `nhwc_block` needs them.
+                        let acc = unsafe {
+                            if rows_in && cols_in {
+                                b.nhwc_block::<S, false>(simd, nl)
+                            } else {
+                                b.nhwc_block::<S, true>(simd, nl)
+                            }
+                        };
+                        for r in 0..ROWS3 {
+                            if r >= nr {
+                                break;
+                            }
+                            let mut val = acc[r];
+                            if let Some(bias) = c.bias {
+                                // SAFETY: bias entries c0..c0+nl exist.
+                                val = simd
+                                    .add_f32s(val, unsafe { load_lanes(simd, bias.as_ptr().add(c0), 0, nl) });
+                            }
+                            if c.has_r {
+                                let ro = n * c.sr[0] + c0 + (oy + r) * c.sr[2] + ox * c.sr[3];
+                                // SAFETY: channels c0..c0+nl of an in-range residual pixel
+                                // (channel stride 1).
+                                val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
+                            }
+                            val = c.act.vec(simd, val);
+                            let yo = n * c.sy[0] + c0 + (oy + r) * c.sy[2] + ox * c.sy[3];
+                            // SAFETY: channels c0..c0+nl of an in-range output pixel (channel
+                            // stride 1).
+                            unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+                        }
+                        c0 += nl;
+                    }
+                }
+                oy += nr;
             }
         }
         cc += cn;
@@ -390,6 +487,47 @@ impl<V: Copy> Rows3<'_, '_, V> {
             }
             for r in 0..ROWS3 {
                 // Output row `oy + r` takes padded row `oy + t` as its tap row `t - r`.
+                if t < r || t - r >= 3 {
+                    continue;
+                }
+                let ky = t - r;
+                for kx in 0..3 {
+                    acc[r][ky] = simd.mul_add_e_f32s(wv[ky * 3 + kx], xv[kx], acc[r][ky]);
+                }
+            }
+        }
+        acc.map(|[a, b, c]| simd.add_f32s(simd.add_f32s(a, b), c))
+    }
+
+    /// NHWC: the sums (no epilogue) of output rows `oy .. oy + ROWS3` at pixel `ox`,
+    /// channels `0..nl` from `xb` (the image's input at the block's first channel). With
+    /// `EDGE`, taps outside the input (rows or pixels) are skipped.
+    ///
+    /// # Safety
+    /// `xb` plus in-range row and pixel offsets holds `nl` readable channels (channel
+    /// stride 1). Without `EDGE`, `oy >= PT`, `oy + ROWS3 + 2 <= H + PT`, `ox >= PL` and
+    /// `ox + 2 < W + PL`.
+    #[inline(always)]
+    unsafe fn nhwc_block<S: Simd<f32s = V>, const EDGE: bool>(&self, simd: S, nl: usize) -> [V; ROWS3] {
+        let Rows3 { c, xb, wv, oy, ox } = *self;
+        let [_, _, h, w] = c.xd;
+        let mut acc = [[simd.splat_f32s(0.0); 3]; ROWS3];
+        for t in 0..ROWS3 + 2 {
+            let iy = (oy + t).wrapping_sub(c.pt);
+            if EDGE && (oy + t < c.pt || iy >= h) {
+                continue;
+            }
+            let row = xb.wrapping_add(iy * c.sx[2]);
+            let mut xv = [simd.splat_f32s(0.0); 3];
+            for kx in 0..3 {
+                let ix = (ox + kx).wrapping_sub(c.pl);
+                if EDGE && (ox + kx < c.pl || ix >= w) {
+                    continue;
+                }
+                // SAFETY: channels 0..nl of in-range pixel (iy, ix) (caller).
+                xv[kx] = unsafe { load_lanes(simd, row.add(ix * c.sx[3]), 0, nl) };
+            }
+            for r in 0..ROWS3 {
                 if t < r || t - r >= 3 {
                     continue;
                 }
