@@ -304,7 +304,6 @@ pub(super) fn par_slabs<'a>(
 ) {
     #[cfg(feature = "rayon")]
     {
-        use rayon::prelude::*;
         let k = ctx.yd[1];
         let rows = layout == Layout::Nhwc;
         let (unit, units, total) = if rows {
@@ -327,10 +326,19 @@ pub(super) fn par_slabs<'a>(
             unsafe impl Sync for Shared<'_> {}
             let shared = Shared(ctx);
             let bound = |i: usize| ((units * i / workers) * unit).min(total);
-            (0..workers).into_par_iter().for_each(|i| {
+            let slab = |i: usize| {
                 let s = &shared;
                 let (a, b) = (bound(i), bound(i + 1));
                 run(if rows { s.0.slab_rows(a, b) } else { s.0.slab(a, b, groups > 1) });
+            };
+            // The calling thread runs slab 0 and rayon's workers the others (with
+            // `par_iter` from outside the pool the caller slept while both workers ran).
+            rayon::in_place_scope(|scope| {
+                for i in 1..workers {
+                    let slab = &slab;
+                    scope.spawn(move |_| slab(i));
+                }
+                slab(0);
             });
             return;
         }
