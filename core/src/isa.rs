@@ -284,10 +284,10 @@ impl Exec {
     /// How each kernel splits: the GEMM-based convolutions (im2col, pointwise, Winograd)
     /// split output pixels over the batch (or hand the threads to `gemm`); the direct and
     /// depthwise convolutions split output channels (whole groups when grouped); outputs
-    /// too small to pay for a thread stay on fewer threads. Forward pooling without
-    /// switches (max, average, L2, global) splits images, else NCHW channel planes or NHWC
-    /// output rows, from 64 Ki input elements per thread; pooling with switches and the
-    /// backward passes run on the calling thread.
+    /// too small to pay for a thread stay on fewer threads. Forward pooling (max,
+    /// average, L2, global) splits images, else NCHW channel planes or NHWC output rows,
+    /// from 64 Ki input elements per thread (max pooling with switches: images and NCHW
+    /// channel planes only); the pooling backward passes run on the calling thread.
     pub fn with_threads(self, threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::Zero { dim: Dim::Threads });

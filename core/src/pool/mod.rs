@@ -31,12 +31,13 @@
 //! vertically and splits even and odd columns with two permutes, 16 outputs per block;
 //! NHWC folds whole windows over channel blocks (3x3: keeping the shared column's vertical
 //! fold for the next output); tails are masked loads and stores.
-//! With feature `rayon`, forward pooling without switches splits the work over
-//! [`Exec::threads`]: images, else NCHW channel planes or NHWC output rows (a row slab's
-//! input starts at the first row its windows read, keeping what remains of the top
-//! padding), each worker getting at least 64 Ki input elements. Max pooling with switches
-//! and the backward passes run on the calling thread. The kernels never allocate (the
-//! thread split keeps a list of its slabs).
+//! With feature `rayon`, forward pooling splits the work over [`Exec::threads`]: images,
+//! else NCHW channel planes or NHWC output rows (a row slab's input starts at the first
+//! row its windows read, keeping what remains of the top padding), each worker getting at
+//! least 64 Ki input elements. Max pooling with switches splits images and NCHW channel
+//! planes only (a switch is an index into the whole plane); the backward passes run on
+//! the calling thread. The kernels never allocate (the thread split keeps a list of its
+//! slabs).
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -84,34 +85,41 @@ fn forward<R: Red>(
     let p = Plan::new(g);
     let (xs, ys) = (x.strides(), y.strides());
     let (x, y) = (x.data(), y.data_mut());
-    slabs(exec, &p, layout, x, xs, y, ys, |p, x, y| match layout {
+    slabs(exec, &p, layout, (x, xs), (y, ys), None, |p, x, y, _| match layout {
         Layout::Nhwc => exec.dispatch(nhwc::Fwd { p, x, xs, y, ys, r }),
         Layout::Nchw if nchw::rows_path(p) => exec.dispatch(nchw::FwdRows { p, x, xs, y, ys, r }),
         Layout::Nchw => exec.dispatch(nchw::Fwd { p, x, xs, y, ys, r }),
     });
 }
 
-/// Runs `run(plan, x, y)` on the whole problem `p` (input `x`, output `y`, strides `xs`
-/// and `ys`), or, with feature `rayon` and [`Exec::threads`] above one, on up to that
-/// many slabs of it at once, each with its own plan and its input and output starting at
-/// the slab's first element: see [`par::run`].
-#[allow(clippy::too_many_arguments)]
+/// A switch (argmax index) output and its strides.
+type Switches<'a> = Option<(&'a mut [usize], [usize; 4])>;
+
+/// Runs `run(plan, x, y, switches)` on the whole problem `p` (input `x` with strides
+/// `xs`, output `y` and switches with theirs), or, with feature `rayon` and
+/// [`Exec::threads`] above one, on up to that many slabs of it at once, each with its own
+/// plan and its input and outputs starting at the slab's first element: see
+/// [`par::run`].
 fn slabs(
     exec: &Exec,
     p: &Plan,
     layout: Layout,
-    x: &[f32],
-    xs: [usize; 4],
-    y: &mut [f32],
-    ys: [usize; 4],
-    run: impl Fn(&Plan, &[f32], &mut [f32]) + Sync,
+    (x, xs): (&[f32], [usize; 4]),
+    (y, ys): (&mut [f32], [usize; 4]),
+    idx: Switches<'_>,
+    run: impl Fn(&Plan, &[f32], &mut [f32], Option<&mut [usize]>) + Sync,
 ) {
     #[cfg(feature = "rayon")]
-    if par::run(exec, p, layout, x, [xs, ys], &mut *y, &run) {
-        return;
-    }
+    let idx = {
+        let mut idx = idx;
+        let shared = idx.as_mut().map(|(i, is)| (&mut **i, *is));
+        if par::run(exec, p, layout, (x, xs), (&mut *y, ys), shared, &run) {
+            return;
+        }
+        idx
+    };
     let _ = (exec, layout, xs, ys);
-    run(p, x, y);
+    run(p, x, y, idx.map(|(i, _)| i));
 }
 
 #[cfg(feature = "rayon")]
@@ -130,32 +138,55 @@ mod par {
         Rows,
     }
 
-    /// Slab `a..b` (`a < b`) of `axis`: its plan and the offsets of its first input and
-    /// output elements.
-    fn slab(p: &Plan, axis: Axis, a: usize, b: usize, [xs, ys]: [[usize; 4]; 2]) -> (Plan, usize, usize) {
+    /// Slab `a..b` (`a < b`) of `axis`: its plan and the offsets of its first input
+    /// element and of its first element in each output (strides `os`).
+    fn slab(
+        p: &Plan,
+        axis: Axis,
+        a: usize,
+        b: usize,
+        xs: [usize; 4],
+        os: [[usize; 4]; 2],
+    ) -> (Plan, usize, [usize; 2]) {
         let mut q = *p;
-        match axis {
+        let (d, k) = match axis {
             Axis::Batch => {
                 q.n = b - a;
-                (q, a * xs[0], a * ys[0])
+                (a, 0)
             }
             Axis::Channels => {
                 q.c = b - a;
-                (q, a * xs[1], a * ys[1])
+                (a, 1)
             }
             Axis::Rows => {
                 let (ah, d) = p.ah.slab(a, b);
                 q.ah = ah;
                 q.h = ah.input;
                 q.oh = b - a;
-                (q, d * xs[2], a * ys[2])
+                (d, 2)
             }
-        }
+        };
+        (q, d * xs[k], os.map(|s| a * s[k]))
     }
 
-    /// How many elements from the first one the output of `q` spans with strides `ys`.
-    fn span(q: &Plan, ys: [usize; 4]) -> usize {
-        1 + (q.n - 1) * ys[0] + (q.c - 1) * ys[1] + (q.oh - 1) * ys[2] + (q.ow - 1) * ys[3]
+    /// How many elements from the first one the output of `q` spans with strides `s`.
+    fn span(q: &Plan, s: [usize; 4]) -> usize {
+        1 + (q.n - 1) * s[0] + (q.c - 1) * s[1] + (q.oh - 1) * s[2] + (q.ow - 1) * s[3]
+    }
+
+    /// `buf` cut at the ascending offsets `starts` (the first at most 0 is ignored: the
+    /// first piece starts at `starts[0]`), each piece running to the next offset.
+    fn cut<T>(buf: &mut [T], starts: impl DoubleEndedIterator<Item = usize>) -> Vec<&mut [T]> {
+        let mut pieces = Vec::new();
+        let mut rest = buf;
+        for at in starts.rev() {
+            // `rest` is `buf[..]` up to the next piece's start, past `at` (ascending).
+            let (head, tail) = rest.split_at_mut(at);
+            pieces.push(tail);
+            rest = head;
+        }
+        pieces.reverse();
+        pieces
     }
 
     /// Splits `p` over `exec.threads()` workers on rayon's current pool and runs `run` on
@@ -163,18 +194,21 @@ mod par {
     /// batch has several, else channel planes in NCHW (16 at a time when there are enough:
     /// the AVX-512 global kernel folds 16 planes together) and output rows in NHWC (or for
     /// a single NCHW plane), where a slab's input starts at the first row its windows read
-    /// ([`super::plan::AxisPlan::slab`]). Each worker gets at least `MIN_SLAB_INPUTS` input
-    /// elements. The slabs' outputs must occupy disjoint, ascending ranges of `y` (any
-    /// view whose outer strides exceed the inner extents does); when a view's strides
-    /// interleave them, one worker runs.
+    /// ([`super::plan::AxisPlan::slab`]); with switches, only images and NCHW channel
+    /// planes. Each worker gets at least `MIN_SLAB_INPUTS` input elements. The slabs'
+    /// outputs (values and switches) must occupy disjoint, ascending
+    /// ranges of their buffers (any view whose outer strides exceed the inner extents
+    /// does); when a view's strides interleave them, one worker runs. The calling thread
+    /// runs the first slab, rayon's workers the others (with `par_iter` from outside the
+    /// pool every slab went to a worker, and the caller slept until they were done).
     pub(super) fn run(
         exec: &Exec,
         p: &Plan,
         layout: Layout,
-        x: &[f32],
-        strides: [[usize; 4]; 2],
-        y: &mut [f32],
-        run: &(impl Fn(&Plan, &[f32], &mut [f32]) + Sync),
+        (x, xs): (&[f32], [usize; 4]),
+        (y, ys): (&mut [f32], [usize; 4]),
+        idx: Option<(&mut [usize], [usize; 4])>,
+        run: &(impl Fn(&Plan, &[f32], &mut [f32], Option<&mut [usize]>) + Sync),
     ) -> bool {
         // Fits: the input's element count was checked by the geometry.
         let inputs = p.n * p.c * p.h * p.w;
@@ -185,38 +219,38 @@ mod par {
         } else {
             (Axis::Rows, 1, p.oh)
         };
+        // Switches are flat indices into the whole input plane; a row slab's kernel
+        // would count its rows from the slab's first one.
+        if idx.is_some() && axis == Axis::Rows {
+            return false;
+        }
         let units = total.div_ceil(unit);
         let workers = exec.threads().min(units).min(inputs / MIN_SLAB_INPUTS);
         if workers < 2 {
             return false;
         }
+        let is = idx.as_ref().map_or(ys, |(_, s)| *s);
         let bound = |i: usize| ((units * i / workers) * unit).min(total);
-        let parts: Vec<_> = (0..workers).map(|i| slab(p, axis, bound(i), bound(i + 1), strides)).collect();
-        let ys = strides[1];
-        if parts.windows(2).any(|s| s[0].2 + span(&s[0].0, ys) > s[1].2) {
+        let parts: Vec<_> =
+            (0..workers).map(|i| slab(p, axis, bound(i), bound(i + 1), xs, [ys, is])).collect();
+        let apart =
+            |k: usize, s: [usize; 4]| parts.windows(2).all(|w| w[0].2[k] + span(&w[0].0, s) <= w[1].2[k]);
+        if !apart(0, ys) || !apart(1, is) {
             return false;
         }
-        // Cut `y` at the slabs' first elements: each piece holds its slab's whole span.
-        let mut pieces = Vec::with_capacity(workers);
-        let mut rest = y;
-        for &(_, _, yo) in parts.iter().rev() {
-            // `rest` is `y[..]` up to the next slab's start, past `yo` (ascending starts).
-            let (head, tail) = rest.split_at_mut(yo);
-            pieces.push(tail);
-            rest = head;
-        }
-        pieces.reverse();
-        // The calling thread runs the first slab and rayon's workers the others (with
-        // `par_iter` from outside the pool every slab went to a worker, and the caller
-        // slept until they were done).
-        rayon::in_place_scope(|s| {
-            let mut slabs = parts.into_iter().zip(pieces);
+        let ypieces = cut(y, parts.iter().map(|s| s.2[0]));
+        let mut ipieces: Vec<Option<&mut [usize]>> = match idx {
+            Some((i, _)) => cut(i, parts.iter().map(|s| s.2[1])).into_iter().map(Some).collect(),
+            None => (0..workers).map(|_| None).collect(),
+        };
+        rayon::in_place_scope(|scope| {
+            let mut slabs = parts.into_iter().zip(ypieces).zip(ipieces.drain(..));
             let first = slabs.next();
-            for ((q, xo, _), y) in slabs {
-                s.spawn(move |_| run(&q, &x[xo..], y));
+            for (((q, xo, _), y), i) in slabs {
+                scope.spawn(move |_| run(&q, &x[xo..], y, i));
             }
-            if let Some(((q, xo, _), y)) = first {
-                run(&q, &x[xo..], y);
+            if let Some((((q, xo, _), y), i)) = first {
+                run(&q, &x[xo..], y, i);
             }
         });
         true
@@ -266,16 +300,20 @@ pub fn max_pool2d(
     let p = Plan::new(g);
     let (xs, ys, is) = (x.strides(), y.strides(), idx.strides());
     let (xd, yd, id) = (x.data(), y.data_mut(), idx.data_mut());
-    match layout {
-        Layout::Nhwc => exec.dispatch(nhwc::FwdIdx { p: &p, x: xd, xs, y: yd, ys, idx: id, is }),
-        Layout::Nchw => {
-            let sink = |n: usize, c: usize, oy: usize, ox: usize, v: f32, i: usize| {
-                yd[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]] = v;
-                id[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]] = i;
-            };
-            exec.dispatch(nchw::Argmax { p: &p, x: xd, xs, sink });
+    slabs(exec, &p, layout, (xd, xs), (yd, ys), Some((id, is)), |p, x, y, idx| {
+        // Always given: the switches were passed in.
+        let Some(idx) = idx else { return };
+        match layout {
+            Layout::Nhwc => exec.dispatch(nhwc::FwdIdx { p, x, xs, y, ys, idx, is }),
+            Layout::Nchw => {
+                let sink = |n: usize, c: usize, oy: usize, ox: usize, v: f32, i: usize| {
+                    y[n * ys[0] + c * ys[1] + oy * ys[2] + ox * ys[3]] = v;
+                    idx[n * is[0] + c * is[1] + oy * is[2] + ox * is[3]] = i;
+                };
+                exec.dispatch(nchw::Argmax { p, x, xs, sink });
+            }
         }
-    }
+    });
     Ok(())
 }
 
@@ -320,7 +358,7 @@ fn global<R: Red>(exec: &Exec, x: TensorView<'_, f32>, mut y: TensorViewMut<'_, 
         Layout::Nchw => {
             let p = Plan::new(&g);
             let (xs, ys) = (x.strides(), y.strides());
-            slabs(exec, &p, layout, x.data(), xs, y.data_mut(), ys, |p, x, y| {
+            slabs(exec, &p, layout, (x.data(), xs), (y.data_mut(), ys), None, |p, x, y, _| {
                 exec.dispatch(nchw::GlobalPlanes { p, x, xs, y, ys, r });
             });
         }
