@@ -174,8 +174,9 @@ mod par {
         1 + (q.n - 1) * s[0] + (q.c - 1) * s[1] + (q.oh - 1) * s[2] + (q.ow - 1) * s[3]
     }
 
-    /// `buf` cut at the ascending offsets `starts` (the first at most 0 is ignored: the
-    /// first piece starts at `starts[0]`), each piece running to the next offset.
+    /// `buf` cut into pieces that start at the ascending offsets `starts`, each running
+    /// to the next offset (the last to the end of `buf`); elements before the first
+    /// offset belong to no piece.
     fn cut<T>(buf: &mut [T], starts: impl DoubleEndedIterator<Item = usize>) -> Vec<&mut [T]> {
         let mut pieces = Vec::new();
         let mut rest = buf;
