@@ -3,8 +3,8 @@
 //!
 //! - NHWC 3x3, stride 1, dilation 1, multiplier 1: per output pixel and vector of
 //!   channels, 4 output rows at a time (each input vector loaded once for the up to 3
-//!   output rows it feeds, one accumulator per output row and tap row); 1.3x faster than
-//!   the pixel blocks below on 128x56x56.
+//!   output rows it feeds, one accumulator per output row and tap row); on 128x56x56
+//!   1.3x faster than the pixel blocks below with AVX-512, 1.8x with AVX2.
 //! - NHWC, multiplier 1, otherwise: vectors over channels, a block of `NR` pixels of one
 //!   output row per vector of channels; 3x3 at stride 2 gets a loop specialised at
 //!   compile time.
@@ -13,17 +13,18 @@
 //!   or per tap (larger kernels).
 //! - NHWC, multiplier > 1 with output-channel stride 1: the direct kernel's
 //!   vectors-over-output-channels path (each group is one input channel).
-//! - NCHW 3x3, stride 1, dilation 1, output rows of at least one vector: the taps in
-//!   registers for the plane, 4 output rows at a time per column vector, each input vector
-//!   loaded once for the up to 3 output rows it feeds, one accumulator per output row and
-//!   tap row (short dependency chains); rows in the padding are skipped and columns next
-//!   to it loaded under masks built once per block. 1.45x faster than the stencil below
-//!   on 128x56x56.
-//! - NCHW, stride 1, dilation 1, other kernels up to 3x3, output rows of at least one
-//!   vector: a 2-D stencil per plane. The input rows a window needs are copied once into a ring of
-//!   zero-padded stack rows, so every tap is one full unaligned vector load (no masks at
-//!   the borders), the taps sit in registers, and each output vector is stored once (the
-//!   last of a row overlaps its neighbour instead of a masked store).
+//! - NCHW 3x3, stride 1, dilation 1, AVX-512, output rows of at least one vector: the
+//!   taps in registers for the plane, 4 output rows at a time per column vector, each
+//!   input vector loaded once for the up to 3 output rows it feeds, one accumulator per
+//!   output row and tap row (short dependency chains); rows in the padding are skipped
+//!   and columns next to it loaded under masks built once per block. 1.45x faster than
+//!   the stencil below on 128x56x56.
+//! - NCHW, stride 1, dilation 1, kernels up to 3x3 (3x3 too below AVX-512), output rows
+//!   of at least one vector: a 2-D stencil per plane. The input rows a window needs are
+//!   copied once into a ring of zero-padded stack rows, so every tap is one full
+//!   unaligned vector load (no masks at the borders), the taps sit in registers, and
+//!   each output vector is stored once (the last of a row overlaps its neighbour instead
+//!   of a masked store).
 //! - NCHW, column stride 1 otherwise: vectors over the output columns of one plane, the
 //!   taps of a 3x3 (up to 9) held in registers for the plane, masked loads at the padded
 //!   edges.
@@ -335,7 +336,11 @@ impl WithSimd for DwNchw<'_> {
         if rows3_fits::<S>(c) {
             dw_nchw_rows3::<S>(simd, c);
         } else if stencil_fits::<S>(c) {
-            dw_nchw_stencil::<S>(simd, c, c.kh, c.kw);
+            if c.kh == 3 && c.kw == 3 {
+                dw_nchw_stencil::<S>(simd, c, 3, 3);
+            } else {
+                dw_nchw_stencil::<S>(simd, c, c.kh, c.kw);
+            }
         } else if c.kh == 3 && c.kw == 3 {
             dw_nchw::<S>(simd, c, 3, 3);
         } else {
@@ -344,10 +349,20 @@ impl WithSimd for DwNchw<'_> {
     }
 }
 
-/// Whether [`dw_nchw_rows3`] runs `c`: a 3x3 window of stride 1 and dilation 1, and at
-/// least one vector of output columns.
+/// Whether [`dw_nchw_rows3`] runs `c`: vectors of at least 16 lanes (AVX-512), a 3x3
+/// window of stride 1 and dilation 1, and at least one vector of output columns. Its 24
+/// live vectors (12 sums, 9 taps, 3 inputs) fit AVX-512's 32 registers; with AVX2's 16
+/// they spilled and ran 2.5-3x slower than the stencil (128x56x56: 0.95-1.27 against
+/// 0.30-0.51 ms), so narrower vectors keep the stencil.
 fn rows3_fits<S: Simd>(c: &Ctx<'_>) -> bool {
-    c.kh == 3 && c.kw == 3 && c.sh == 1 && c.sww == 1 && c.dh == 1 && c.dw == 1 && c.yd[3] >= S::F32_LANES
+    S::F32_LANES >= 16
+        && c.kh == 3
+        && c.kw == 3
+        && c.sh == 1
+        && c.sww == 1
+        && c.dh == 1
+        && c.dw == 1
+        && c.yd[3] >= S::F32_LANES
 }
 
 /// Output rows of one [`dw_nchw_rows3`] block.
