@@ -354,6 +354,18 @@ fn depthwise_nhwc_channel_chunks() {
     }
 }
 
+/// Runs each depthwise case with its epilogue and with none.
+fn depthwise_with_and_without_epilogue(cases: impl IntoIterator<Item = Case>) {
+    for c in cases {
+        run_case(&c, Algorithm::Depthwise).unwrap();
+        run_case(
+            &Case { bias: false, residual: false, act: Activation::Identity, ..c },
+            Algorithm::Depthwise,
+        )
+        .unwrap();
+    }
+}
+
 /// The NCHW depthwise paths for stride 1, dilation 1 and at least one vector of output
 /// columns (3x3: row blocks; other kernels up to 3x3: the stencil): output rows of exactly
 /// 8 and 16 columns (one AVX2 / AVX-512 vector) and one more (the last vector overlaps),
@@ -415,14 +427,7 @@ fn depthwise_nchw_stencil_edges() {
         },
         Case { groups: 2, w: 1023, h: 3, residual: false, ..base(Layout::Nchw, FilterLayout::Oihw) },
     ];
-    for c in cases {
-        run_case(&c, Algorithm::Depthwise).unwrap();
-        run_case(
-            &Case { bias: false, residual: false, act: Activation::Identity, ..c },
-            Algorithm::Depthwise,
-        )
-        .unwrap();
-    }
+    depthwise_with_and_without_epilogue(cases);
 }
 
 /// The 3x3 stride-1 depthwise row blocks (4 output rows at a time; NCHW over column
@@ -456,14 +461,7 @@ fn depthwise_row_blocks() {
             Case { groups: 20, ..dw(10, 17, Padding::new(1, 1, 0, 1)) },
             Case { groups: 130, ..dw(9, 16, Padding::new(1, 1, 1, 1)) },
         ];
-        for c in cases {
-            run_case(&c, Algorithm::Depthwise).unwrap();
-            run_case(
-                &Case { bias: false, residual: false, act: Activation::Identity, ..c },
-                Algorithm::Depthwise,
-            )
-            .unwrap();
-        }
+        depthwise_with_and_without_epilogue(cases);
     }
 }
 

@@ -500,16 +500,7 @@ impl<V: Copy> Rows3<'_, '_, V> {
                     None => unsafe { core::ptr::read_unaligned(p as *const V) },
                 };
             }
-            for r in 0..ROWS3 {
-                // Output row `oy + r` takes padded row `oy + t` as its tap row `t - r`.
-                if t < r || t - r >= 3 {
-                    continue;
-                }
-                let ky = t - r;
-                for kx in 0..3 {
-                    acc[r][ky] = simd.mul_add_e_f32s(wv[ky * 3 + kx], xv[kx], acc[r][ky]);
-                }
-            }
+            add_row(simd, &mut acc, &wv, &xv, t);
         }
         acc.map(|[a, b, c]| simd.add_f32s(simd.add_f32s(a, b), c))
     }
@@ -542,17 +533,30 @@ impl<V: Copy> Rows3<'_, '_, V> {
                 // SAFETY: channels 0..nl of in-range pixel (iy, ix) (caller).
                 xv[kx] = unsafe { load_lanes(simd, row.add(ix * c.sx[3]), 0, nl) };
             }
-            for r in 0..ROWS3 {
-                if t < r || t - r >= 3 {
-                    continue;
-                }
-                let ky = t - r;
-                for kx in 0..3 {
-                    acc[r][ky] = simd.mul_add_e_f32s(wv[ky * 3 + kx], xv[kx], acc[r][ky]);
-                }
-            }
+            add_row(simd, &mut acc, &wv, &xv, t);
         }
         acc.map(|[a, b, c]| simd.add_f32s(simd.add_f32s(a, b), c))
+    }
+}
+
+/// Adds padded row `oy + t` of a row block (its three tap columns `xv`) to the sums of
+/// the output rows `oy + r` that take it as their tap row `t - r < 3`.
+#[inline(always)]
+fn add_row<S: Simd>(
+    simd: S,
+    acc: &mut [[S::f32s; 3]; ROWS3],
+    wv: &[S::f32s; 9],
+    xv: &[S::f32s; 3],
+    t: usize,
+) {
+    for (r, a) in acc.iter_mut().enumerate() {
+        if t < r || t - r >= 3 {
+            continue;
+        }
+        let ky = t - r;
+        for kx in 0..3 {
+            a[ky] = simd.mul_add_e_f32s(wv[ky * 3 + kx], xv[kx], a[ky]);
+        }
     }
 }
 
