@@ -14,7 +14,20 @@ use crate::cases::{Case, Op, PoolKind};
 
 /// The footnote for algorithm labels ending in `*`.
 pub const GEMM_NOTE: &str = "* GEMM-based: the gemm crate (0.19) picks its own instruction set (the best \
-     this CPU has), so the ISA cap does not reach these rows";
+     this CPU has, up to AVX2 when the bench is built with --no-default-features), so the ISA cap \
+     does not reach these rows";
+
+/// The instruction set the `gemm` crate runs here: the best this CPU has, or at most AVX2
+/// when this crate's `gemm-avx512` feature (default) is off.
+#[must_use]
+pub fn gemm_isa() -> Isa {
+    let best = Isa::detect();
+    if cfg!(feature = "gemm-avx512") {
+        best
+    } else {
+        best.min(Isa::Avx2)
+    }
+}
 
 /// A small deterministic generator (xorshift64*) for benchmark data.
 #[derive(Clone, Debug)]
@@ -221,9 +234,9 @@ impl Prepared {
 
     /// The algorithm name for the report: `auto:<chosen>` for `Auto` (forward and
     /// backward), `-` for pooling.
-    /// A trailing `*` marks a GEMM-based algorithm run below the machine's best
-    /// instruction set: the `gemm` crate picks its own kernels, so the cap does not reach
-    /// it (see [`GEMM_NOTE`]).
+    /// A trailing `*` marks a GEMM-based algorithm run below the instruction set the
+    /// `gemm` crate uses ([`gemm_isa`]): gemm picks its own kernels, so the cap does not
+    /// reach it (see [`GEMM_NOTE`]).
     #[must_use]
     pub fn algorithm_label(&self) -> String {
         match &self.geometry {
@@ -237,7 +250,7 @@ impl Prepared {
                     label.push_str("(packed)");
                 }
                 if matches!(chosen, Algorithm::Im2colGemm | Algorithm::Pointwise)
-                    && self.exec.isa() < Isa::detect()
+                    && self.exec.isa() < gemm_isa()
                 {
                     label.push('*');
                 }
@@ -256,7 +269,7 @@ impl Prepared {
                 let mut label = format!("{}:{}", BACKWARD_ALGORITHM.name(), chosen.name());
                 // Flipped runs the forward's Auto, a GEMM path for non-depthwise layers.
                 if matches!(chosen, BackwardAlgorithm::Gemm | BackwardAlgorithm::Flipped)
-                    && self.exec.isa() < Isa::detect()
+                    && self.exec.isa() < gemm_isa()
                 {
                     label.push('*');
                 }
@@ -883,6 +896,17 @@ pub fn time<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm_isa_follows_the_feature() {
+        let best = Isa::detect();
+        if cfg!(feature = "gemm-avx512") {
+            assert_eq!(gemm_isa(), best);
+        } else {
+            assert_eq!(gemm_isa(), best.min(Isa::Avx2));
+            assert_ne!(gemm_isa(), Isa::Avx512);
+        }
+    }
 
     #[test]
     fn error_check_bounds() {

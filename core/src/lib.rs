@@ -33,6 +33,9 @@
 //! ## Features
 //! - `std` (default): `std::error::Error`, the `gemm`-based algorithms. Implies `alloc`.
 //! - `alloc`: conveniences that allocate their own workspace.
+//! - `gemm-avx512` (default): lets the `gemm` crate use its AVX-512 kernels. `gemm` picks
+//!   its kernels itself, past [`set_max_isa`]; without this feature it stops at AVX2 + FMA.
+//! - `rayon`: [`Exec::with_threads`] above one thread.
 //!
 //! Without `std` the crate still detects AVX2 / AVX-512 at run time on x86-64 (checking
 //! that the OS saves the wide registers) and uses NEON on aarch64.

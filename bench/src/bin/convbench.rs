@@ -23,7 +23,10 @@ OPTIONS:
   --threads N              threads per kernel call [1]; more than one needs the
                            bench crate's `rayon` feature: add `--features rayon`
   --isa auto|scalar|avx2|avx512|neon
-                           instruction set; caps simdconv with set_max_isa [auto: best]
+                           instruction set; caps simdconv with set_max_isa [auto: best].
+                           The gemm crate (im2col, pointwise) picks its own: the best this
+                           CPU has, at most AVX2 when built with --no-default-features
+                           (rows it runs above the cap are marked *)
   --algo auto|direct|im2col|pointwise|depthwise|winograd|all
                            convolution algorithm (`all`: auto and every named one;
                            one that cannot run a case reports the error in its row) [auto];
@@ -263,9 +266,10 @@ fn bench(cfg: &Config) -> Result<ExitCode, String> {
         copy_gbps: limits.copy_at(cfg.threads).unwrap_or(f64::NAN),
     };
     println!(
-        "# cpu: {cpu} | kernels: isa {isa}, {} thread(s), {} layout",
+        "# cpu: {cpu} | kernels: isa {isa}, {} thread(s), {} layout | gemm crate: {}",
         cfg.threads,
-        layout_str(cfg.layout)
+        layout_str(cfg.layout),
+        run::gemm_isa()
     );
     println!("# peak FMA ({isa}), before the cases: {}", list_per_thread(&limits.peak_gflops, "GFLOP/s"));
     println!(
@@ -337,9 +341,10 @@ fn bench(cfg: &Config) -> Result<ExitCode, String> {
     }
     if let Some(p) = &cfg.markdown {
         let head = format!(
-            "CPU: {} | ISA: {isa} | threads: {} | layout: {} | peak FMA {:.1} GFLOP/s | copy {:.1} GB/s | \
-             load average at start {load}\n\n",
+            "CPU: {} | ISA: {isa} (gemm crate: {}) | threads: {} | layout: {} | peak FMA {:.1} GFLOP/s | \
+             copy {:.1} GB/s | load average at start {load}\n\n",
             cpu,
+            run::gemm_isa(),
             cfg.threads,
             layout_str(cfg.layout),
             m.peak_gflops,
