@@ -54,7 +54,7 @@
 use pulp::{Simd, WithSimd};
 
 use super::FilterArgs;
-use crate::conv::winograd::{load, mul, phases, store, InputTransform, Phase, Shape, PAD, XI};
+use crate::conv::winograd::{load, mul, phases, rank1, store, InputTransform, Phase, Shape, PAD, XI};
 use crate::error::{Dim, Error, Result};
 use crate::geometry::ConvGeometry;
 use crate::tensor::{FilterViewMut, TensorView};
@@ -359,21 +359,10 @@ fn block<S: Simd, const R: usize, const NV: usize>(
             }
         })
     });
-    let up = u[k0..].as_ptr();
-    let vp = v[c0..].as_ptr();
-    for t in 0..nt {
-        // SAFETY: `t < nt` and the asserts above: the NV vectors at `t * cgp` (from column
-        // `c0`) lie inside `v`; `f32s` is plain data, read unaligned.
-        let vv: [S::f32s; NV] = core::array::from_fn(|j| unsafe {
-            core::ptr::read_unaligned(vp.add(t * cgp + j * l).cast::<S::f32s>())
-        });
-        for (r, row) in acc.iter_mut().enumerate() {
-            // SAFETY: `t < nt`, `r < R` and the asserts above: inside `u`.
-            let b = s.splat_f32s(unsafe { *up.add(t * kgp + r) });
-            for (a, &x) in row.iter_mut().zip(&vv) {
-                *a = s.mul_add_e_f32s(b, x, *a);
-            }
-        }
+    // SAFETY: for `t < nt` and `r < R`, `U[t][k0 + r]` and the NV vectors of `V[t]` from
+    // column `c0` lie inside `u` and `v` (the asserts above).
+    unsafe {
+        rank1::<S, R, NV>(s, &mut acc, u[k0..].as_ptr(), 1, kgp, v[c0..].as_ptr(), cgp, nt);
     }
     for (r, row) in acc.iter().enumerate() {
         for (j, &a) in row.iter().enumerate() {

@@ -785,6 +785,43 @@ fn strip<S: Simd, const R: usize, const NV: usize>(
     }
 }
 
+/// The register-blocked core of the Winograd products (forward here, weight gradient in
+/// `backward::winograd`): `acc[r][j] += sum over i < n of a[r * a_rs + i * a_is] *
+/// b[i * b_is + j * l ..][..l]`, one broadcast scalar of `a` per row and step, `NV` vectors
+/// of `b` per step (`l` lanes).
+///
+/// # Safety
+/// For every `r < R` and `i < n`, `a + r * a_rs + i * a_is` and the `NV * l` floats from
+/// `b + i * b_is` are readable.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
+    s: S,
+    acc: &mut [[S::f32s; NV]; R],
+    a: *const f32,
+    a_rs: usize,
+    a_is: usize,
+    b: *const f32,
+    b_is: usize,
+    n: usize,
+) {
+    let l = S::F32_LANES;
+    let ap: [*const f32; R] = core::array::from_fn(|r| a.wrapping_add(r * a_rs));
+    for i in 0..n {
+        // SAFETY: `i < n`, as the caller guarantees; `f32s` is plain data, read unaligned.
+        let bv: [S::f32s; NV] = core::array::from_fn(|j| unsafe {
+            core::ptr::read_unaligned(b.add(i * b_is + j * l).cast::<S::f32s>())
+        });
+        for r in 0..R {
+            // SAFETY: `r < R`, `i < n`, as the caller guarantees.
+            let x = s.splat_f32s(unsafe { *ap[r].add(i * a_is) });
+            for j in 0..NV {
+                acc[r][j] = s.mul_add_e_f32s(x, bv[j], acc[r][j]);
+            }
+        }
+    }
+}
+
 /// `M[t0..t0 + R][k0..k0 + NV * l] = V[t0..t0 + R][..cg] * U[..cg][k0..k0 + NV * l]`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -806,21 +843,11 @@ fn block<S: Simd, const R: usize, const NV: usize>(
     assert!(t0 + R <= v.len() / cgp && cg <= cgp && cg > 0);
     assert!(base + (cg - 1) * width + NV * l <= u.len() && (k0 % PANEL) + NV * l <= width);
     let mut acc = [[s.splat_f32s(0.0); NV]; R];
-    let vp: [*const f32; R] = core::array::from_fn(|r| v[(t0 + r) * cgp..].as_ptr());
-    let up = u[base..].as_ptr();
-    for c in 0..cg {
-        // SAFETY: `c < cg` and the asserts above: the NV vectors at `c * width` (from the
-        // panel's column of `k0`) lie inside `u`; `f32s` is plain data, read unaligned.
-        let uv: [S::f32s; NV] = core::array::from_fn(|j| unsafe {
-            core::ptr::read_unaligned(up.add(c * width + j * l).cast::<S::f32s>())
-        });
-        for r in 0..R {
-            // SAFETY: row `t0 + r < v.len() / cgp` and `c < cg <= cgp`: inside `v`.
-            let b = s.splat_f32s(unsafe { *vp[r].add(c) });
-            for j in 0..NV {
-                acc[r][j] = s.mul_add_e_f32s(b, uv[j], acc[r][j]);
-            }
-        }
+    // SAFETY: rows `t0 + r < v.len() / cgp` of `v`, columns `c < cg <= cgp`; the NV
+    // vectors at `c * width` (from the panel's column of `k0`) for `c < cg` lie inside `u`
+    // (the asserts above).
+    unsafe {
+        rank1::<S, R, NV>(s, &mut acc, v[t0 * cgp..].as_ptr(), cgp, 1, u[base..].as_ptr(), width, cg);
     }
     for (r, row) in acc.iter().enumerate() {
         for (j, &a) in row.iter().enumerate() {
