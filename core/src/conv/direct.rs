@@ -770,20 +770,42 @@ unsafe fn nchw_partial<S: Simd, const MR: usize, const NR: usize>(
     vs: &[Cols; NR],
     acc: Option<[[S::f32s; NR]; MR]>,
 ) -> [[S::f32s; NR]; MR] {
+    // SAFETY: columns ox..ox+nl of an in-range output row (contiguous), as the caller
+    // guarantees.
+    unsafe {
+        partial_io(simd, c.y, acc, |m, v| {
+            let Cols { oy, ox, nl } = vs[v];
+            (n * c.sy[0] + (o0 + m) * c.sy[1] + oy * c.sy[2] + ox, nl)
+        })
+    }
+}
+
+/// The body of [`nchw_partial`] and [`nhwc_partial`]: accumulator `(m, v)` is the first
+/// `at(m, v).1` lanes at `y + at(m, v).0`, loaded when `acc` is `None` (then returned),
+/// else stored from `acc`.
+///
+/// # Safety
+/// Those lanes are readable and writable for every `m < MR`, `v < NR`.
+#[inline(always)]
+unsafe fn partial_io<S: Simd, const MR: usize, const NR: usize>(
+    simd: S,
+    y: *mut f32,
+    acc: Option<[[S::f32s; NR]; MR]>,
+    at: impl Fn(usize, usize) -> (usize, usize),
+) -> [[S::f32s; NR]; MR] {
     simd.vectorize(
         #[inline(always)]
         || {
             let mut out = acc.unwrap_or([[simd.splat_f32s(0.0); NR]; MR]);
             for (m, am) in out.iter_mut().enumerate() {
-                for v in 0..NR {
-                    let Cols { oy, ox, nl } = vs[v];
-                    let yo = n * c.sy[0] + (o0 + m) * c.sy[1] + oy * c.sy[2] + ox;
-                    // SAFETY: columns ox..ox+nl of an in-range output row (contiguous).
+                for (v, a) in am.iter_mut().enumerate() {
+                    let (yo, nl) = at(m, v);
+                    // SAFETY: as the caller guarantees.
                     unsafe {
                         if acc.is_some() {
-                            store_lanes(simd, c.y.add(yo), nl, am[v]);
+                            store_lanes(simd, y.add(yo), nl, *a);
                         } else {
-                            am[v] = load_lanes(simd, c.y.add(yo), 0, nl);
+                            *a = load_lanes(simd, y.add(yo), 0, nl);
                         }
                     }
                 }
@@ -1009,29 +1031,15 @@ unsafe fn nhwc_partial<S: Simd, const MR: usize, const NR: usize>(
     px: &[(usize, usize)],
     acc: Option<[[S::f32s; NR]; MR]>,
 ) -> [[S::f32s; NR]; MR] {
-    simd.vectorize(
-        #[inline(always)]
-        || {
-            let lanes = S::F32_LANES;
-            let mut out = acc.unwrap_or([[simd.splat_f32s(0.0); NR]; MR]);
-            for (m, am) in out.iter_mut().enumerate() {
-                let (oy, ox) = px[m];
-                for v in 0..NR {
-                    let nl = if v == NR - 1 { nl_last } else { lanes };
-                    let yo = n * c.sy[0] + o0 + v * lanes + oy * c.sy[2] + ox * c.sy[3];
-                    // SAFETY: channels of an in-range output pixel (c-stride 1).
-                    unsafe {
-                        if acc.is_some() {
-                            store_lanes(simd, c.y.add(yo), nl, am[v]);
-                        } else {
-                            am[v] = load_lanes(simd, c.y.add(yo), 0, nl);
-                        }
-                    }
-                }
-            }
-            out
-        },
-    )
+    let lanes = S::F32_LANES;
+    // SAFETY: channels of an in-range output pixel (c-stride 1), as the caller guarantees.
+    unsafe {
+        partial_io(simd, c.y, acc, |m, v| {
+            let (oy, ox) = px[m];
+            let nl = if v == NR - 1 { nl_last } else { lanes };
+            (n * c.sy[0] + o0 + v * lanes + oy * c.sy[2] + ox * c.sy[3], nl)
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------
