@@ -74,6 +74,17 @@ fn check_io(g: &PoolGeometry, x: &TensorView<'_, f32>, y: &TensorViewMut<'_, f32
     crate::tensor::shared_layout(&[desc(Operand::Input, x), desc_mut(Operand::Output, y)])
 }
 
+/// One forward pooling call of a kernel (the kernel types wrap it): the plan, the
+/// validated input and output with their strides, and the reduction.
+pub(crate) struct Job<'a, R> {
+    pub p: &'a Plan,
+    pub x: &'a [f32],
+    pub xs: [usize; 4],
+    pub y: &'a mut [f32],
+    pub ys: [usize; 4],
+    pub r: R,
+}
+
 fn forward<R: Red>(
     exec: &Exec,
     g: &PoolGeometry,
@@ -86,9 +97,9 @@ fn forward<R: Red>(
     let (xs, ys) = (x.strides(), y.strides());
     let (x, y) = (x.data(), y.data_mut());
     slabs(exec, &p, layout, (x, xs), (y, ys), None, |p, x, y, _| match layout {
-        Layout::Nhwc => exec.dispatch(nhwc::Fwd { p, x, xs, y, ys, r }),
-        Layout::Nchw if nchw::rows_path(p) => exec.dispatch(nchw::FwdRows { p, x, xs, y, ys, r }),
-        Layout::Nchw => exec.dispatch(nchw::Fwd { p, x, xs, y, ys, r }),
+        Layout::Nhwc => exec.dispatch(nhwc::Fwd(Job { p, x, xs, y, ys, r })),
+        Layout::Nchw if nchw::rows_path(p) => exec.dispatch(nchw::FwdRows(Job { p, x, xs, y, ys, r })),
+        Layout::Nchw => exec.dispatch(nchw::Fwd(Job { p, x, xs, y, ys, r })),
     });
 }
 
@@ -360,7 +371,7 @@ fn global<R: Red>(exec: &Exec, x: TensorView<'_, f32>, mut y: TensorViewMut<'_, 
             let p = Plan::new(&g);
             let (xs, ys) = (x.strides(), y.strides());
             slabs(exec, &p, layout, (x.data(), xs), (y.data_mut(), ys), None, |p, x, y, _| {
-                exec.dispatch(nchw::GlobalPlanes { p, x, xs, y, ys, r });
+                exec.dispatch(nchw::GlobalPlanes(Job { p, x, xs, y, ys, r }));
             });
         }
     }

@@ -8,6 +8,7 @@ use pulp::{Simd, WithSimd};
 
 use super::plan::{AxisPlan, Plan};
 use super::simd::{even_odd, lanes_reduce, L2Operands, Red, MAX_LANES};
+use super::Job;
 
 /// Lane indices `0, 1, 2, ..` as f32, to build lane masks.
 static IOTA: [f32; MAX_LANES] = [0., 1., 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12., 13., 14., 15.];
@@ -216,14 +217,7 @@ fn border<R: Red>(
 /// even/odd-split (stride 2) horizontal fold of that buffer, vectorised with no border
 /// cases. Outputs whose windows touch padding or lie past it get their own divisor
 /// afterwards, recomputed from the buffer.
-pub(crate) struct FwdRows<'a, R> {
-    pub p: &'a Plan,
-    pub x: &'a [f32],
-    pub xs: [usize; 4],
-    pub y: &'a mut [f32],
-    pub ys: [usize; 4],
-    pub r: R,
-}
+pub(crate) struct FwdRows<'a, R>(pub Job<'a, R>);
 
 impl<R: Red> WithSimd for FwdRows<'_, R> {
     type Output = ();
@@ -231,12 +225,13 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
     fn with_simd<S: Simd>(self, simd: S) {
         #[cfg(target_arch = "x86_64")]
         {
-            let io = super::avx512::Io { x: self.x, xs: self.xs, y: &mut *self.y, ys: self.ys };
-            if super::avx512::s2::<S, R>(self.p, io, self.r, false) {
+            let Job { p, x, xs, ys, r, .. } = self.0;
+            let io = super::avx512::Io { x, xs, y: &mut *self.0.y, ys };
+            if super::avx512::s2::<S, R>(p, io, r, false) {
                 return;
             }
         }
-        let aw = self.p.aw;
+        let aw = self.0.p.aw;
         // The common windows get their width and stride as constants.
         match (aw.kernel, aw.stride, aw.dilation) {
             (2, 2, 1) => rows_body::<R, S, 2, 2>(simd, self),
@@ -251,7 +246,7 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
 /// when `KW == 0`.
 #[inline(always)]
 fn rows_body<R: Red, S: Simd, const KW: usize, const SW: usize>(simd: S, op: FwdRows<'_, R>) {
-    let FwdRows { p, x, xs, y, ys, r } = op;
+    let FwdRows(Job { p, x, xs, y, ys, r }) = op;
     let l = S::F32_LANES;
     let mut aw = p.aw;
     if KW != 0 {
@@ -353,20 +348,13 @@ fn rows_body<R: Red, S: Simd, const KW: usize, const SW: usize>(simd: S, op: Fwd
 }
 
 /// Forward values-only pooling.
-pub(crate) struct Fwd<'a, R> {
-    pub p: &'a Plan,
-    pub x: &'a [f32],
-    pub xs: [usize; 4],
-    pub y: &'a mut [f32],
-    pub ys: [usize; 4],
-    pub r: R,
-}
+pub(crate) struct Fwd<'a, R>(pub Job<'a, R>);
 
 impl<R: Red> WithSimd for Fwd<'_, R> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Fwd { p, x, xs, y, ys, r } = self;
+        let Fwd(Job { p, x, xs, y, ys, r }) = self;
         let l = S::F32_LANES;
         let aw = p.aw;
         let (sw, kw) = (aw.stride, aw.kernel);
@@ -555,20 +543,13 @@ impl WithSimd for SpreadBack<'_> {
 }
 
 /// Global pooling of NCHW planes: one reduction per `(n, c)` plane, vectorised along it.
-pub(crate) struct GlobalPlanes<'a, R> {
-    pub p: &'a Plan,
-    pub x: &'a [f32],
-    pub xs: [usize; 4],
-    pub y: &'a mut [f32],
-    pub ys: [usize; 4],
-    pub r: R,
-}
+pub(crate) struct GlobalPlanes<'a, R>(pub Job<'a, R>);
 
 impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let GlobalPlanes { p, x, xs, y, ys, r } = self;
+        let GlobalPlanes(Job { p, x, xs, y, ys, r }) = self;
         #[cfg(target_arch = "x86_64")]
         if super::avx512::global::<S, R>(p, super::avx512::Io { x, xs, y: &mut *y, ys }, r, true) {
             return;

@@ -6,6 +6,7 @@ use pulp::{Simd, WithSimd};
 
 use super::plan::Plan;
 use super::simd::Red;
+use super::Job;
 
 /// One vector from `x[off..off + L]`.
 #[inline(always)]
@@ -99,20 +100,13 @@ fn window_tail<R: Red>(x: &[f32], base: usize, win: Window, yrun: &mut [f32], ci
 }
 
 /// Forward values-only pooling.
-pub(crate) struct Fwd<'a, R> {
-    pub p: &'a Plan,
-    pub x: &'a [f32],
-    pub xs: [usize; 4],
-    pub y: &'a mut [f32],
-    pub ys: [usize; 4],
-    pub r: R,
-}
+pub(crate) struct Fwd<'a, R>(pub Job<'a, R>);
 
 impl<R: Red> WithSimd for Fwd<'_, R> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Fwd { p, x, xs, y, ys, r } = self;
+        let Fwd(Job { p, x, xs, y, ys, r }) = self;
         #[cfg(target_arch = "x86_64")]
         {
             use super::avx512::{global, s2, Io};
