@@ -14,7 +14,7 @@ pub mod fuzz;
 
 use std::sync::Once;
 
-use simdconv::{Dims, FilterDims, Isa, Layout, TensorView};
+use simdconv::{Dims, FilterDims, Isa, Layout, TensorView, TensorViewMut};
 
 /// The environment variable that caps the instruction set for a test run, e.g.
 /// `SIMDCONV_MAX_ISA=avx2 cargo test`. If it names an instruction set this machine cannot
@@ -138,6 +138,64 @@ pub fn proptest_cases(default: u32) -> u32 {
 pub fn padded(d: Dims, layout: Layout, pad_c: usize, pad_w: usize) -> (usize, [usize; 4]) {
     let big = Dims::new(d.n, d.c + pad_c, d.h, d.w + pad_w);
     (big.count().unwrap(), layout.strides(big))
+}
+
+/// `src` (dense NCHW of dims `d`) copied into a buffer laid out by [`padded`] for
+/// `layout`, NaN in the gaps; returns the buffer and the view's strides.
+#[must_use]
+pub fn padded_copy(
+    src: &[f32],
+    d: Dims,
+    layout: Layout,
+    pad_c: usize,
+    pad_w: usize,
+) -> (Vec<f32>, [usize; 4]) {
+    let src = TensorView::new(src, d, Layout::Nchw).unwrap();
+    padded_with(d, layout, pad_c, pad_w, f32::NAN, |n, c, h, w| src.get(n, c, h, w))
+}
+
+/// An output buffer laid out by [`padded`] for `layout`: `sentinel` in the gaps (to check
+/// that a kernel leaves them alone), NaN in every element of the view (to check that it
+/// writes them all); returns the buffer and the view's strides.
+#[must_use]
+pub fn padded_output(
+    d: Dims,
+    layout: Layout,
+    pad_c: usize,
+    pad_w: usize,
+    sentinel: f32,
+) -> (Vec<f32>, [usize; 4]) {
+    padded_with(d, layout, pad_c, pad_w, sentinel, |_, _, _, _| f32::NAN)
+}
+
+/// A buffer laid out by [`padded`] for `layout`: `gap` in the gaps, `value(n, c, h, w)` at
+/// every element of the view; returns the buffer and the view's strides.
+fn padded_with(
+    d: Dims,
+    layout: Layout,
+    pad_c: usize,
+    pad_w: usize,
+    gap: f32,
+    value: impl Fn(usize, usize, usize, usize) -> f32,
+) -> (Vec<f32>, [usize; 4]) {
+    let (len, strides) = padded(d, layout, pad_c, pad_w);
+    let mut buf = vec![gap; len];
+    let mut dst = TensorViewMut::with_strides(&mut buf, d, strides).unwrap();
+    for_each_index(d, |n, c, h, w| *dst.get_mut(n, c, h, w) = value(n, c, h, w));
+    (buf, strides)
+}
+
+/// Calls `f(n, c, h, w)` for every index of `d`, in NCHW order.
+pub fn for_each_index(d: Dims, mut f: impl FnMut(usize, usize, usize, usize)) {
+    for n in 0..d.n {
+        for c in 0..d.c {
+            for h in 0..d.h {
+                for w in 0..d.w {
+                    f(n, c, h, w);
+                }
+            }
+        }
+    }
 }
 
 /// Copies a view, whatever its strides, into dense NCHW order.

@@ -10,7 +10,7 @@ use simdconv::{
     Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout, Operand,
     Padding, Rounding, TensorView, TensorViewMut, Unsupported,
 };
-use simdconv_tests::{abs_f64, check_close, dense, isas, padded, setup, Rng};
+use simdconv_tests::{abs_f64, check_close, dense, isas, padded_copy, padded_output, setup, Rng};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 const FILTERS: [FilterLayout; 3] = [FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio];
@@ -81,21 +81,7 @@ fn check_case(case: &Case, algorithm: Algorithm) -> Result<(), TestCaseError> {
         let exec = Exec::new().with_isa(isa).unwrap().with_threads(case.threads).unwrap();
         for layout in LAYOUTS {
             // The input as a (possibly padded) view in `layout`.
-            let (xlen, xstr) = padded(id, layout, case.pad_c, case.pad_w);
-            let mut xbuf = vec![f32::NAN; xlen];
-            {
-                let mut xv = TensorViewMut::with_strides(&mut xbuf, id, xstr).unwrap();
-                let src = TensorView::new(&xs, id, Layout::Nchw).unwrap();
-                for n in 0..id.n {
-                    for c in 0..id.c {
-                        for h in 0..id.h {
-                            for w in 0..id.w {
-                                *xv.get_mut(n, c, h, w) = src.get(n, c, h, w);
-                            }
-                        }
-                    }
-                }
-            }
+            let (xbuf, xstr) = padded_copy(&xs, id, layout, case.pad_c, case.pad_w);
             let x = TensorView::with_strides(&xbuf, id, xstr).unwrap();
             let mut rbuf = vec![0.0f32; res.len()];
             simdconv::repack_tensor(&res, Layout::Nchw, &mut rbuf, layout, od).unwrap();
@@ -113,20 +99,9 @@ fn check_case(case: &Case, algorithm: Algorithm) -> Result<(), TestCaseError> {
                 let opts = Conv2dOptions { algorithm, epilogue };
                 let need = conv2d_workspace_len(&g, algorithm, layout).unwrap();
                 let mut work = vec![f32::NAN; need];
-                let (ylen, ystr) = padded(od, layout, case.pad_c, case.pad_w);
-                let mut ybuf = vec![SENTINEL; ylen];
-                let y = TensorViewMut::with_strides(&mut ybuf, od, ystr).unwrap();
                 // Every output element is overwritten: start them all at NaN.
-                let mut y = y;
-                for n in 0..od.n {
-                    for c in 0..od.c {
-                        for h in 0..od.h {
-                            for w in 0..od.w {
-                                *y.get_mut(n, c, h, w) = f32::NAN;
-                            }
-                        }
-                    }
-                }
+                let (mut ybuf, ystr) = padded_output(od, layout, case.pad_c, case.pad_w, SENTINEL);
+                let y = TensorViewMut::with_strides(&mut ybuf, od, ystr).unwrap();
                 conv2d(&exec, &g, &opts, x, w, y, &mut work)
                     .map_err(|e| TestCaseError::fail(format!("{isa} {layout:?} {fl:?}: {e}")))?;
                 let yv = TensorView::with_strides(&ybuf, od, ystr).unwrap();
@@ -138,7 +113,7 @@ fn check_case(case: &Case, algorithm: Algorithm) -> Result<(), TestCaseError> {
                 let untouched = ybuf.iter().filter(|&&v| v == SENTINEL).count();
                 prop_assert_eq!(
                     untouched,
-                    ylen - written,
+                    ybuf.len() - written,
                     "{} {:?} {:?}: wrote outside the view",
                     isa,
                     layout,

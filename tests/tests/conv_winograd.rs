@@ -12,7 +12,7 @@ use simdconv::{
     Conv2d, Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout,
     Operand, Padding, Rounding, TensorView, TensorViewMut, Unsupported, WinogradFilter, WinogradFilterBuf,
 };
-use simdconv_tests::{check_close, dense, isas, padded, Rng};
+use simdconv_tests::{check_close, dense, isas, padded_copy, padded_output, Rng};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 const FILTERS: [FilterLayout; 3] = [FilterLayout::Oihw, FilterLayout::Ohwi, FilterLayout::Hwio];
@@ -135,21 +135,7 @@ fn check_case(case: &Case, path: Path) -> Result<Vec<Vec<f32>>, TestCaseError> {
     for isa in isas() {
         let exec = Exec::new().with_isa(isa).unwrap().with_threads(case.threads).unwrap();
         for layout in LAYOUTS {
-            let (xlen, xstr) = padded(id, layout, case.pad_c, case.pad_w);
-            let mut xbuf = vec![f32::NAN; xlen];
-            {
-                let mut xv = TensorViewMut::with_strides(&mut xbuf, id, xstr).unwrap();
-                let src = TensorView::new(&xs, id, Layout::Nchw).unwrap();
-                for n in 0..id.n {
-                    for c in 0..id.c {
-                        for h in 0..id.h {
-                            for w in 0..id.w {
-                                *xv.get_mut(n, c, h, w) = src.get(n, c, h, w);
-                            }
-                        }
-                    }
-                }
-            }
+            let (xbuf, xstr) = padded_copy(&xs, id, layout, case.pad_c, case.pad_w);
             let x = TensorView::with_strides(&xbuf, id, xstr).unwrap();
             let mut rbuf = vec![0.0f32; res.len()];
             simdconv::repack_tensor(&res, Layout::Nchw, &mut rbuf, layout, od).unwrap();
@@ -164,18 +150,8 @@ fn check_case(case: &Case, path: Path) -> Result<Vec<Vec<f32>>, TestCaseError> {
                 if case.residual {
                     epilogue = epilogue.residual(TensorView::new(&rbuf, od, layout).unwrap());
                 }
-                let (ylen, ystr) = padded(od, layout, case.pad_c, case.pad_w);
-                let mut ybuf = vec![SENTINEL; ylen];
-                let mut y = TensorViewMut::with_strides(&mut ybuf, od, ystr).unwrap();
-                for n in 0..od.n {
-                    for c in 0..od.c {
-                        for h in 0..od.h {
-                            for w in 0..od.w {
-                                *y.get_mut(n, c, h, w) = f32::NAN;
-                            }
-                        }
-                    }
-                }
+                let (mut ybuf, ystr) = padded_output(od, layout, case.pad_c, case.pad_w, SENTINEL);
+                let y = TensorViewMut::with_strides(&mut ybuf, od, ystr).unwrap();
                 let ran = match path {
                     Path::PerCall(algorithm) => {
                         let need = conv2d_workspace_len(&g, algorithm, layout).unwrap();
@@ -196,7 +172,7 @@ fn check_case(case: &Case, path: Path) -> Result<Vec<Vec<f32>>, TestCaseError> {
                 let untouched = ybuf.iter().filter(|&&v| v == SENTINEL).count();
                 prop_assert_eq!(
                     untouched,
-                    ylen - od.count().unwrap(),
+                    ybuf.len() - od.count().unwrap(),
                     "{} {:?} {:?}: wrote outside",
                     isa,
                     layout,
