@@ -57,6 +57,8 @@ mod geometry;
 mod isa;
 mod local;
 mod lrn;
+#[cfg(feature = "rayon")]
+mod par;
 mod params;
 pub mod plan;
 mod pool;

@@ -333,13 +333,7 @@ pub(super) fn par_slabs<'a>(
             };
             // The calling thread runs slab 0 and rayon's workers the others (with
             // `par_iter` from outside the pool the caller slept while both workers ran).
-            rayon::in_place_scope(|scope| {
-                for i in 1..workers {
-                    let slab = &slab;
-                    scope.spawn(move |_| slab(i));
-                }
-                slab(0);
-            });
+            crate::par::fork_join(0..workers, slab);
             return;
         }
     }

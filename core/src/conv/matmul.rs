@@ -190,14 +190,13 @@ where
     let chunk = ws.len() / workers;
     #[cfg(feature = "rayon")]
     if workers > 1 {
-        use rayon::prelude::*;
+        // The calling thread runs share 0 ([`crate::par::fork_join`]).
         if chunk == 0 {
-            (0..workers).into_par_iter().for_each(|w| work(share(w), share(w + 1), &mut []));
+            crate::par::fork_join(0..workers, |w| work(share(w), share(w + 1), &mut []));
         } else {
-            ws.par_chunks_mut(chunk)
-                .take(workers)
-                .enumerate()
-                .for_each(|(w, c)| work(share(w), share(w + 1), c));
+            crate::par::fork_join(ws.chunks_mut(chunk).take(workers).enumerate(), |(w, c)| {
+                work(share(w), share(w + 1), c);
+            });
         }
         return;
     }

@@ -702,8 +702,19 @@ fn products(exec: &Exec, threads: usize, v: &[f32], u: &[f32], m: &mut [f32], ro
     };
     #[cfg(feature = "rayon")]
     if threads > 1 {
-        use rayon::prelude::*;
-        m[..XI * mlen].par_chunks_mut(mlen).enumerate().for_each(|(xi, m)| one(xi, m));
+        // Near-equal runs of positions, one per thread, the first on the calling thread.
+        let share = |t: usize| XI * t / threads;
+        let mut rest = &mut m[..XI * mlen];
+        let runs = (0..threads).map(|t| {
+            let (run, tail) = core::mem::take(&mut rest).split_at_mut((share(t + 1) - share(t)) * mlen);
+            rest = tail;
+            (share(t), run)
+        });
+        crate::par::fork_join(runs, |(x0, run): (usize, &mut [f32])| {
+            for (i, m) in run.chunks_mut(mlen).enumerate() {
+                one(x0 + i, m);
+            }
+        });
         return;
     }
     let _ = threads;

@@ -211,8 +211,9 @@ mod par {
     /// outputs (values and switches) must occupy disjoint, ascending
     /// ranges of their buffers (any view whose outer strides exceed the inner extents
     /// does); when a view's strides interleave them, one worker runs. The calling thread
-    /// runs the first slab, rayon's workers the others (with `par_iter` from outside the
-    /// pool every slab went to a worker, and the caller slept until they were done).
+    /// runs the first slab, rayon's workers the others ([`crate::par::fork_join`]; with
+    /// `par_iter` from outside the pool every slab went to a worker, and the caller slept
+    /// until they were done).
     pub(super) fn run(
         exec: &Exec,
         p: &Plan,
@@ -255,16 +256,8 @@ mod par {
             Some((i, _)) => cut(i, parts.iter().map(|s| s.2[1])).into_iter().map(Some).collect(),
             None => (0..workers).map(|_| None).collect(),
         };
-        rayon::in_place_scope(|scope| {
-            let mut slabs = parts.into_iter().zip(ypieces).zip(ipieces.drain(..));
-            let first = slabs.next();
-            for (((q, xo, _), y), i) in slabs {
-                scope.spawn(move |_| run(&q, &x[xo..], y, i));
-            }
-            if let Some((((q, xo, _), y), i)) = first {
-                run(&q, &x[xo..], y, i);
-            }
-        });
+        let slabs = parts.into_iter().zip(ypieces).zip(ipieces.drain(..));
+        crate::par::fork_join(slabs, |(((q, xo, _), y), i)| run(&q, &x[xo..], y, i));
         true
     }
 }
