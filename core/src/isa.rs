@@ -289,9 +289,10 @@ impl Exec {
     /// from 64 Ki input elements per thread (max pooling with switches: images and NCHW
     /// channel planes only); the pooling backward passes run on the calling thread.
     ///
-    /// The calling thread takes the first share itself and, once done, spins for up to
-    /// 200 microseconds on the other shares before it blocks: being woken by the OS cost
-    /// about 5 microseconds per call on a 2-core VM, a lot for a layer of 20.
+    /// The calling thread takes the first share itself. Once done, a caller from outside
+    /// rayon's pool spins for up to 200 microseconds on the other shares before it blocks
+    /// (being woken by the OS cost about 5 microseconds per call on a 2-core VM, a lot for
+    /// a layer of 20); a caller inside the pool runs pending jobs while it waits.
     pub fn with_threads(self, threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::Zero { dim: Dim::Threads });
