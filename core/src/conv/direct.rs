@@ -331,8 +331,7 @@ pub(super) fn par_slabs<'a>(
                 let (a, b) = (bound(i), bound(i + 1));
                 run(if rows { s.0.slab_rows(a, b) } else { s.0.slab(a, b, groups > 1) });
             };
-            // The calling thread runs slab 0 and rayon's workers the others (with
-            // `par_iter` from outside the pool the caller slept while both workers ran).
+            // The calling thread runs slab 0 and rayon's workers the others.
             crate::par::fork_join(0..workers, slab);
             return;
         }

@@ -211,16 +211,14 @@ mod par {
     /// outputs (values and switches) must occupy disjoint, ascending
     /// ranges of their buffers (any view whose outer strides exceed the inner extents
     /// does); when a view's strides interleave them, one worker runs. The calling thread
-    /// runs the first slab, rayon's workers the others ([`crate::par::fork_join`]; with
-    /// `par_iter` from outside the pool every slab went to a worker, and the caller slept
-    /// until they were done).
+    /// runs the first slab, rayon's workers the others ([`crate::par::fork_join`]).
     pub(super) fn run(
         exec: &Exec,
         p: &Plan,
         layout: Layout,
         (x, xs): (&[f32], [usize; 4]),
         (y, ys): (&mut [f32], [usize; 4]),
-        idx: Option<(&mut [usize], [usize; 4])>,
+        idx: super::Switches<'_>,
         run: &(impl Fn(&Plan, &[f32], &mut [f32], Option<&mut [usize]>) + Sync),
     ) -> bool {
         // Fits: the input's element count was checked by the geometry.
@@ -252,11 +250,11 @@ mod par {
             return false;
         }
         let ypieces = cut(y, parts.iter().map(|s| s.2[0]));
-        let mut ipieces: Vec<Option<&mut [usize]>> = match idx {
+        let ipieces: Vec<Option<&mut [usize]>> = match idx {
             Some((i, _)) => cut(i, parts.iter().map(|s| s.2[1])).into_iter().map(Some).collect(),
             None => (0..workers).map(|_| None).collect(),
         };
-        let slabs = parts.into_iter().zip(ypieces).zip(ipieces.drain(..));
+        let slabs = parts.into_iter().zip(ypieces).zip(ipieces);
         crate::par::fork_join(slabs, |(((q, xo, _), y), i)| run(&q, &x[xo..], y, i));
         true
     }
