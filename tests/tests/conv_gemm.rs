@@ -614,39 +614,46 @@ fn regression_one_output_channel_nhwc_with_residual() {
 
 #[test]
 fn pointwise_nchw_packed_panels() {
-    // On AVX-512 and one thread, NCHW 1x1 runs of at least 48 contiguous pixels with no
-    // more output than input channels go through the packed kernel (conv/pointwise.rs): panels of 3
-    // vectors, the last of 1-3 vectors ending at the run's end (overlapping the one
-    // before), at most 128 input channels per block, tiles of 8 output channels.
-    // 63 pixels per image: a full panel, then one vector over pixels 47..63; 130 input
-    // channels: two blocks (the second adds to the first's sums, also where panels
-    // overlap); 11 output channels: a tile of 8, then one of 3. Batch 2, channel-slice
-    // views, every filter layout (`check_case`).
+    // On AVX-512 or AVX2 and one thread, NCHW 1x1 runs of at least 48 contiguous pixels
+    // with no more output than input channels go through the packed kernel
+    // (conv/pointwise.rs): panels of 3 vectors (AVX2: 2), the last of 1-3 (1-2) vectors
+    // ending at the run's end (overlapping the one before), at most 128 (AVX2: 384) input
+    // channels per block, tiles of 8 (AVX2: 6) output channels.
+    // 63 pixels per image: AVX-512, a full panel, then one vector over pixels 47..63;
+    // AVX2, three panels of 16, then one vector over pixels 55..63. 130 input channels:
+    // on AVX-512 two blocks (the second adds to the first's sums, also where panels
+    // overlap); 11 output channels: a tile of 8 then one of 3 (AVX2: 6 then 5). Batch 2,
+    // channel-slice views, every filter layout (`check_case`).
     let mut c = case(Dims::new(2, 130, 7, 9), 11, Conv2d::new(1, 1));
     c.pad_c = 1;
     check_case(&c, Algorithm::Pointwise).unwrap();
-    // Padded rows: runs are single 50-pixel rows; two groups of 150 channels (blocks of
-    // 75). (On two threads `gemm` runs: `check_case` does the same case there too.)
+    // Padded rows: runs are single 50-pixel rows; two groups of 150 channels (AVX-512:
+    // blocks of 75). (On two threads `gemm` runs: `check_case` does the same case there
+    // too.) 400 input channels are two blocks on AVX2 too (200 each).
     let mut c = case(Dims::new(1, 300, 3, 50), 18, Conv2d::new(1, 1).groups(2));
     c.pad_w = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
     c.threads = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
+    let c = case(Dims::new(1, 400, 4, 13), 7, Conv2d::new(1, 1));
+    check_case(&c, Algorithm::Pointwise).unwrap();
     // 75 pixels: a panel, then two vectors over pixels 43..75; 64 -> 64 channels (8
     // tiles share the prefetch of the next block).
     let c = case(Dims::new(1, 64, 5, 15), 64, Conv2d::new(1, 1));
     check_case(&c, Algorithm::Pointwise).unwrap();
-    // Exactly two panels, 8 output channels, no epilogue, through Auto; the kernel
-    // dispatches on AVX-512 (nothing else here does without an epilogue).
+    // Exactly two panels (AVX2: six), 8 output channels, no epilogue, through Auto; the
+    // kernel dispatches on AVX-512 and AVX2 (nothing else here does without an epilogue).
     let mut c = case(Dims::new(1, 40, 8, 12), 8, Conv2d::new(1, 1));
     c.bias = false;
     c.residual = false;
     c.act = Activation::Identity;
-    let avx512 = isas().contains(&simdconv::Isa::Avx512);
-    let before = simdconv::dispatch_count(simdconv::Isa::Avx512);
+    let simd = [simdconv::Isa::Avx512, simdconv::Isa::Avx2];
+    let before = simd.map(simdconv::dispatch_count);
     check_case(&c, Algorithm::Auto).unwrap();
-    if avx512 {
-        // 3 filter layouts, one run each.
-        assert!(simdconv::dispatch_count(simdconv::Isa::Avx512) >= before + 3, "the packed kernel never ran");
+    for (isa, before) in simd.into_iter().zip(before) {
+        if isas().contains(&isa) {
+            // 3 filter layouts, one run each.
+            assert!(simdconv::dispatch_count(isa) >= before + 3, "the packed kernel never ran on {isa:?}");
+        }
     }
 }

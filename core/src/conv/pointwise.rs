@@ -7,10 +7,11 @@
 //! elements apart), so each output row is one GEMM; when the subsampled rows also line up
 //! (stride 1, or a strided view) a GEMM spans rows or the whole batch. No workspace.
 //!
-//! On AVX-512 and one thread, NCHW-like runs (pixels contiguous in input and output) of
-//! reductions (no more output than input channels) skip `gemm` for [`Packed`]: input panels of 48
-//! pixels x at most 128 channels copied into a 24 KiB buffer on the stack, multiplied by
-//! 8 x 3-vector register tiles (see [`packed_applies`] for the measurements).
+//! On AVX-512 or AVX2 and one thread, NCHW-like runs (pixels contiguous in input and output)
+//! of reductions (no more output than input channels) skip `gemm` for [`Packed`]: input
+//! panels of 3 vectors of pixels (48 on AVX-512, 24 on AVX2) x at most 128 (AVX2: 256)
+//! channels copied into a 24 KiB buffer on the stack, multiplied by register tiles of
+//! 8 (AVX2: 4) output channels x 3 vectors (see [`packed_applies`] for the measurements).
 
 use super::im2col::MIN_WORKER_PIXELS;
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
@@ -111,22 +112,34 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
 const PV: usize = 3;
 /// The widest panel: `PV` vectors of 16 lanes (AVX-512).
 const PANEL_MAX: usize = PV * 16;
-/// Most input channels per packed panel: `KC x 48` floats (24 KiB) stay in L1.
+/// Most input channels per packed panel of `PANEL_MAX` pixels: `KC x 48` floats (24 KiB)
+/// stay in L1. Narrower panels take proportionally more channels (AVX2: 256 x 24).
 const KC: usize = 128;
-/// Output channels per register tile: `OB x PV` accumulators (24 of AVX-512's 32).
+/// Output channels per register tile on AVX-512: `OB x PV` accumulators (24 of its 32
+/// registers).
 const OB: usize = 8;
+/// Output channels per register tile on AVX2: `OB_AVX2 x PV_AVX2` accumulators, 12 of its
+/// 16 registers (the 2 input vectors and the broadcast weight take 3 more; with 4 x 3
+/// tiles, all 16, the compiler spilled and the kernel ran at half `gemm`'s speed).
+const OB_AVX2: usize = 6;
+/// Pixel vectors of an AVX2 panel.
+const PV_AVX2: usize = 2;
 
 /// Whether a run of `len` pixels at unit input and output pixel strides, `c` input and
 /// `k` output channels, goes through [`Packed`] on `isa` rather than through `gemm`:
-/// - only on AVX-512: `gemm` picks AVX-512 whatever the cap, and the 8 x 3 tile needs 32
-///   registers, so on AVX2 it would spill;
+/// - only on AVX-512 (8 x 3 tiles) and AVX2 (6 x 2 tiles, no prefetch), not on NEON or
+///   scalar code;
 /// - only NCHW-like runs (pixels contiguous in input and output) of at least one full
 ///   panel: there `gemm` reads the input rows in place, one channel per row 4 x H x W
 ///   bytes apart (ResNet's 1x1 reduce: 256 rows 12.5 KB apart per tile), which misses
 ///   the TLB and aliases in L1; NHWC runs (channels contiguous) already suit `gemm`;
 /// - only when `c >= k`, reductions such as ResNet's 1x1 reduce (256 -> 64: 0.72-0.76 ms
 ///   against gemm's 0.76-0.80, minima of alternating runs); on the expansion 64 -> 256
-///   the output stores dominate and `gemm` stayed ahead (0.67 against 0.74 ms);
+///   the output stores dominate and `gemm` stayed ahead (0.67 against 0.74 ms). On AVX2
+///   (built without `gemm-avx512`, so that `gemm` runs AVX2 too) the reduce took
+///   1.33-1.47 ms against gemm's 1.37-1.47 (minima of 9 alternating runs, ahead in 7),
+///   medians 1.39-1.56 against 1.46-1.59; GoogLeNet's 0.418-0.47 against 0.431-0.48;
+///   the expansion again stayed with `gemm` (1.27-1.35 against 1.25-1.27);
 /// - only on one thread: with two, each splitting the pixels, `gemm` stayed ahead
 ///   (medians of alternating runs: reduce 0.54-0.58 against 0.66-0.72 ms, GoogLeNet's
 ///   480 -> 192 0.22-0.24 against 0.26-0.34).
@@ -139,24 +152,31 @@ fn packed_applies(
     c: usize,
     k: usize,
 ) -> bool {
-    isa == Isa::Avx512 && threads == 1 && xstep == 1 && ystep == 1 && len >= PANEL_MAX && c >= k
+    matches!(isa, Isa::Avx512 | Isa::Avx2)
+        && threads == 1
+        && xstep == 1
+        && ystep == 1
+        && len >= PANEL_MAX
+        && c >= k
 }
 
 /// A 64-byte aligned panel buffer.
 #[repr(C, align(64))]
 struct Panel([f32; KC * PANEL_MAX]);
 
-/// One run of `len >= PV x lanes` consecutive output pixels of `k` output channels of one
+/// One run of `len >= PANEL_MAX` consecutive output pixels of `k` output channels of one
 /// group, pixels contiguous in input and output, computed from packed input panels.
 ///
-/// Panel by panel (`PV` vectors of pixels; the last one of 1 to `PV` vectors ends at the
-/// run's end, overlapping its predecessor), input channels in blocks of at most `KC`:
-/// the first tile of `OB` output channels copies the block's input rows into an
-/// L1-resident buffer (`[channel][pixel]`) as it multiplies them, the others read the
-/// buffer. Each tile holds `OB x vectors` accumulators in registers, stored for the first
-/// channel block and added to the stored sums for the others; so an overlapping panel
-/// rewrites its predecessor's pixels with the same sums (its first block stores, it does
-/// not add). While a block is multiplied, the rows of the next one are prefetched into L2.
+/// Panel by panel (`PV` vectors of pixels, `PV_AVX2` on AVX2; the last one of 1 to that
+/// many vectors ends at the run's end, overlapping its predecessor), input channels in
+/// blocks that fill at most `KC x PANEL_MAX` floats: the first tile of `OB` (`OB_AVX2`)
+/// output channels copies the block's input rows into an L1-resident buffer
+/// (`[channel][pixel]`) as it multiplies them, the others read the buffer. Each tile holds
+/// `channels x vectors` accumulators in registers, stored for the first channel block and
+/// added to the stored sums for the others; so an overlapping panel rewrites its
+/// predecessor's pixels with the same sums (its first block stores, it does not add).
+/// While a block is multiplied, the rows of the next one are prefetched into L2 (AVX-512
+/// only).
 ///
 /// Invariants (checked by the caller, relied on by the unsafe accesses): for input channel
 /// `i < c`, output channel `o < k` and pixel `p < len`, `x_off + i * xs + p < x.len()`,
@@ -222,16 +242,19 @@ impl WithSimd for Packed<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let lanes = S::F32_LANES;
-        debug_assert!(PV * lanes <= PANEL_MAX && self.len >= PV * lanes);
+        // Register tile: 8 x 3 vectors on AVX-512 (32 registers), 6 x 2 on AVX2 (16).
+        let (ob, pv) = if lanes >= 16 { (OB, PV) } else { (OB_AVX2, PV_AVX2) };
+        debug_assert!(pv * lanes <= PANEL_MAX && self.len >= pv * lanes);
         let mut panel = Panel([0.0; KC * PANEL_MAX]);
-        // Near-equal channel blocks of at most KC.
-        let kc = self.c.div_ceil(self.c.div_ceil(KC));
-        let blocks = self.k.div_ceil(OB);
+        // Near-equal channel blocks of at most `kc_max` rows of `pv x lanes` pixels.
+        let kc_max = KC * PANEL_MAX / (pv * lanes);
+        let kc = self.c.div_ceil(self.c.div_ceil(kc_max));
+        let blocks = self.k.div_ceil(ob);
         // The panel after pixel `p < len`: `(first pixel, vectors)`.
         let panel_at = |p: usize| {
             let rem = self.len - p;
-            if rem >= PV * lanes {
-                (p, PV)
+            if rem >= pv * lanes {
+                (p, pv)
             } else {
                 let v = rem.div_ceil(lanes);
                 (self.len - v * lanes, v)
@@ -253,17 +276,22 @@ impl WithSimd for Packed<'_> {
                     None
                 };
                 for b in 0..blocks {
-                    let pf = next.map_or(Prefetch::NONE, |(np, nnv, nk)| {
+                    // On AVX2 no prefetch: the reduce ran 15-30% slower with it (even with
+                    // one tile per line), and as fast as `gemm` or faster without.
+                    let pf = next.filter(|_| lanes >= 16).map_or(Prefetch::NONE, |(np, nnv, nk)| {
                         let last = nnv * lanes - 1;
                         // The first float of each 64-byte line the next panel's row spans
-                        // lies within 16 floats of one of these.
+                        // lies within 16 floats of one of the first `n` of these (distinct:
+                        // 0, the multiples of 16 below `last`, then `last`; 2 for AVX2's
+                        // 16-float panels, 4 for AVX-512's 48).
                         let offs = [0, 16.min(last), 32.min(last), last];
-                        // With 4 or more tiles, tile b < 4 takes line b; else the first
+                        let n = 1 + last.div_ceil(16);
+                        // With `n` or more tiles, tile b < n takes line b; else the first
                         // tile takes all.
-                        let lines = if blocks >= 4 {
-                            (b.min(4), (b + 1).min(4))
+                        let lines = if blocks >= n {
+                            (b.min(n), (b + 1).min(n))
                         } else if b == 0 {
-                            (0, 4)
+                            (0, n)
                         } else {
                             (0, 0)
                         };
@@ -275,17 +303,15 @@ impl WithSimd for Packed<'_> {
                             lines,
                         }
                     });
-                    let t = Tile { o0: b * OB, p0, k0, kn, pf };
-                    // SAFETY: `kn <= KC` rows of `nv * lanes <= PANEL_MAX` floats fit the
-                    // panel; the pixels `p0..p0 + nv * lanes` lie in the run (`panel_at`).
+                    let t = Tile { o0: b * ob, p0, k0, kn, pf };
+                    // SAFETY: `kn <= kc_max` rows of `nv * lanes <= pv * lanes` floats fit
+                    // the panel (`kc_max * pv * lanes <= KC * PANEL_MAX`); the pixels
+                    // `p0..p0 + nv * lanes` lie in the run (`panel_at`); `b * ob < k`.
                     unsafe {
-                        match (nv, b == 0) {
-                            (3, true) => self.tile::<S, 3, true>(simd, &mut panel.0, t),
-                            (3, false) => self.tile::<S, 3, false>(simd, &mut panel.0, t),
-                            (2, true) => self.tile::<S, 2, true>(simd, &mut panel.0, t),
-                            (2, false) => self.tile::<S, 2, false>(simd, &mut panel.0, t),
-                            (_, true) => self.tile::<S, 1, true>(simd, &mut panel.0, t),
-                            (_, false) => self.tile::<S, 1, false>(simd, &mut panel.0, t),
+                        if ob == OB {
+                            self.tile_of::<S, OB>(simd, &mut panel.0, t, nv, b == 0);
+                        } else {
+                            self.tile_of::<S, OB_AVX2>(simd, &mut panel.0, t, nv, b == 0);
                         }
                     }
                 }
@@ -296,8 +322,8 @@ impl WithSimd for Packed<'_> {
     }
 }
 
-/// Where a register tile works: output channels `o0..o0 + OB` (those below `k`), pixels
-/// `p0..p0 + N x lanes`, input channels `k0..k0 + kn`, prefetching `pf`.
+/// Where a register tile of `B` output channels works: channels `o0..o0 + B` (those below
+/// `k`), pixels `p0..p0 + N x lanes`, input channels `k0..k0 + kn`, prefetching `pf`.
 #[derive(Clone, Copy)]
 struct Tile {
     o0: usize,
@@ -308,22 +334,54 @@ struct Tile {
 }
 
 impl Packed<'_> {
-    /// The register tile `t`: `OB x N` accumulators, loaded from the output if `k0 > 0`
+    /// [`Packed::tile`] with `B` output channels and `nv` (1 to `PV`) vectors of pixels,
+    /// packing the block if `first`.
+    ///
+    /// # Safety
+    /// As [`Packed::tile`] says, with `N = nv`.
+    #[inline(always)]
+    unsafe fn tile_of<S: Simd, const B: usize>(
+        &self,
+        simd: S,
+        panel: &mut [f32],
+        t: Tile,
+        nv: usize,
+        first: bool,
+    ) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            match (nv, first) {
+                (3, true) => self.tile::<S, B, 3, true>(simd, panel, t),
+                (3, false) => self.tile::<S, B, 3, false>(simd, panel, t),
+                (2, true) => self.tile::<S, B, 2, true>(simd, panel, t),
+                (2, false) => self.tile::<S, B, 2, false>(simd, panel, t),
+                (_, true) => self.tile::<S, B, 1, true>(simd, panel, t),
+                (_, false) => self.tile::<S, B, 1, false>(simd, panel, t),
+            }
+        }
+    }
+
+    /// The register tile `t`: `B x N` accumulators, loaded from the output if `k0 > 0`
     /// (else zero), plus the product of the weights with the block's input rows: read from
     /// the input and copied into `panel` (rows of `N x lanes` floats) if `PACK`, else read
     /// from `panel`; then stored.
     ///
     /// # Safety
-    /// `t.kn <= KC`, `N x lanes <= PANEL_MAX`, pixels `t.p0..t.p0 + N x lanes` inside the
-    /// run, `t.o0 < k`, `t.k0 + t.kn <= c`; unless `PACK`, `panel` holds the block's rows
-    /// (copied by the `PACK` tile of the same block).
+    /// `t.kn x N x lanes <= KC x PANEL_MAX`, `N <= PV`, pixels `t.p0..t.p0 + N x lanes`
+    /// inside the run, `t.o0 < k`, `t.k0 + t.kn <= c`; unless `PACK`, `panel` holds the
+    /// block's rows (copied by the `PACK` tile of the same block).
     #[inline(always)]
-    unsafe fn tile<S: Simd, const N: usize, const PACK: bool>(&self, simd: S, panel: &mut [f32], t: Tile) {
+    unsafe fn tile<S: Simd, const B: usize, const N: usize, const PACK: bool>(
+        &self,
+        simd: S,
+        panel: &mut [f32],
+        t: Tile,
+    ) {
         let lanes = S::F32_LANES;
         let pitch = N * lanes;
         let Tile { o0, p0, k0, kn, pf } = t;
         debug_assert!(kn * pitch <= panel.len() && p0 + pitch <= self.len && o0 < self.k);
-        let ob = (self.k - o0).min(OB);
+        let ob = (self.k - o0).min(B);
         let zero = simd.splat_f32s(0.0);
         let panel = panel.as_mut_ptr();
         // SAFETY (pointer arithmetic): channel `o0 < k`, pixel `p0 < len`, channel
@@ -331,13 +389,13 @@ impl Packed<'_> {
         let (y, src) =
             unsafe { (self.y.add(o0 * self.ys + p0), self.x.as_ptr().add(self.x_off + k0 * self.xs + p0)) };
         // Channels past `ob` repeat the last one (computed, never stored).
-        let mut wrow = [0usize; OB];
+        let mut wrow = [0usize; B];
         for (o, r) in wrow.iter_mut().enumerate() {
             *r = self.w_off + (o0 + o.min(ob - 1)) * self.ws0 + k0 * self.ws1;
         }
         // Loops of constant count with a test inside (not `take(ob)`): unrolled, they keep
         // the accumulators in registers.
-        let mut acc = [[zero; N]; OB];
+        let mut acc = [[zero; N]; B];
         if k0 > 0 {
             for (o, a) in acc.iter_mut().enumerate() {
                 if o < ob {
