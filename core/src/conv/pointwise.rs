@@ -137,8 +137,8 @@ const PV_AVX2: usize = 2;
 ///   against gemm's 0.76-0.80, minima of alternating runs); on the expansion 64 -> 256
 ///   the output stores dominate and `gemm` stayed ahead (0.67 against 0.74 ms). On AVX2
 ///   (built without `gemm-avx512`, so that `gemm` runs AVX2 too) the reduce took
-///   1.33-1.47 ms against gemm's 1.37-1.47 (minima of 9 alternating runs, ahead in 7),
-///   medians 1.39-1.56 against 1.46-1.59; GoogLeNet's 0.418-0.47 against 0.431-0.48;
+///   minima of 1.33-1.49 ms against gemm's 1.37-1.47 (9 alternating pairs, lower in 6),
+///   best medians 1.39-1.50 against 1.46-1.52; GoogLeNet's 0.418-0.468 against 0.431-0.48;
 ///   the expansion again stayed with `gemm` (1.27-1.35 against 1.25-1.27);
 /// - only on one thread: with two, each splitting the pixels, `gemm` stayed ahead
 ///   (medians of alternating runs: reduce 0.54-0.58 against 0.66-0.72 ms, GoogLeNet's
