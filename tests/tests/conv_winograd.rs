@@ -278,6 +278,21 @@ fn channels_not_multiple_of_16_with_strided_views_and_threads() {
 }
 
 #[test]
+fn few_tiles_on_two_threads_share_products_and_transforms() {
+    // 13x13 outputs are 16 tiles, too few to split between two threads: they share each
+    // block's products (by position) and its input and output transforms (by channel
+    // vectors), and the products end with a 4-tile block (6 + 6 + 4). 40 input and 35
+    // output channels: several channel vectors for each share; then 3 -> 5 channels,
+    // a single vector, so one share has none.
+    for (cin, k) in [(40, 35), (3, 5)] {
+        let mut c = case(Dims::new(1, cin, 13, 13), k, Conv2d::new(3, 3).pad(1));
+        c.threads = 2;
+        check_case(&c, Path::PerCall(Algorithm::Winograd)).unwrap();
+        check_case(&c, Path::Packed).unwrap();
+    }
+}
+
+#[test]
 fn dilated_polyphase() {
     // dilated_3x3_d2 in small: every phase, padding equal to the dilation.
     check_case(

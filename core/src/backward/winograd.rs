@@ -54,7 +54,7 @@
 use pulp::{Simd, WithSimd};
 
 use super::FilterArgs;
-use crate::conv::winograd::{load, mul, phases, rank1, store, InputTransform, Phase, Shape, PAD, XI};
+use crate::conv::winograd::{load, mul, phases, rank1, store, InputTransform, Phase, Shape, VOut, PAD, XI};
 use crate::error::{Dim, Error, Result};
 use crate::geometry::ConvGeometry;
 use crate::tensor::{FilterViewMut, TensorView};
@@ -411,7 +411,8 @@ pub(crate) fn filter(
                     t0,
                     t1,
                     rows: len,
-                    v: &mut *v,
+                    part: (0, 1),
+                    v: VOut::new(&mut *v),
                 });
                 exec.dispatch(DyTransform { dy: &dy, dil, phase, shape, grp, t0, t1, len, u: &mut *u });
                 let mg = &mut m[grp * mplane..(grp + 1) * mplane];

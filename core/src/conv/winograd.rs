@@ -65,6 +65,8 @@
 //! tile whose error stays within single precision for the usual layer widths (measured
 //! maximum relative errors are in the convbench results).
 
+use core::marker::PhantomData;
+
 use pulp::{Simd, WithSimd};
 
 use super::matmul::split;
@@ -236,6 +238,14 @@ pub(crate) fn store<S: Simd>(dst: &mut [f32], v: S::f32s) {
     S::as_mut_simd_f32s(&mut dst[..S::F32_LANES]).0[0] = v;
 }
 
+/// Share `i` of `n` near-equal shares of `count` items (`part = (i, n)`, `i < n`):
+/// `(first, how many)`.
+#[inline(always)]
+fn share(count: usize, (i, n): (usize, usize)) -> (usize, usize) {
+    let at = |j: usize| count * j / n;
+    (at(i), at(i + 1) - at(i))
+}
+
 /// `B^T d` for one column of 6.
 #[inline(always)]
 fn bt<S: Simd>(s: S, d: [S::f32s; 6]) -> [S::f32s; 6] {
@@ -368,6 +378,39 @@ fn pack_into(exec: &Exec, w: &FilterView<'_, f32>, shape: Shape, u: &mut [f32]) 
 // ---------------------------------------------------------------------------------------
 // Input transform.
 
+/// The `V` buffer of one block (`[xi][tile][channel]`) as the input transforms write it:
+/// a raw view, so that the threads sharing a block can fill disjoint parts of it at once.
+#[derive(Clone, Copy)]
+pub(crate) struct VOut<'b> {
+    ptr: *mut f32,
+    len: usize,
+    _buf: PhantomData<&'b mut [f32]>,
+}
+
+impl<'b> VOut<'b> {
+    pub(crate) fn new(v: &'b mut [f32]) -> Self {
+        VOut { ptr: v.as_mut_ptr(), len: v.len(), _buf: PhantomData }
+    }
+
+    /// Writes the vector `val` at floats `o..o + lanes` (bounds checked).
+    ///
+    /// # Safety
+    /// No other thread reads or writes those floats meanwhile.
+    #[inline(always)]
+    unsafe fn store<S: Simd>(self, o: usize, val: S::f32s) {
+        assert!(o + S::F32_LANES <= self.len);
+        // SAFETY: in bounds (checked); exclusive, as the caller guarantees; unaligned
+        // write of plain data.
+        unsafe { self.ptr.add(o).cast::<S::f32s>().write_unaligned(val) };
+    }
+}
+
+// SAFETY: made from a `&mut [f32]` borrowed for `'b`; the threads that share it write
+// disjoint floats (`InputTransform::part`), and nobody reads it until they have joined.
+unsafe impl Send for VOut<'_> {}
+// SAFETY: as above; shared references only copy the pointer.
+unsafe impl Sync for VOut<'_> {}
+
 /// `V[xi][t][c]` for tiles `[t0, t1)` of `phase`, input channels of group `grp`.
 pub(crate) struct InputTransform<'a, 'b> {
     pub(crate) x: &'b TensorView<'a, f32>,
@@ -379,14 +422,18 @@ pub(crate) struct InputTransform<'a, 'b> {
     pub(crate) t1: usize,
     /// Tiles of the block, padded to [`ROWS`] (the row count of `V[xi]`).
     pub(crate) rows: usize,
-    pub(crate) v: &'b mut [f32],
+    /// `(i, n)`: this call does share `i` of `n` near-equal shares of the channel vectors
+    /// (for every tile); `(0, 1)`: all. Calls with the other shares of the same block may
+    /// run on other threads at the same time: they write other floats of `v`.
+    pub(crate) part: (usize, usize),
+    pub(crate) v: VOut<'b>,
 }
 
 impl WithSimd for InputTransform<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        let InputTransform { x, dil, phase: p, shape, grp, t0, t1, rows: len, v } = self;
+        let InputTransform { x, dil, phase: p, shape, grp, t0, t1, rows: len, part, v } = self;
         let l = S::F32_LANES;
         let xd = x.data();
         let xs = x.strides();
@@ -396,8 +443,10 @@ impl WithSimd for InputTransform<'_, '_> {
         // Channels outside when they are strided (NCHW): the gathers then stay within a
         // few planes at a time instead of touching one page per lane.
         let (nt, nc) = (t1 - t0, cgp / l);
-        for it in 0..nt * nc {
-            let (t, c0) = if xs[1] == 1 { (t0 + it / nc, it % nc * l) } else { (t0 + it % nt, it / nt * l) };
+        let (c_from, nw) = share(nc, part);
+        for it in 0..nt * nw {
+            let (t, cv) = if xs[1] == 1 { (t0 + it / nw, it % nw) } else { (t0 + it % nt, it / nt) };
+            let c0 = (c_from + cv) * l;
             let n = t / (p.th * p.tw);
             let rem = t % (p.th * p.tw);
             let (ti, tj) = (rem / p.tw, rem % p.tw);
@@ -452,7 +501,9 @@ impl WithSimd for InputTransform<'_, '_> {
                 for (xi, row) in tmp.iter().enumerate() {
                     for (nu, val) in bt(s, *row).into_iter().enumerate() {
                         let o = ((xi * 6 + nu) * len + (t - t0)) * cgp + c0;
-                        store::<S>(&mut v[o..], val);
+                        // SAFETY: tile `t`, channels `c0..c0 + l` of this call's share:
+                        // no concurrent call writes them (`part`), nobody reads `v` yet.
+                        unsafe { v.store::<S>(o, val) };
                     }
                 }
             }
@@ -487,6 +538,9 @@ struct OutputTransform<'a, 'b> {
     grp: usize,
     t0: usize,
     t1: usize,
+    /// As [`InputTransform::part`], over the output channel vectors: calls with other
+    /// shares write other outputs.
+    part: (usize, usize),
     bias: Option<&'a [f32]>,
     residual: Option<TensorView<'a, f32>>,
     act: Activation,
@@ -496,7 +550,7 @@ impl WithSimd for OutputTransform<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, s: S) {
-        let OutputTransform { m, rows: len, y, dil, phase: p, shape, grp, t0, t1, bias, residual, act } =
+        let OutputTransform { m, rows: len, y, dil, phase: p, shape, grp, t0, t1, part, bias, residual, act } =
             self;
         let l = S::F32_LANES;
         let Shape { kg, kgp, .. } = shape;
@@ -519,8 +573,10 @@ impl WithSimd for OutputTransform<'_, '_> {
         let staged = ys[1] != 1;
         let mut stage = [[0.0f32; STAGE_ROW]; PAD * 4];
         let mut seg: Option<Segment> = None;
-        for it in 0..nt * nk {
-            let (t, k0) = if ys[1] == 1 { (t0 + it / nk, it % nk * l) } else { (t0 + it % nt, it / nt * l) };
+        let (k_from, nw) = share(nk, part);
+        for it in 0..nt * nw {
+            let (t, kv) = if ys[1] == 1 { (t0 + it / nw, it % nw) } else { (t0 + it % nt, it / nt) };
+            let k0 = (k_from + kv) * l;
             let n = t / (p.th * p.tw);
             let rem = t % (p.th * p.tw);
             let (ti, tj) = (rem / p.tw, rem % p.tw);
@@ -692,6 +748,18 @@ fn flush(
 
 // ---------------------------------------------------------------------------------------
 // The 36 tile products.
+
+/// Runs `f(part)` for the `n` shares `part = (i, n)` of a transform, on `n` threads (the
+/// first share on the calling thread) when `n > 1` and `rayon` is on; else `f((0, 1))`.
+fn shares(n: usize, f: impl Fn((usize, usize)) + Sync) {
+    #[cfg(feature = "rayon")]
+    if n > 1 {
+        crate::par::fork_join((0..n).map(|i| (i, n)), f);
+        return;
+    }
+    let _ = n;
+    f((0, 1));
+}
 
 /// `M[xi] = V[xi] * U[xi]` for the 36 positions of one block (`rows` tiles apart, the
 /// first `live` of them real), on `threads` threads.
@@ -918,7 +986,10 @@ fn run_packed(
         } else {
             1
         };
-        // With too few tiles to share, the threads share each block's 36 products instead.
+        // With too few tiles to share, the threads share each block's 36 products and its
+        // transforms (split by channels) instead. Sharing the transforms too took two
+        // threads from 2.48-2.54 to 2.11-2.15 ms on soumith_l5 and 4.45-4.69 to 3.85-4.04
+        // on vgg_conv5_2 (medians of 200 interleaved calls, twice, on a loaded host).
         let product_threads = if workers > 1 { 1 } else { threads };
         split(workers, total, ws, |q0, q1, chunk| {
             let cap = chunk.len() / per / ROWS * ROWS;
@@ -930,22 +1001,40 @@ fn run_packed(
                 let (v, rest) = chunk.split_at_mut(XI * rows * cgp);
                 let mbuf = &mut rest[..XI * rows * kgp];
                 for grp in 0..groups {
-                    exec.dispatch(InputTransform { x: &x, dil, phase, shape, grp, t0, t1, rows, v: &mut *v });
+                    let vo = VOut::new(&mut *v);
+                    shares(product_threads, |part| {
+                        exec.dispatch(InputTransform {
+                            x: &x,
+                            dil,
+                            phase,
+                            shape,
+                            grp,
+                            t0,
+                            t1,
+                            rows,
+                            part,
+                            v: vo,
+                        });
+                    });
                     let ug = &u[grp * XI * cg * kgp..(grp + 1) * XI * cg * kgp];
                     products(exec, product_threads, &*v, ug, &mut *mbuf, rows, len, shape);
-                    exec.dispatch(OutputTransform {
-                        m: mbuf,
-                        rows,
-                        y: y_raw,
-                        dil,
-                        phase,
-                        shape,
-                        grp,
-                        t0,
-                        t1,
-                        bias: epilogue.bias,
-                        residual: epilogue.residual,
-                        act: epilogue.activation,
+                    let m = &*mbuf;
+                    shares(product_threads, |part| {
+                        exec.dispatch(OutputTransform {
+                            m,
+                            rows,
+                            y: y_raw,
+                            dil,
+                            phase,
+                            shape,
+                            grp,
+                            t0,
+                            t1,
+                            part,
+                            bias: epilogue.bias,
+                            residual: epilogue.residual,
+                            act: epilogue.activation,
+                        });
                     });
                 }
                 t0 = t1;
