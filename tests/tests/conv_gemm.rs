@@ -620,7 +620,7 @@ fn pointwise_nchw_packed_panels() {
     // ending at the run's end (overlapping the one before), at most 128 (AVX2: 384) input
     // channels per block, tiles of 8 (AVX2: 6) output channels.
     // 63 pixels per image: AVX-512, a full panel, then one vector over pixels 47..63;
-    // AVX2, three panels of 16, then one vector over pixels 55..63. 130 input channels:
+    // AVX2, three panels of 16, then two vectors over pixels 47..63. 130 input channels:
     // on AVX-512 two blocks (the second adds to the first's sums, also where panels
     // overlap); 11 output channels: a tile of 8 then one of 3 (AVX2: 6 then 5). Batch 2,
     // channel-slice views, every filter layout (`check_case`).
