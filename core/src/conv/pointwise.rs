@@ -9,9 +9,9 @@
 //!
 //! On AVX-512 or AVX2 and one thread, NCHW-like runs (pixels contiguous in input and output)
 //! of reductions (no more output than input channels) skip `gemm` for [`Packed`]: input
-//! panels of 3 vectors of pixels (48 on AVX-512, 24 on AVX2) x at most 128 (AVX2: 256)
-//! channels copied into a 24 KiB buffer on the stack, multiplied by register tiles of
-//! 8 (AVX2: 4) output channels x 3 vectors (see [`packed_applies`] for the measurements).
+//! panels of 48 pixels x at most 128 channels (AVX2: 16 x 384) copied into a 24 KiB
+//! buffer on the stack, multiplied by register tiles of 8 output channels x 3 vectors
+//! (AVX2: 6 x 2; see [`packed_applies`] for the measurements).
 
 use super::im2col::MIN_WORKER_PIXELS;
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
@@ -113,7 +113,7 @@ const PV: usize = 3;
 /// The widest panel: `PV` vectors of 16 lanes (AVX-512).
 const PANEL_MAX: usize = PV * 16;
 /// Most input channels per packed panel of `PANEL_MAX` pixels: `KC x 48` floats (24 KiB)
-/// stay in L1. Narrower panels take proportionally more channels (AVX2: 256 x 24).
+/// stay in L1. Narrower panels take proportionally more channels (AVX2: 384 x 16).
 const KC: usize = 128;
 /// Output channels per register tile on AVX-512: `OB x PV` accumulators (24 of its 32
 /// registers).
