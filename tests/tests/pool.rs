@@ -809,6 +809,50 @@ fn global_at_every_line_offset() {
 }
 
 #[test]
+fn global_nchw_planes_from_aligned_lines() {
+    // Back-to-back NCHW planes from a 64-byte line: the AVX-512 kernel has constant line
+    // offsets and masks for planes of 36, 49, 64 and 100 values (25 takes the general
+    // path). Every batch entry starts on a line (48 channels: three blocks each) or only
+    // the first does (37: two blocks and 5 planes one by one); outputs contiguous or 3
+    // apart, with guards in the gaps; NaN and inf with mode 3.
+    const GUARD: f32 = -7.5e6;
+    for (hw, c, n, ycs, mode) in [
+        ((6, 6), 48, 2, 1, 3),
+        ((7, 7), 48, 2, 3, 0),
+        ((7, 7), 37, 1, 1, 3),
+        ((8, 8), 37, 2, 3, 3),
+        ((10, 10), 48, 2, 1, 2),
+        ((10, 10), 37, 1, 3, 3),
+        ((5, 5), 48, 2, 1, 3),
+    ] {
+        let d = Dims::new(n, c, hw.0, hw.1);
+        let go = Dims::new(n, c, 1, 1);
+        let mut rng = Rng::new(90 + (hw.0 * c) as u64);
+        let x = data(&mut rng, d.count().unwrap(), mode);
+        let [ymax, yavg, mag] = global_reference(&x, d);
+        let mut buf = vec![f32::NAN; x.len() + 16];
+        let at = buf.as_ptr().align_offset(64);
+        assert!(at < 16);
+        buf[at..at + x.len()].copy_from_slice(&x);
+        let xv = TensorView::new(&buf[at..at + x.len()], d, Layout::Nchw).unwrap();
+        let ys = [c * ycs, ycs, 1, 1];
+        for isa in isas() {
+            let e = exec(isa);
+            let tag = |what: &str, m: String| format!("{what} {d:?} y apart {ycs} {isa}: {m}");
+            let mut ob = vec![GUARD; n * c * ycs];
+            simdconv::global_max_pool(&e, xv, TensorViewMut::with_strides(&mut ob, go, ys).unwrap()).unwrap();
+            exact(&gather(&ob, go, ys), &ymax).unwrap_or_else(|m| panic!("{}", tag("max", m)));
+            let guards = |ob: &[f32]| ob.iter().enumerate().all(|(i, &v)| i % ycs == 0 || v == GUARD);
+            assert!(guards(&ob), "{}", tag("max", "wrote a gap".into()));
+            simdconv::global_avg_pool(&e, xv, TensorViewMut::with_strides(&mut ob, go, ys).unwrap()).unwrap();
+            close(&gather(&ob, go, ys), &yavg, &mag, d.h * d.w)
+                .unwrap_or_else(|m| panic!("{}", tag("avg", m)));
+            assert!(guards(&ob), "{}", tag("avg", "wrote a gap".into()));
+        }
+    }
+}
+
+#[test]
 fn two_threads_split_pooling() {
     // Forward pooling splits inputs of at least 2 x 64 Ki elements over two threads:
     // images when the batch has several, else NCHW channel planes (16 at a time from 32

@@ -658,6 +658,26 @@ unsafe fn plane<K: Op, const NV: usize, const UNI: bool>(
     }
 }
 
+/// Stores the 16 lanes of `v` at `y + i ys1`.
+///
+/// # Safety
+/// AVX-512F; those 16 places writable.
+#[inline(always)]
+unsafe fn store16(v: __m512, y: *mut f32, ys1: usize) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if ys1 == 1 {
+            _mm512_storeu_ps(y, v);
+        } else {
+            let mut o = [0.0f32; 16];
+            _mm512_storeu_ps(o.as_mut_ptr(), v);
+            for (i, &t) in o.iter().enumerate() {
+                *y.add(i * ys1) = t;
+            }
+        }
+    }
+}
+
 /// The lane fold of `v` (all 16 lanes), in lane 0 and every other lane.
 ///
 /// # Safety
@@ -705,6 +725,8 @@ unsafe fn lanes16<K: Op>(k: K, p: &[__m512; 16]) -> __m512 {
 
 /// NCHW global pooling: 16 planes at a time, each folded into one vector by [`plane`],
 /// then the 16 vectors reduced together by [`lanes16`]; the remaining planes one by one.
+/// Back-to-back planes of 36, 49, 64 or 100 values from a 64-byte line take
+/// [`blocks_fixed`].
 ///
 /// [`plane`] reads 64-byte aligned vectors (masked at the plane's ends), so no load
 /// straddles two lines: 49-value planes land on lines differently each, and the straddling
@@ -746,10 +768,21 @@ unsafe fn global_nchw_nv<K: Op, const NV: usize>(k: K, p: &Plan, io: Io<'_>) {
             let xn = xb.add(n * xs[0]);
             let yn = yb.add(n * ys[0]);
             let mut ci = 0;
-            if c >= 16 {
+            let s0 = (xn as usize / 4) % 16;
+            if c >= 16 && s0 == 0 && xs[1] == len {
+                // Back-to-back planes from a 64-byte line: a block of 16 is `len` whole
+                // lines, laid out the same way in every block.
+                ci = match len {
+                    36 => blocks_fixed::<K, 36>(k, xn, c, yn, ys[1]),
+                    49 => blocks_fixed::<K, 49>(k, xn, c, yn, ys[1]),
+                    64 => blocks_fixed::<K, 64>(k, xn, c, yn, ys[1]),
+                    100 => blocks_fixed::<K, 100>(k, xn, c, yn, ys[1]),
+                    _ => 0,
+                };
+            }
+            if c - ci >= 16 {
                 // Blocks of 16 planes are `16 xs[1]` floats (a multiple of 64 bytes) apart,
                 // so plane `i` of every block sits the same way on lines: one table.
-                let s0 = (xn as usize / 4) % 16;
                 let mut at = [(0usize, [0 as __mmask16; 3]); 16];
                 for (i, d) in at.iter_mut().enumerate() {
                     *d = span(s0 + i * xs[1], len, nv);
@@ -769,6 +802,74 @@ unsafe fn global_nchw_nv<K: Op, const NV: usize>(k: K, p: &Plan, io: Io<'_>) {
                 *yn.add(ci * ys[1]) = _mm512_cvtss_f32(k.fin(hfold(k, v)));
                 ci += 1;
             }
+        }
+    }
+}
+
+/// The whole blocks of 16 back-to-back planes of `LEN` values (a block is `LEN` lines)
+/// of one batch entry at a 64-byte aligned `xn`, outputs `ys1` apart from `yn`; returns
+/// the number of planes done. Every line offset and mask is a constant, where the
+/// general [`blocks`] fetches 3 masks and an offset per plane from its table (spilled:
+/// about as many loads as the data's). Calls of both alternated in one process, 2048
+/// planes in L2, medians: 7 x 7 average 4.4 against 5.5 microseconds, max 6.4 against
+/// 7.4; 6 x 6 1.9-2.1x faster, 8 x 8 1.5-1.7x, 10 x 10 1.3-1.4x; 13 x 13 and 14 x 14
+/// gained 0-10% and stay general.
+///
+/// # Safety
+/// AVX-512F/DQ; `c` planes of `LEN` values back to back from `xn` readable, 64-byte
+/// aligned; outputs `yn + i ys1` for `i < c` writable.
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn blocks_fixed<K: Op, const LEN: usize>(
+    k: K,
+    xn: *const f32,
+    c: usize,
+    yn: *mut f32,
+    ys1: usize,
+) -> usize {
+    let mut ci = 0;
+    // SAFETY: planes `ci .. ci + 16 <= c`, read by `plane_fixed` inside their own values;
+    // outputs of those planes written.
+    unsafe {
+        while ci + 16 <= c {
+            let a = xn.add(ci * LEN);
+            macro_rules! pl {
+                ($($i:literal)*) => { [$(plane_fixed::<K, LEN>(k, a, $i)),*] };
+            }
+            let v = k.fin(lanes16(k, &pl!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)));
+            store16(v, yn.add(ci * ys1), ys1);
+            ci += 16;
+        }
+    }
+    ci
+}
+
+/// The fold of plane `j` of a block of back-to-back planes of `LEN` values from the
+/// 64-byte aligned `a` into one vector: lines `LEN j / 16 ..= (LEN j + LEN - 1) / 16`,
+/// the first and the last masked to the plane's lanes.
+///
+/// # Safety
+/// AVX-512F/DQ; the plane's `LEN` values readable.
+#[inline(always)]
+unsafe fn plane_fixed<K: Op, const LEN: usize>(k: K, a: *const f32, j: usize) -> __m512 {
+    let (s, e) = (LEN * j, LEN * j + LEN - 1);
+    let (f, l) = (s / 16, e / 16);
+    let head = !lanes(s % 16);
+    let tail = lanes(e % 16 + 1);
+    // SAFETY: the lanes loaded are the plane's values `s ..= e` from `a` (whole lines
+    // only between its first and last line).
+    unsafe {
+        let init = _mm512_set1_ps(K::INIT);
+        let mut acc = [init, init];
+        for t in f..l + 1 {
+            let m = if t == f { head } else { 0xFFFF } & if t == l { tail } else { 0xFFFF };
+            let v = if m == 0xFFFF { _mm512_loadu_ps(a.add(16 * t)) } else { edge(init, a, t, m) };
+            let i = (t - f) % 2;
+            acc[i] = if t - f < 2 { v } else { k.fold(acc[i], v) };
+        }
+        if l > f {
+            k.fold(acc[0], acc[1])
+        } else {
+            acc[0]
         }
     }
 }
@@ -807,15 +908,7 @@ unsafe fn blocks<K: Op, const NV: usize, const UNI: bool>(
             }
             let parts = pl!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
             let v = k.fin(lanes16(k, &parts));
-            if ys1 == 1 {
-                _mm512_storeu_ps(yn.add(ci), v);
-            } else {
-                let mut o = [0.0f32; 16];
-                _mm512_storeu_ps(o.as_mut_ptr(), v);
-                for (i, &t) in o.iter().enumerate() {
-                    *yn.add((ci + i) * ys1) = t;
-                }
-            }
+            store16(v, yn.add(ci * ys1), ys1);
             ci += 16;
         }
     }
