@@ -1,4 +1,5 @@
-//! Small SIMD building blocks shared by the dense, locally-connected and LRN kernels.
+//! Small SIMD building blocks shared by the dense, locally-connected and LRN kernels (and
+//! the L2 prefetch of the pointwise and Winograd kernels).
 //! Every function is `#[inline(always)]` so it is compiled inside the caller's
 //! `with_simd` for the instruction set at hand.
 
@@ -148,4 +149,18 @@ pub(crate) fn dot_block<S: Simd, const R: usize, const C: usize>(
         }
     }
     out
+}
+
+/// A hint to fetch the line at `p` into L2; never faults.
+#[inline(always)]
+pub(crate) fn prefetch_l2(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and
+    // changes no architectural state; SSE is part of x86-64.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        _mm_prefetch::<_MM_HINT_T1>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

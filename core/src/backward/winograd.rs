@@ -54,7 +54,9 @@
 use pulp::{Simd, WithSimd};
 
 use super::FilterArgs;
-use crate::conv::winograd::{load, mul, phases, rank1, store, InputTransform, Phase, Shape, VOut, PAD, XI};
+use crate::conv::winograd::{
+    load, mul, phases, rank1, store, Ahead, InputTransform, Phase, Shape, VOut, PAD, XI,
+};
 use crate::error::{Dim, Error, Result};
 use crate::geometry::ConvGeometry;
 use crate::tensor::{FilterViewMut, TensorView};
@@ -362,7 +364,7 @@ fn block<S: Simd, const R: usize, const NV: usize>(
     // SAFETY: for `t < nt` and `r < R`, `U[t][k0 + r]` and the NV vectors of `V[t]` from
     // column `c0` lie inside `u` and `v` (the asserts above).
     unsafe {
-        rank1::<S, R, NV>(s, &mut acc, u[k0..].as_ptr(), 1, kgp, v[c0..].as_ptr(), cgp, nt);
+        rank1::<S, R, NV, 0>(s, &mut acc, u[k0..].as_ptr(), 1, kgp, v[c0..].as_ptr(), cgp, nt, Ahead::NONE);
     }
     for (r, row) in acc.iter().enumerate() {
         for (j, &a) in row.iter().enumerate() {

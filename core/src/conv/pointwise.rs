@@ -18,6 +18,7 @@ use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat
 use super::ConvArgs;
 use crate::error::Result;
 use crate::isa::Isa;
+use crate::simd_util::prefetch_l2;
 use crate::tensor::TensorViewMut;
 use pulp::{Simd, WithSimd};
 
@@ -221,20 +222,6 @@ impl Prefetch {
             }
         }
     }
-}
-
-/// A hint to fetch the line at `p` into L2; never faults.
-#[inline(always)]
-fn prefetch_l2(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and
-    // changes no architectural state; SSE is part of x86-64.
-    unsafe {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-        _mm_prefetch::<_MM_HINT_T1>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 impl WithSimd for Packed<'_> {

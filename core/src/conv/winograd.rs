@@ -75,6 +75,7 @@ use crate::error::{Dim, Error, Operand, Result, Unsupported};
 use crate::geometry::{ConvGeometry, FilterDims};
 use crate::isa::Exec;
 use crate::params::{Activation, Epilogue};
+use crate::simd_util::prefetch_l2;
 use crate::tensor::{FilterView, TensorView, TensorViewMut};
 
 /// Transformed positions per tile (6 x 6).
@@ -853,8 +854,17 @@ fn product<S: Simd, const R: usize, const NV: usize>(s: S, p: Product<'_>) {
 /// `R = ROWS` tiles, the last one of 4 or 2 tiles when no more remain (each block may
 /// reach into the padding up to the next multiple of `ROWS`). The 13x13 and 14x14 layers
 /// (soumith_l5, vgg_conv5_2) have 16 tiles an image: 6 + 6 + 4 rows, not 18; measured
-/// 3-4% faster on both (medians and quartiles of 200 interleaved calls each). A function
-/// with `#[inline(always)]`, not a closure, so it inherits the SIMD target features.
+/// 3-4% faster on both (medians and quartiles of 200 interleaved calls each).
+///
+/// The first strip of a panel prefetches the next panel into L2 ([`Ahead`]): on layers of
+/// few tiles each panel of `U` is used by only a few blocks, and streaming it from L3
+/// was the limit (36 x 384 x 384 floats, 21 MB, per soumith_l5 call). Interleaved calls
+/// (200 each, AVX-512, a loaded host): soumith_l5 9-13% faster, vgg_conv5_2 18-38%, both
+/// 7-11% on two threads and 13-20% on AVX2; 7 x 7 outputs (512 channels) and
+/// vgg_conv3_2 (196 tiles) 5-6%. Two lines a row in each of the first two blocks beat
+/// all four in the first (soumith_l5 2.64 against 2.76 ms, vgg_conv5_2 6.79 against
+/// 7.42, medians). A function with `#[inline(always)]`, not a closure, so it inherits
+/// the SIMD target features.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn strip<S: Simd, const R: usize, const NV: usize>(
@@ -867,33 +877,73 @@ fn strip<S: Simd, const R: usize, const NV: usize>(
     k0: usize,
 ) {
     let Shape { cg, cgp, kgp, .. } = shape;
+    // The first strip of a panel prefetches the next panel (after the last one, the next
+    // position's first): 2 lines of each row in each of its first two blocks, or all 4 in
+    // the only one.
+    let (p0, width) = (k0 / PANEL * PANEL, PANEL.min(kgp - k0 / PANEL * PANEL));
+    let next = p0 + width;
+    let stride = if next < kgp { PANEL.min(kgp - next) } else { PANEL.min(kgp) };
+    let lead = k0 == p0;
+    let ahead = |first| Ahead { base: u.as_ptr().wrapping_add(next * cg), stride, first };
     let mut t0 = 0;
+    let mut b = 0;
     while t0 < live {
         let rem = live - t0;
+        let pf = match (lead, b) {
+            (true, 0) if rem <= R => 4,
+            (true, 0 | 1) => 2,
+            _ => 0,
+        };
+        let a = ahead(2 * b);
+        macro_rules! go {
+            ($r:tt) => {
+                match pf {
+                    4 => block::<S, $r, NV, 4>(s, v, u, m, cg, cgp, kgp, t0, k0, a),
+                    2 => block::<S, $r, NV, 2>(s, v, u, m, cg, cgp, kgp, t0, k0, a),
+                    _ => block::<S, $r, NV, 0>(s, v, u, m, cg, cgp, kgp, t0, k0, Ahead::NONE),
+                }
+            };
+        }
         if rem > 4 {
-            block::<S, R, NV>(s, v, u, m, cg, cgp, kgp, t0, k0);
+            go!(R);
             t0 += R;
         } else if rem > 2 {
-            block::<S, 4, NV>(s, v, u, m, cg, cgp, kgp, t0, k0);
+            go!(4);
             t0 += 4;
         } else {
-            block::<S, 2, NV>(s, v, u, m, cg, cgp, kgp, t0, k0);
+            go!(2);
             t0 += 2;
         }
+        b += 1;
     }
+}
+
+/// Lines of the next `U` panel a block of the products pulls into L2 while it multiplies
+/// the current one: at step `i`, lines `first .. first + PF` (16 floats each) of the row
+/// at `base + i * stride`. Only a hint: the addresses need not be readable.
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead {
+    base: *const f32,
+    stride: usize,
+    first: usize,
+}
+
+impl Ahead {
+    /// For `PF = 0`: nothing to fetch.
+    pub(crate) const NONE: Ahead = Ahead { base: core::ptr::null(), stride: 0, first: 0 };
 }
 
 /// The register-blocked core of the Winograd products (forward here, weight gradient in
 /// `backward::winograd`): `acc[r][j] += sum over i < n of a[r * a_rs + i * a_is] *
 /// b[i * b_is + j * l ..][..l]`, one broadcast scalar of `a` per row and step, `NV` vectors
-/// of `b` per step (`l` lanes).
+/// of `b` per step (`l` lanes), and `PF` lines of `ahead` prefetched per step.
 ///
 /// # Safety
 /// For every `r < R` and `i < n`, `a + r * a_rs + i * a_is` and the `NV * l` floats from
 /// `b + i * b_is` are readable.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
+pub(crate) unsafe fn rank1<S: Simd, const R: usize, const NV: usize, const PF: usize>(
     s: S,
     acc: &mut [[S::f32s; NV]; R],
     a: *const f32,
@@ -902,10 +952,15 @@ pub(crate) unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
     b: *const f32,
     b_is: usize,
     n: usize,
+    ahead: Ahead,
 ) {
     let l = S::F32_LANES;
     let ap: [*const f32; R] = core::array::from_fn(|r| a.wrapping_add(r * a_rs));
     for i in 0..n {
+        for q in 0..PF {
+            // Address arithmetic only (a prefetch reads nothing): `wrapping_add`.
+            prefetch_l2(ahead.base.wrapping_add(i * ahead.stride + 16 * (ahead.first + q)));
+        }
         // SAFETY: `i < n`, as the caller guarantees; `f32s` is plain data, read unaligned.
         let bv: [S::f32s; NV] = core::array::from_fn(|j| unsafe {
             core::ptr::read_unaligned(b.add(i * b_is + j * l).cast::<S::f32s>())
@@ -923,7 +978,7 @@ pub(crate) unsafe fn rank1<S: Simd, const R: usize, const NV: usize>(
 /// `M[t0..t0 + R][k0..k0 + NV * l] = V[t0..t0 + R][..cg] * U[..cg][k0..k0 + NV * l]`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn block<S: Simd, const R: usize, const NV: usize>(
+fn block<S: Simd, const R: usize, const NV: usize, const PF: usize>(
     s: S,
     v: &[f32],
     u: &[f32],
@@ -933,6 +988,7 @@ fn block<S: Simd, const R: usize, const NV: usize>(
     kgp: usize,
     t0: usize,
     k0: usize,
+    ahead: Ahead,
 ) {
     let l = S::F32_LANES;
     let (base, width) = panel_at(0, k0, cg, kgp);
@@ -945,7 +1001,17 @@ fn block<S: Simd, const R: usize, const NV: usize>(
     // vectors at `c * width` (from the panel's column of `k0`) for `c < cg` lie inside `u`
     // (the asserts above).
     unsafe {
-        rank1::<S, R, NV>(s, &mut acc, v[t0 * cgp..].as_ptr(), cgp, 1, u[base..].as_ptr(), width, cg);
+        rank1::<S, R, NV, PF>(
+            s,
+            &mut acc,
+            v[t0 * cgp..].as_ptr(),
+            cgp,
+            1,
+            u[base..].as_ptr(),
+            width,
+            cg,
+            ahead,
+        );
     }
     for (r, row) in acc.iter().enumerate() {
         for (j, &a) in row.iter().enumerate() {
