@@ -278,6 +278,71 @@ fn channels_not_multiple_of_16_with_strided_views_and_threads() {
 }
 
 #[test]
+fn nan_in_one_tile_stays_in_its_tiles_across_channel_vectors() {
+    // NCHW gathers stage each tile's 6x6 patch in one buffer for all tiles (channel
+    // vectors outside, tiles inside): what a tile does not gather (its padding) must be
+    // zero again, not the previous tile's values. 20 channels (16 + 4, or 8 + 8 + 4) of
+    // 8x8 are four tiles per vector, three with padding where their predecessor had
+    // data; a NaN in channel 5 at the bottom-right pixel, in the last tile of the first
+    // vector. Every output outside that tile is finite and within the module's bound of
+    // the reference; the NaN's own output is NaN.
+    let g = ConvGeometry::new(Dims::new(1, 20, 8, 8), 3, Conv2d::new(3, 3).pad(1)).unwrap();
+    let mut rng = Rng::new(77);
+    let mut x = rng.vec(g.input().count().unwrap());
+    x[(5 * 8 + 7) * 8 + 7] = f32::NAN;
+    let w = rng.vec(g.filter().count().unwrap());
+    let (x64, w64) = (simdconv_tests::to_f64(&x), simdconv_tests::to_f64(&w));
+    let mut want = vec![0.0f64; g.output().count().unwrap()];
+    r::conv2d(
+        &g,
+        TensorView::new(&x64, g.input(), Layout::Nchw).unwrap(),
+        FilterView::new(&w64, g.filter(), FilterLayout::Oihw).unwrap(),
+        None,
+        TensorViewMut::new(&mut want, g.output(), Layout::Nchw).unwrap(),
+    )
+    .unwrap();
+    // The module's bound, gamma(C + 32) * 48^2 * sum_c max|w_kc| max|x_c|, over x's finite
+    // values.
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let gamma = 52.0 * u / (1.0 - 52.0 * u);
+    let finite_max = |v: &[f64]| v.iter().filter(|v| v.is_finite()).fold(0.0, |m: f64, v| m.max(v.abs()));
+    let xmax: Vec<f64> = x64.chunks(64).map(finite_max).collect();
+    let bound: Vec<f64> = (0..3)
+        .map(|k| {
+            let s: f64 = (0..20).map(|c| finite_max(&w64[(k * 20 + c) * 9..][..9]) * xmax[c]).sum();
+            gamma * growth().powi(2) * s
+        })
+        .collect();
+    let opts = Conv2dOptions { algorithm: Algorithm::Winograd, epilogue: Epilogue::new() };
+    for isa in isas() {
+        let e = Exec::new().with_isa(isa).unwrap();
+        let mut y = vec![0.0f32; g.output().count().unwrap()];
+        let mut ws = vec![0.0f32; conv2d_workspace_len(&g, Algorithm::Winograd, Layout::Nchw).unwrap()];
+        conv2d(
+            &e,
+            &g,
+            &opts,
+            TensorView::new(&x, g.input(), Layout::Nchw).unwrap(),
+            FilterView::new(&w, g.filter(), FilterLayout::Oihw).unwrap(),
+            TensorViewMut::new(&mut y, g.output(), Layout::Nchw).unwrap(),
+            &mut ws,
+        )
+        .unwrap();
+        for k in 0..3 {
+            for (oh, ow) in (0..8).flat_map(|oh| (0..8).map(move |ow| (oh, ow))) {
+                if oh >= 4 && ow >= 4 {
+                    continue; // The NaN's tile.
+                }
+                let i = (k * 8 + oh) * 8 + ow;
+                let err = (f64::from(y[i]) - want[i]).abs();
+                assert!(err <= bound[k], "{isa}: output ({k}, {oh}, {ow}) {} against {}", y[i], want[i]);
+            }
+        }
+        assert!(y[(2 * 8 + 7) * 8 + 7].is_nan(), "{isa}: the NaN's own output");
+    }
+}
+
+#[test]
 fn few_tiles_on_two_threads_share_products_and_transforms() {
     // 13x13 outputs are 16 tiles, too few to split between two threads: they share each
     // block's products (by position) and its input and output transforms (by channel

@@ -445,6 +445,8 @@ impl WithSimd for InputTransform<'_, '_> {
         // few planes at a time instead of touching one page per lane.
         let (nt, nc) = (t1 - t0, cgp / l);
         let (c_from, nw) = share(nc, part);
+        // The strided (NCHW) gathers' staging buffer, one per call (see below).
+        let mut buf = [[0.0f32; PAD]; 36];
         for it in 0..nt * nw {
             let (t, cv) = if xs[1] == 1 { (t0 + it / nw, it % nw) } else { (t0 + it % nt, it / nt) };
             let c0 = (c_from + cv) * l;
@@ -476,13 +478,40 @@ impl WithSimd for InputTransform<'_, '_> {
                     // Gather the whole patch lane by lane (each channel's rows are short
                     // contiguous runs), then load: a vector load right after its own lane
                     // stores would stall on store forwarding 36 times.
-                    let mut buf = [[0.0f32; PAD]; 36];
-                    for j in 0..lanes {
-                        for (r, ih) in rows.iter().enumerate() {
-                            let Some(ih) = *ih else { continue };
-                            for (c, iw) in cols.iter().enumerate() {
-                                let Some(iw) = *iw else { continue };
-                                buf[r * 6 + c][j] = xd[x.offset(n, c_lo + c0 + j, ih, iw)];
+                    // Offsets within a plane of the patch's rows and columns (`usize::MAX`
+                    // in the padding), and the furthest one read, checked once.
+                    let ro = rows.map(|r| r.map_or(usize::MAX, |ih| ih * xs[2]));
+                    let co = cols.map(|c| c.map_or(usize::MAX, |iw| iw * xs[3]));
+                    // `buf` outlives the tile: what this tile does not overwrite (the
+                    // padding, lanes past the group's channels) is zeroed.
+                    for (r, &rr) in ro.iter().enumerate() {
+                        for (c, &cc) in co.iter().enumerate() {
+                            if rr == usize::MAX || cc == usize::MAX {
+                                buf[r * 6 + c] = [0.0; PAD];
+                            } else if lanes < l {
+                                buf[r * 6 + c][lanes..l].fill(0.0);
+                            }
+                        }
+                    }
+                    let far = |o: &[usize; 6]| o.iter().filter(|&&v| v != usize::MAX).max().copied();
+                    if let (Some(rmax), Some(cmax), true) = (far(&ro), far(&co), lanes > 0) {
+                        let base = x.offset(n, c_lo + c0, 0, 0);
+                        assert!(base + (lanes - 1) * xs[1] + rmax + cmax < xd.len());
+                        let xp = xd.as_ptr();
+                        for j in 0..lanes {
+                            let pj = base + j * xs[1];
+                            for (r, &rr) in ro.iter().enumerate() {
+                                if rr == usize::MAX {
+                                    continue;
+                                }
+                                for (c, &cc) in co.iter().enumerate() {
+                                    if cc == usize::MAX {
+                                        continue;
+                                    }
+                                    // SAFETY: `pj + rr + cc` is at most the offset asserted
+                                    // in bounds above.
+                                    buf[r * 6 + c][j] = unsafe { *xp.add(pj + rr + cc) };
+                                }
                             }
                         }
                     }
