@@ -498,6 +498,8 @@ impl WithSimd for InputTransform<'_, '_> {
                         let base = x.offset(n, c_lo + c0, 0, 0);
                         assert!(base + (lanes - 1) * xs[1] + rmax + cmax < xd.len());
                         let xp = xd.as_ptr();
+                        // `j` is a lane of every entry of `buf`, not one slice's index.
+                        #[allow(clippy::needless_range_loop)]
                         for j in 0..lanes {
                             let pj = base + j * xs[1];
                             for (r, &rr) in ro.iter().enumerate() {
