@@ -890,11 +890,11 @@ fn product<S: Simd, const R: usize, const NV: usize>(s: S, p: Product<'_>) {
 /// The first strip of a panel prefetches the next panel into L2 ([`Ahead`]): on layers of
 /// few tiles each panel of `U` is used by only a few blocks, and streaming it from L3
 /// was the limit (36 x 384 x 384 floats, 21 MB, per soumith_l5 call). Interleaved calls
-/// (200 each, AVX-512, a loaded host): soumith_l5 9-13% faster, vgg_conv5_2 18-38%, both
-/// 7-11% on two threads and 13-20% on AVX2; 7 x 7 outputs (512 channels) and
-/// vgg_conv3_2 (196 tiles) 5-6%. Two lines a row in each of the first two blocks beat
-/// all four in the first (soumith_l5 2.64 against 2.76 ms, vgg_conv5_2 6.79 against
-/// 7.42, medians). A function with `#[inline(always)]`, not a closure, so it inherits
+/// (200 each, AVX-512, a loaded host), medians: soumith_l5 11-13% faster, vgg_conv5_2
+/// 23-34%, both 12-13% on two threads and 12-20% on AVX2; 7 x 7 outputs (512 channels)
+/// 16%, vgg_conv3_2 (196 tiles) 13%. Two lines a row in each of the first two blocks
+/// beat all four in the first (soumith_l5 2.64 against 2.76 ms, vgg_conv5_2 6.79 against
+/// 7.42). A function with `#[inline(always)]`, not a closure, so it inherits
 /// the SIMD target features.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
