@@ -812,17 +812,19 @@ fn global_at_every_line_offset() {
 fn global_nchw_planes_from_aligned_lines() {
     // Back-to-back NCHW planes from a 64-byte line: the AVX-512 kernel has constant line
     // offsets and masks for planes of 36, 49, 64 and 100 values (25 takes the general
-    // path). Every batch entry starts on a line (48 channels: three blocks each) or only
-    // the first does (37: two blocks and 5 planes one by one); outputs contiguous or 3
-    // apart, with guards in the gaps; NaN and inf with mode 3.
+    // path). Both batch entries start on a line (48 channels: three blocks each; 37 x 64
+    // values) or only the first does (37 x 49 and 37 x 100 values: the second entry
+    // starts 5 or 4 floats into a line and takes the general kernel); 37 channels are two
+    // blocks and 5 planes one by one. Outputs contiguous or 3 apart, with guards in the
+    // gaps; NaN and inf with mode 3.
     const GUARD: f32 = -7.5e6;
     for (hw, c, n, ycs, mode) in [
         ((6, 6), 48, 2, 1, 3),
         ((7, 7), 48, 2, 3, 0),
-        ((7, 7), 37, 1, 1, 3),
+        ((7, 7), 37, 2, 1, 3),
         ((8, 8), 37, 2, 3, 3),
         ((10, 10), 48, 2, 1, 2),
-        ((10, 10), 37, 1, 3, 3),
+        ((10, 10), 37, 2, 3, 3),
         ((5, 5), 48, 2, 1, 3),
     ] {
         let d = Dims::new(n, c, hw.0, hw.1);
