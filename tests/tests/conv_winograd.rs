@@ -564,6 +564,9 @@ fn packed_choice_adds_small_planes_only_where_the_filter_is_cheap() {
 
 /// `Algorithm::Auto` on the best ISA, NCHW, against the Winograd bound.
 fn check_case_one_isa_auto(c: &Case) {
+    // The ISA cap first: `Exec::new()` below must see the same one in every run it
+    // compares (another test's first `setup` could otherwise change it in between).
+    simdconv_tests::setup();
     let g = ConvGeometry::new(c.input, c.k, c.conv).unwrap();
     let (id, od, fd) = (g.input(), g.output(), g.filter());
     let mut rng = Rng::new(c.seed);
