@@ -61,3 +61,45 @@ fn replay_backward() {
 fn replay_workspace() {
     assert!(replay("workspace", fuzz::workspace) >= 200);
 }
+
+/// The crashes of `regressions/workspace/`, one named test each.
+#[test]
+fn workspace_thin_nchw_split_copy_overflow() {
+    fuzz::workspace(include_bytes!("../../fuzz/regressions/workspace/thin_nchw_split_copy_overflow"));
+}
+
+#[test]
+fn workspace_timeout_winograd_tiles_loop_over_dilation() {
+    fuzz::workspace(include_bytes!(
+        "../../fuzz/regressions/workspace/timeout_winograd_tiles_loop_over_dilation"
+    ));
+}
+
+/// Found by the CI fuzz smoke run as a libFuzzer timeout: counting Winograd tiles looped
+/// over all `DH * DW` phases, so a 3x3 layer with a dilation of 2^18 and the padding to
+/// match made `select_algorithm` and every workspace query spin for hours. Tiles are now
+/// counted in closed form and only phases that own outputs are visited.
+#[test]
+fn algorithm_choice_and_workspace_are_instant_for_huge_dilation() {
+    use simdconv::{Algorithm, Conv2d, ConvGeometry, Dims, Layout};
+    simdconv_tests::setup();
+    let d = 1 << 18;
+    let g = ConvGeometry::new(Dims::new(1, 16, 1 << 20, 1 << 20), 16, Conv2d::new(3, 3).pad(d).dilation(d))
+        .unwrap();
+    assert_eq!((g.output().h, g.output().w), (1 << 20, 1 << 20));
+    let start = std::time::Instant::now();
+    // 2^40 outputs in 4x4 tiles: plenty for Winograd to pay.
+    assert_eq!(simdconv::select_algorithm(&g, Layout::Nhwc), Algorithm::Winograd);
+    assert_eq!(simdconv::select_packed_algorithm(&g, Layout::Nchw), Algorithm::Winograd);
+    for layout in [Layout::Nchw, Layout::Nhwc] {
+        for algo in [Algorithm::Auto, Algorithm::Winograd] {
+            let len = simdconv::conv2d_workspace_len(&g, algo, layout).unwrap();
+            assert!(len > 0);
+        }
+    }
+    let _ = simdconv::conv2d_backward_data_workspace_len(&g, simdconv::BackwardAlgorithm::Auto, Layout::Nchw);
+    let _ =
+        simdconv::conv2d_backward_filter_workspace_len(&g, simdconv::BackwardAlgorithm::Auto, Layout::Nchw);
+    // Hours before the fix; microseconds after. Generous for a loaded machine.
+    assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+}

@@ -183,13 +183,16 @@ fn axis_phase(p: usize, d: usize, pad: usize, input: usize, output: usize) -> (u
     (r, sub_in, sub_out, q.unsigned_abs())
 }
 
+/// The phases with at least one output: residues below both the dilation and the output
+/// extent (a residue `p >= OH` owns no output row), so there are at most `OH * OW` of them
+/// however large the dilation is.
 pub(crate) fn phases(g: &ConvGeometry) -> impl Iterator<Item = Phase> + '_ {
     let win = g.window();
     let [dh, dw] = win.dilation();
     let pad = win.padding();
     let (i, o) = (g.input(), g.output());
-    (0..dh).flat_map(move |ph| {
-        (0..dw).map(move |pw| {
+    (0..dh.min(o.h)).flat_map(move |ph| {
+        (0..dw.min(o.w)).map(move |pw| {
             let (rh, ih, oh, pad_t) = axis_phase(ph, dh, pad.top, i.h, o.h);
             let (rw, iw, ow, pad_l) = axis_phase(pw, dw, pad.left, i.w, o.w);
             Phase { ph, pw, rh, rw, ih, iw, oh, ow, pad_t, pad_l, th: oh.div_ceil(4), tw: ow.div_ceil(4) }
@@ -197,14 +200,28 @@ pub(crate) fn phases(g: &ConvGeometry) -> impl Iterator<Item = Phase> + '_ {
     })
 }
 
-/// Tiles of all phases: `N * sum over phases of ceil(OH_p / 4) * ceil(OW_p / 4)`.
-pub(crate) fn tiles(g: &ConvGeometry) -> usize {
-    phases(g).map(|p| g.output().n.saturating_mul(p.th).saturating_mul(p.tw)).fold(0, usize::saturating_add)
+/// Tile columns of one axis summed over its `d` phases, in closed form (a loop over the
+/// phases would take as long as the dilation is large): with `o = q * d + r`, the `r`
+/// residues below `r` own `q + 1` outputs each and the other `d - r` own `q`.
+fn axis_tiles(o: usize, d: usize) -> usize {
+    let (q, r) = (o / d, o % d);
+    // ceil((q + 1) / 4) == q / 4 + 1, with no overflow at q == usize::MAX.
+    r.saturating_mul(q / 4 + 1).saturating_add((d - r).saturating_mul(q.div_ceil(4)))
 }
 
-/// The most tiles of one phase (phase 0 has the largest sub-output).
+/// Tiles of all phases: `N * sum over phases of ceil(OH_p / 4) * ceil(OW_p / 4)`, which
+/// factors into the two axes' sums (saturating).
+pub(crate) fn tiles(g: &ConvGeometry) -> usize {
+    let [dh, dw] = g.window().dilation();
+    let o = g.output();
+    o.n.saturating_mul(axis_tiles(o.h, dh)).saturating_mul(axis_tiles(o.w, dw))
+}
+
+/// The most tiles of one phase: phase 0 has the largest sub-output, `ceil(O / d)` per axis.
 pub(crate) fn max_tiles(g: &ConvGeometry) -> usize {
-    phases(g).map(|p| g.output().n.saturating_mul(p.th).saturating_mul(p.tw)).max().unwrap_or(0)
+    let [dh, dw] = g.window().dilation();
+    let o = g.output();
+    o.n.saturating_mul(o.h.div_ceil(dh).div_ceil(4)).saturating_mul(o.w.div_ceil(dw).div_ceil(4))
 }
 
 /// Floats of tile workspace (`V` and `M` of one block of tiles).
@@ -1352,5 +1369,37 @@ mod tests {
         assert_eq!(axis_phase(0, 1, 3, 7, 11), (0, 7, 11, 3));
         // Dilation 3 with padding 1: phase 0 reads residue 2 with padding 1.
         assert_eq!(axis_phase(0, 3, 1, 8, 8), (2, 2, 3, 1));
+    }
+
+    #[test]
+    fn closed_form_tiles_match_the_sum_over_every_residue() {
+        for d in 1..=13 {
+            for o in 0..=60 {
+                let brute: usize = (0..d).map(|p| axis_phase(p, d, 0, o, o).2.div_ceil(4)).sum();
+                assert_eq!(axis_tiles(o, d), brute, "o {o}, d {d}");
+            }
+        }
+        // Saturates instead of wrapping or looping.
+        assert_eq!(axis_tiles(usize::MAX, 1), usize::MAX / 4 + 1);
+        assert_eq!(axis_tiles(3, usize::MAX), 3);
+    }
+
+    #[test]
+    fn phases_skip_residues_without_outputs_and_tiles_agree() {
+        use crate::{Conv2d, Dims};
+        for (h, w, d, pad) in [(9, 9, 2, 2), (5, 7, 6, 12), (1, 1, 1 << 40, 1 << 40), (20, 3, 7, 7)] {
+            let g = ConvGeometry::new(Dims::new(2, 16, h, w), 16, Conv2d::new(3, 3).pad(pad).dilation(d))
+                .unwrap();
+            let o = g.output();
+            let all: std::vec::Vec<Phase> = phases(&g).collect();
+            assert_eq!(all.len(), d.min(o.h) * d.min(o.w));
+            assert!(all.iter().all(|p| p.oh > 0 && p.ow > 0));
+            // Every output row and column belongs to exactly one phase.
+            assert_eq!(all.iter().filter(|p| p.pw == 0).map(|p| p.oh).sum::<usize>(), o.h);
+            assert_eq!(all.iter().filter(|p| p.ph == 0).map(|p| p.ow).sum::<usize>(), o.w);
+            let sum: usize = all.iter().map(|p| o.n * p.th * p.tw).sum();
+            assert_eq!(tiles(&g), sum);
+            assert_eq!(max_tiles(&g), all.iter().map(|p| o.n * p.th * p.tw).max().unwrap());
+        }
     }
 }
