@@ -392,6 +392,26 @@ fn many_tile_blocks_and_threads() {
 }
 
 #[test]
+fn nchw_patches_and_outputs_of_whole_channel_vectors() {
+    // 8, 16 and 24 channels: whole AVX2 vectors. In NCHW the input transform then loads
+    // each channel's patch rows and transposes them, and the output stage takes a tile
+    // row's 4 columns of 8 channels at once. Without padding every column lies inside
+    // the input, and the last patch rows of the last channel end at the end of the
+    // input, where those 8-float loads would read 2 floats past it: the lane-by-lane
+    // gather takes them instead. With padding 1, rows in the padding are zero vectors
+    // and patches with columns in it go lane by lane; 13 and 14 columns leave partial
+    // tiles at the right edge.
+    for (c, k, h, w, pad) in [(16, 24, 10, 14, 0), (24, 16, 9, 13, 1), (8, 8, 6, 6, 0), (8, 16, 12, 22, 1)] {
+        let mut cs = case(Dims::new(2, c, h, w), k, Conv2d::new(3, 3).pad(pad));
+        check_case(&cs, Path::Packed).unwrap();
+        cs.pad_c = 1;
+        cs.pad_w = 5;
+        cs.act = Activation::Identity;
+        check_case(&cs, Path::PerCall(Algorithm::Winograd)).unwrap();
+    }
+}
+
+#[test]
 fn wide_rows_go_through_the_nchw_stage_in_segments() {
     // Rows of 38 tiles: NCHW outputs pass through a stage of 16 tiles side by side, so
     // 16 + 16 + 6 (the last tile partial), with a channel vector not full (20 = 16 + 4)
