@@ -81,17 +81,6 @@ fn lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// The window size `F` (2 or 3) when `p` is an `F x F` window of stride 2 and dilation 1
-/// whose every output window lies inside the input, and the problem is not empty.
-fn s2_window(p: &Plan) -> Option<usize> {
-    let (ah, aw) = (p.ah, p.aw);
-    let f = aw.kernel;
-    let same = ah.kernel == f && ah.stride == 2 && aw.stride == 2 && ah.dilation == 1 && aw.dilation == 1;
-    let inside = ah.lo == 0 && ah.hi == p.oh && aw.lo == 0 && aw.hi == p.ow;
-    let any = p.n > 0 && p.c > 0 && p.oh > 0 && p.ow > 0;
-    (same && inside && any && (f == 2 || f == 3)).then_some(f)
-}
-
 /// Whether `S` is the AVX-512 token.
 #[inline(always)]
 fn is_v4<S: Simd>() -> bool {
@@ -117,7 +106,7 @@ pub(crate) fn s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R, nhwc: bool) -> boo
     if !is_v4::<S>() {
         return false;
     }
-    let Some(f) = s2_window(p) else { return false };
+    let Some(f) = super::plan::s2_window(p) else { return false };
     let scale = r.scale(f * f, f * f);
     // SAFETY: `S` is `V4`, whose existence proves AVX-512F/DQ; `io` holds validated views of
     // the geometry's input and output whose inner dimension is contiguous (`w` in NCHW,
