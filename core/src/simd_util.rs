@@ -151,7 +151,9 @@ pub(crate) fn dot_block<S: Simd, const R: usize, const C: usize>(
     out
 }
 
-/// A hint to fetch the line at `p` into L2; never faults.
+/// A hint to fetch the line at `p` into L2; never faults. (Its users, the pointwise and
+/// Winograd kernels, need `std`.)
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn prefetch_l2(p: *const f32) {
     #[cfg(target_arch = "x86_64")]

@@ -472,10 +472,8 @@ fn stride2_interior_kernels() {
     // 16 outputs, a masked last block, a 3-wide window's 33rd column; NHWC: 64-, 32- and
     // 16-channel blocks and a masked channel tail. Rows of 1, 6, 15, 16, 17 and 33
     // outputs, unused last columns and rows, N > 1; mode 3 puts NaN and +-inf in windows.
-    // The same geometries drive the AVX2 NCHW kernel for them: blocks of 8 outputs, an
-    // overlapping last block (15, 17 and 33 outputs), rows of fewer than 8 outputs one
-    // window at a time (1 and 6), and 3-wide windows whose last block's third tap ends
-    // one column past the row (33 and 67 columns: the even/odd split's short form).
+    // The 2x2 ones drive the AVX2 NCHW kernel too: blocks of 8 outputs, an overlapping
+    // last block (15 and 33 outputs), a row of 1 output taken one window at a time.
     let f2 = Pool2d::new(2, 2).stride(2);
     let f3 = Pool2d::new(3, 3).stride(2);
     named(Dims::new(1, 3, 3, 2), f2, 3);

@@ -30,9 +30,9 @@
 //! dedicated `core::arch` kernels in both layouts (`avx512.rs`): NCHW folds `F` rows
 //! vertically and splits even and odd columns with two permutes, 16 outputs per block;
 //! NHWC folds whole windows over channel blocks (3x3: keeping the shared column's vertical
-//! fold for the next output); tails are masked loads and stores. On AVX2 the same NCHW
-//! windows skip the row buffer: each block of 8 outputs folds its 2 or 3 input rows in
-//! registers (`nchw::direct_s2`).
+//! fold for the next output); tails are masked loads and stores. On AVX2, NCHW 2x2
+//! windows of stride 2 without padding skip the row buffer: each block of 8 outputs
+//! folds its 2 input rows in registers (`nchw::direct_s2`).
 //! With feature `rayon`, forward pooling splits the work over [`Exec::threads`]: images,
 //! else NCHW channel planes or NHWC output rows (a row slab's input starts at the first
 //! row its windows read, keeping what remains of the top padding), each worker getting at

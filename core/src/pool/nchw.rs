@@ -246,14 +246,15 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
     }
 }
 
-/// `F x F` windows of stride 2 whose every window lies inside the input, on AVX2: each
-/// block of `L` outputs folds its `F` input rows in registers (each row split into even
-/// and odd columns, [`split2`]) and is stored once, with no row buffer. Measured on an
-/// AVX2-only AMD EPYC, in-process A/B against the row-buffer path (medians of 200
-/// interleaved calls, one thread): 2x2 max over 64 x 224 x 224 1.16-1.31x faster, 2x2
-/// average over 64 x 112 x 112 1.62-1.75x, 3x3 max over 96 x 55 x 55 unchanged
-/// (1.000-1.019). AVX-512 has its own kernels ([`super::avx512`]); NEON and scalar code
-/// keep the row buffer (not measured). Returns false, doing nothing, for other ISAs and
+/// 2x2 windows of stride 2 whose every window lies inside the input, on AVX2: each block
+/// of `L` outputs folds its 2 input rows in registers (each row split into even and odd
+/// columns, [`split2`]) and is stored once, with no row buffer. Measured on an AVX2-only
+/// AMD EPYC, in-process A/B against the row-buffer path (medians of 200 interleaved
+/// calls, one thread): max over 64 x 224 x 224 1.16-1.31x faster, average over 64 x 112
+/// x 112 1.62-1.75x. The same kernel for 3x3 windows gained nothing on 96 x 55 x 55 in
+/// that harness (1.000-1.019) and lost 4-5% in the benchmark binary, so 3x3 keeps the
+/// row buffer. AVX-512 has its own kernels ([`super::avx512`]); NEON and scalar code keep
+/// the row buffer (not measured). Returns false, doing nothing, for other ISAs and
 /// geometries.
 #[inline(always)]
 fn direct_s2<R: Red, S: Simd>(simd: S, job: &mut Job<'_, R>) -> bool {
@@ -265,44 +266,36 @@ fn direct_s2<R: Red, S: Simd>(simd: S, job: &mut Job<'_, R>) -> bool {
         return false;
     }
     match super::plan::s2_window(job.p) {
-        Some(2) => direct_s2_body::<R, S, 2>(simd, job),
-        Some(3) => direct_s2_body::<R, S, 3>(simd, job),
+        Some(2) => direct_s2_body::<R, S>(simd, job),
         _ => return false,
     }
     true
 }
 
-/// The fold of window row `row` for the `L` outputs from `ox` (stride 2, `F` taps).
+/// The fold of window row `row` for the `L` outputs from `ox` (stride 2, 2 taps).
 #[inline(always)]
-fn hrow<R: Red, S: Simd, const F: usize>(simd: S, row: &[f32], ox: usize, low: S::m32s) -> S::f32s {
+fn hrow<R: Red, S: Simd>(simd: S, row: &[f32], ox: usize, low: S::m32s) -> S::f32s {
     let (e, o) = split2(simd, row, 2 * ox, low);
-    let acc = R::v(simd, R::vfirst(simd, e), o);
-    if F == 3 {
-        R::v(simd, acc, split2(simd, row, 2 * ox + 2, low).0)
-    } else {
-        acc
-    }
+    R::v(simd, R::vfirst(simd, e), o)
 }
 
 /// The finished window of the `L` outputs from `ox`, window rows `rows`.
 #[inline(always)]
-fn block_s2<R: Red, S: Simd, const F: usize>(
+fn block_s2<R: Red, S: Simd>(
     simd: S,
-    rows: &[&[f32]; F],
+    rows: &[&[f32]; 2],
     ox: usize,
     low: S::m32s,
     vscale: S::f32s,
 ) -> S::f32s {
-    let mut acc = hrow::<R, S, F>(simd, rows[0], ox, low);
-    for row in &rows[1..] {
-        acc = R::vmerge(simd, acc, hrow::<R, S, F>(simd, row, ox, low));
-    }
-    R::vfin(simd, acc, vscale)
+    let acc = hrow::<R, S>(simd, rows[0], ox, low);
+    R::vfin(simd, R::vmerge(simd, acc, hrow::<R, S>(simd, rows[1], ox, low)), vscale)
 }
 
-/// [`direct_s2`] for window size `F`.
+/// [`direct_s2`]'s loops.
 #[inline(always)]
-fn direct_s2_body<R: Red, S: Simd, const F: usize>(simd: S, job: &mut Job<'_, R>) {
+fn direct_s2_body<R: Red, S: Simd>(simd: S, job: &mut Job<'_, R>) {
+    const F: usize = 2;
     let (p, x, xs, ys, r) = (job.p, job.x, job.xs, job.ys, job.r);
     let l = S::F32_LANES;
     let w = p.w;
@@ -324,14 +317,14 @@ fn direct_s2_body<R: Red, S: Simd, const F: usize>(simd: S, job: &mut Job<'_, R>
                 let yrow = &mut job.y[yo..yo + p.ow];
                 for b in 0..full {
                     let ox = b * l;
-                    let v = block_s2::<R, S, F>(simd, &rows, ox, low, vscale);
+                    let v = block_s2::<R, S>(simd, &rows, ox, low, vscale);
                     S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = v;
                 }
                 if full * l < p.ow {
                     if full > 0 {
                         // The last block overlaps the previous one with the same values.
                         let ox = p.ow - l;
-                        let v = block_s2::<R, S, F>(simd, &rows, ox, low, vscale);
+                        let v = block_s2::<R, S>(simd, &rows, ox, low, vscale);
                         S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = v;
                     } else {
                         // Fewer outputs than lanes: one window at a time.
