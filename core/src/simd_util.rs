@@ -151,6 +151,20 @@ pub(crate) fn dot_block<S: Simd, const R: usize, const C: usize>(
     out
 }
 
+/// Whether `S` is pulp's AVX2 token (`V3`): code that takes a `core::arch` AVX2 path
+/// inside a generic `with_simd` checks this first. Always false off x86-64.
+#[inline(always)]
+pub(crate) fn is_avx2<S: Simd>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        core::any::TypeId::of::<S>() == core::any::TypeId::of::<pulp::x86::V3>()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A hint to fetch the line at `p` into L2; never faults. (Its users, the pointwise and
 /// Winograd kernels, need `std`.)
 #[cfg_attr(not(feature = "std"), allow(dead_code))]

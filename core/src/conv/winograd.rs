@@ -504,13 +504,15 @@ impl WithSimd for InputTransform<'_, '_> {
                     // in the padding), and the furthest one read, checked once.
                     let ro = rows.map(|r| r.map_or(usize::MAX, |ih| ih * xs[2]));
                     let co = cols.map(|c| c.map_or(usize::MAX, |iw| iw * xs[3]));
+                    let far = |o: &[usize; 6]| o.iter().filter(|&&v| v != usize::MAX).max().copied();
+                    let rmax = far(&ro);
                     // AVX2, 8 whole channels, every column inside the input and
                     // contiguous: eight row loads and one transpose per patch row.
                     #[cfg(target_arch = "x86_64")]
                     let fast = lanes == l
                         && dil[1] * xs[3] == 1
                         && !co.contains(&usize::MAX)
-                        && avx2_patch::<S>(xd, x.offset(n, c_lo + c0, 0, 0), xs[1], &ro, co[0], &mut d);
+                        && avx2_patch::<S>(xd, x.offset(n, c_lo + c0, 0, 0), xs[1], &ro, rmax, co[0], &mut d);
                     #[cfg(not(target_arch = "x86_64"))]
                     let fast = false;
                     if !fast {
@@ -525,8 +527,7 @@ impl WithSimd for InputTransform<'_, '_> {
                                 }
                             }
                         }
-                        let far = |o: &[usize; 6]| o.iter().filter(|&&v| v != usize::MAX).max().copied();
-                        if let (Some(rmax), Some(cmax), true) = (far(&ro), far(&co), lanes > 0) {
+                        if let (Some(rmax), Some(cmax), true) = (rmax, far(&co), lanes > 0) {
                             let base = x.offset(n, c_lo + c0, 0, 0);
                             assert!(base + (lanes - 1) * xs[1] + rmax + cmax < xd.len());
                             let xp = xd.as_ptr();
@@ -593,7 +594,8 @@ fn transform_store<S: Simd>(
 }
 
 /// The NCHW patch of 8 channels on AVX2: `d[r][c]` lane `j` = `x[base + j * cs + ro[r] +
-/// col + c]` (zero for a row `ro[r] == usize::MAX`, in the padding). Each channel's patch
+/// col + c]` (zero for a row `ro[r] == usize::MAX`, in the padding; `rmax` is the largest
+/// other `ro[r]`, None when every row is padding). Each channel's patch
 /// row is one 8-float load (two floats past the patch, unused) and 8 rows make one 8x8
 /// transpose; the scalar gather took 36 x 8 loads and stores per patch. Returns false,
 /// doing nothing, unless `S` is AVX2 and every load lies inside `x`.
@@ -604,16 +606,13 @@ fn avx2_patch<S: Simd>(
     base: usize,
     cs: usize,
     ro: &[usize; 6],
+    rmax: Option<usize>,
     col: usize,
     d: &mut [[S::f32s; 6]; 6],
 ) -> bool {
-    use core::any::TypeId;
     use core::arch::x86_64::*;
     use core::mem::transmute_copy;
-    if TypeId::of::<S>() != TypeId::of::<pulp::x86::V3>() {
-        return false;
-    }
-    let Some(rmax) = ro.iter().filter(|&&r| r != usize::MAX).max() else { return false };
+    let (true, Some(rmax)) = (crate::simd_util::is_avx2::<S>(), rmax) else { return false };
     // The furthest float read, `base + 7 cs + rmax + col + 7`, must lie inside `x`
     // (checked arithmetic: a false here only means the scalar gather runs).
     let far = cs.checked_mul(7).and_then(|v| v.checked_add(base + rmax + col + 7));
@@ -876,10 +875,9 @@ fn avx2_stage<S: Simd>(
     a: usize,
     col: usize,
 ) -> bool {
-    use core::any::TypeId;
     use core::arch::x86_64::*;
     use core::mem::transmute_copy;
-    if TypeId::of::<S>() != TypeId::of::<pulp::x86::V3>() {
+    if !crate::simd_util::is_avx2::<S>() {
         return false;
     }
     // Indexing (checked) bounds every store: 4 floats from `col` in rows `j * 4 + a`.

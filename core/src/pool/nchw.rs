@@ -258,11 +258,7 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
 /// geometries.
 #[inline(always)]
 fn direct_s2<R: Red, S: Simd>(simd: S, job: &mut Job<'_, R>) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = core::any::TypeId::of::<S>() == core::any::TypeId::of::<pulp::x86::V3>();
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
-    if !avx2 {
+    if !crate::simd_util::is_avx2::<S>() {
         return false;
     }
     match super::plan::s2_window(job.p) {
