@@ -814,7 +814,7 @@ fn global_at_every_line_offset() {
 fn global_nchw_planes_from_aligned_lines() {
     // Back-to-back NCHW planes from a 64-byte line: the AVX-512 kernel has constant line
     // offsets and masks for planes of 36, 49, 64 and 100 values (25 takes the general
-    // path). Both batch entries start on a line (48 channels: three blocks each; 37 x 64
+    // path); the AVX2 one, aligned or not, for 25, 36, 49, 64 and 100. Both batch entries start on a line (48 channels: three blocks each; 37 x 64
     // values) or only the first does (37 x 49 and 37 x 100 values: the second entry
     // starts 5 or 4 floats into a line and takes the general kernel); 37 channels are two
     // blocks and 5 planes one by one. Outputs contiguous or 3 apart, with guards in the

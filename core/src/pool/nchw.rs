@@ -669,14 +669,26 @@ impl<R: Red> WithSimd for GlobalPlanes<'_, R> {
             .greater_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s((l - tail) as f32 - 0.5));
         let vscale = simd.splat_f32s(scale);
         let g = Grouped { x, xs, run_len, tail_mask, vscale, grouped };
+        // Back-to-back planes whose blocks of `L` have a constant layout on vectors (AVX2).
+        let fixed = crate::simd_util::is_avx2::<S>() && grouped > 0 && xs[1] == run_len;
         for n in 0..p.n {
+            let xn = &x[n * xs[0]..];
+            let yn = n * ys[0];
+            let start = match run_len {
+                36 if fixed => fixed_blocks::<R, S, 36>(simd, xn, grouped, y, yn, ys[1], vscale),
+                49 if fixed => fixed_blocks::<R, S, 49>(simd, xn, grouped, y, yn, ys[1], vscale),
+                100 if fixed => fixed_blocks::<R, S, 100>(simd, xn, grouped, y, yn, ys[1], vscale),
+                25 if fixed => fixed_blocks::<R, S, 25>(simd, xn, grouped, y, yn, ys[1], vscale),
+                64 if fixed => fixed_blocks::<R, S, 64>(simd, xn, grouped, y, yn, ys[1], vscale),
+                _ => 0,
+            };
             // The plane's whole vectors as a constant for the common small planes.
             match full {
-                1 => g.run::<R, 1>(simd, n, y, ys),
-                2 => g.run::<R, 2>(simd, n, y, ys),
-                3 => g.run::<R, 3>(simd, n, y, ys),
-                4 => g.run::<R, 4>(simd, n, y, ys),
-                _ => g.run::<R, 0>(simd, n, y, ys),
+                1 => g.run::<R, 1>(simd, n, start, y, ys),
+                2 => g.run::<R, 2>(simd, n, start, y, ys),
+                3 => g.run::<R, 3>(simd, n, start, y, ys),
+                4 => g.run::<R, 4>(simd, n, start, y, ys),
+                _ => g.run::<R, 0>(simd, n, start, y, ys),
             }
             for c in grouped..p.c {
                 let xp = n * xs[0] + c * xs[1];
@@ -717,9 +729,10 @@ struct Grouped<'a, S: Simd> {
 }
 
 impl<S: Simd> Grouped<'_, S> {
-    /// Batch entry `n`, with `F` whole vectors per plane (`0`: as `run_len` says).
+    /// Planes `start..grouped` (`start` a multiple of `L`) of batch entry `n`, with `F`
+    /// whole vectors per plane (`0`: as `run_len` says).
     #[inline(always)]
-    fn run<R: Red, const F: usize>(&self, simd: S, n: usize, y: &mut [f32], ys: [usize; 4]) {
+    fn run<R: Red, const F: usize>(&self, simd: S, n: usize, start: usize, y: &mut [f32], ys: [usize; 4]) {
         let l = S::F32_LANES;
         let run_len = self.run_len;
         let full = if F == 0 { run_len / l } else { F };
@@ -727,7 +740,7 @@ impl<S: Simd> Grouped<'_, S> {
         let init = simd.splat_f32s(R::INIT);
         let mut parts = [init; MAX_LANES];
         let mut outs = [0.0f32; MAX_LANES];
-        for c0 in (0..self.grouped).step_by(l) {
+        for c0 in (start..self.grouped).step_by(l) {
             for (i, part) in parts.iter_mut().enumerate().take(l) {
                 let xo = n * self.xs[0] + (c0 + i) * self.xs[1];
                 let plane = &self.x[xo..xo + run_len];
@@ -760,6 +773,83 @@ impl<S: Simd> Grouped<'_, S> {
                 }
             }
         }
+    }
+}
+
+/// Blocks of `L` back-to-back planes of `LEN` values (planes `0..grouped` of the batch
+/// entry at `xn`, `grouped` a multiple of `L`; outputs `ys1` apart from `y[yo]`): a block is
+/// `LEN` whole vectors from its start, and which planes a vector holds, and the lane
+/// masks where one plane ends and the next begins, are constants of the kernel. The
+/// general path ([`Grouped`]) loads each plane from its own start (unaligned, so about
+/// half its loads straddle two lines) plus an overlapping masked last vector. AVX2 only
+/// (`L == 8`), for planes of 25, 36, 49, 64 and 100 values. Measured on an AVX2-only AMD
+/// EPYC (in-process A/B, medians of 2000 interleaved calls, planes in L2), time against
+/// the general path: 2048 x 7 x 7 average 0.59-0.66x (input 64-byte aligned or not),
+/// max 0.73-0.78x; 6 x 6 0.61-0.63x, 8 x 8 0.61x, 10 x 10 0.66-0.76x, 5 x 5 0.75-0.77x.
+/// Planes of 169 and 196 values took 3x as long (the unrolled blocks no longer fit) and
+/// stay general. Returns the number of planes done (`grouped`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fixed_blocks<R: Red, S: Simd, const LEN: usize>(
+    simd: S,
+    xn: &[f32],
+    grouped: usize,
+    y: &mut [f32],
+    yo: usize,
+    ys1: usize,
+    vscale: S::f32s,
+) -> usize {
+    const L: usize = 8;
+    debug_assert_eq!(S::F32_LANES, L);
+    let mut outs = [0.0f32; L];
+    for c0 in (0..grouped).step_by(L) {
+        let (block, _) = S::as_simd_f32s(&xn[c0 * LEN..(c0 + L) * LEN]);
+        // Unrolled by hand, so that every plane's vectors and masks are constants.
+        macro_rules! planes {
+            ($($j:literal)*) => { [$(fixed_plane::<R, S, LEN>(simd, block, $j)),*] };
+        }
+        let parts = planes!(0 1 2 3 4 5 6 7);
+        let v = R::vfin(simd, lanes_reduce::<R, S>(simd, &parts), vscale);
+        let o = yo + c0 * ys1;
+        if ys1 == 1 {
+            S::as_mut_simd_f32s(&mut y[o..o + L]).0[0] = v;
+        } else {
+            S::as_mut_simd_f32s(&mut outs).0[0] = v;
+            for (i, &r) in outs.iter().enumerate() {
+                y[o + i * ys1] = r;
+            }
+        }
+    }
+    grouped
+}
+
+/// The fold of plane `j` of a [`fixed_blocks`] block into one vector: vectors
+/// `LEN j / L ..= (LEN j + LEN - 1) / L`, the first and last with the other planes'
+/// lanes replaced by `R::INIT`.
+#[inline(always)]
+fn fixed_plane<R: Red, S: Simd, const LEN: usize>(simd: S, block: &[S::f32s], j: usize) -> S::f32s {
+    let l = S::F32_LANES;
+    let (s, e) = (LEN * j, LEN * j + LEN - 1);
+    let (first, last) = (s / l, e / l);
+    let init = simd.splat_f32s(R::INIT);
+    let iota = S::as_simd_f32s(&IOTA[..l]).0[0];
+    let mut acc = [init, init];
+    for (k, &v) in block[first..last + 1].iter().enumerate() {
+        let mut v = v;
+        if k == 0 && s % l != 0 {
+            let head = simd.greater_than_f32s(iota, simd.splat_f32s((s % l) as f32 - 0.5));
+            v = simd.select_f32s(head, v, init);
+        }
+        if first + k == last && e % l != l - 1 {
+            let tail = simd.less_than_f32s(iota, simd.splat_f32s((e % l) as f32 + 0.5));
+            v = simd.select_f32s(tail, v, init);
+        }
+        acc[k % 2] = if k < 2 { v } else { R::v(simd, acc[k % 2], v) };
+    }
+    if last > first {
+        R::vmerge(simd, acc[0], acc[1])
+    } else {
+        acc[0]
     }
 }
 
