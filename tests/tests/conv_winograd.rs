@@ -399,8 +399,10 @@ fn nchw_patches_and_outputs_of_whole_channel_vectors() {
     // the input, and the last patch rows of the last channel end at the end of the
     // input, where those 8-float loads would read 2 floats past it: the lane-by-lane
     // gather takes them instead. With padding 1, rows in the padding are zero vectors
-    // and patches with columns in it go lane by lane; 13 and 14 columns leave partial
-    // tiles at the right edge.
+    // and columns in it are loaded (from the neighbouring row, or the NaN of a padded
+    // row stride) and zeroed, except the first patch of the first plane, whose load
+    // would start before the input: it goes lane by lane; 13 and 14 columns leave
+    // partial tiles at the right edge.
     for (c, k, h, w, pad) in [(16, 24, 10, 14, 0), (24, 16, 9, 13, 1), (8, 8, 6, 6, 0), (8, 16, 12, 22, 1)] {
         let mut cs = case(Dims::new(2, c, h, w), k, Conv2d::new(3, 3).pad(pad));
         check_case(&cs, Path::Packed).unwrap();

@@ -35,8 +35,8 @@
 //! output channels for `G g G^T` and `A^T M A`. An NHWC view loads a pixel's channels as
 //! one vector; an NCHW view gathers them (one scalar load per channel), and writes the
 //! outputs through a stage of whole row runs. On AVX2, NCHW patches of 8 whole channels
-//! with every column inside the input instead load each channel's patch row as one
-//! vector and transpose 8 of them, and the stage takes a tile row's 4 output columns of
+//! of an undilated layer instead load each channel's patch row as one vector (columns in
+//! the padding zeroed afterwards) and transpose 8 of them, and the stage takes a tile row's 4 output columns of
 //! 8 channels with one 4x4 transpose per 128-bit half (vgg_conv1_2 NCHW 16% faster;
 //! AVX-512 keeps the scalar gather, for want of a machine to test a 16-lane version on).
 //!
@@ -506,13 +506,21 @@ impl WithSimd for InputTransform<'_, '_> {
                     let co = cols.map(|c| c.map_or(usize::MAX, |iw| iw * xs[3]));
                     let far = |o: &[usize; 6]| o.iter().filter(|&&v| v != usize::MAX).max().copied();
                     let rmax = far(&ro);
-                    // AVX2, 8 whole channels, every column inside the input and
-                    // contiguous: eight row loads and one transpose per patch row.
+                    // AVX2, 8 whole channels, contiguous columns (those in the padding
+                    // are zeroed after the loads): eight row loads and one transpose
+                    // per patch row. Undilated, so patch column `c` is input column
+                    // `j0 + c`.
                     #[cfg(target_arch = "x86_64")]
                     let fast = lanes == l
                         && dil[1] * xs[3] == 1
-                        && !co.contains(&usize::MAX)
-                        && avx2_patch::<S>(xd, x.offset(n, c_lo + c0, 0, 0), xs[1], &ro, rmax, co[0], &mut d);
+                        && avx2_patch::<S>(
+                            xd,
+                            x.offset(n, c_lo + c0, 0, 0),
+                            xs[1],
+                            &ro,
+                            (j0, co.map(|c| c != usize::MAX)),
+                            &mut d,
+                        );
                     #[cfg(not(target_arch = "x86_64"))]
                     let fast = false;
                     if !fast {
@@ -594,11 +602,18 @@ fn transform_store<S: Simd>(
 }
 
 /// The NCHW patch of 8 channels on AVX2: `d[r][c]` lane `j` = `x[base + j * cs + ro[r] +
-/// col + c]` (zero for a row `ro[r] == usize::MAX`, in the padding; `rmax` is the largest
-/// other `ro[r]`, None when every row is padding). Each channel's patch
-/// row is one 8-float load (two floats past the patch, unused) and 8 rows make one 8x8
-/// transpose; the scalar gather took 36 x 8 loads and stores per patch. Returns false,
-/// doing nothing, unless `S` is AVX2 and every load lies inside `x`.
+/// col + c]` for `(col, valid) = cols`, zero for a row `ro[r] == usize::MAX` or a column
+/// `!valid[c]` (in the padding). Each channel's patch row is one 8-float load (two floats
+/// past the patch, unused; a column in the padding reads a neighbouring row's float and
+/// is zeroed after the transpose) and 8 rows make one 8x8 transpose; the scalar gather
+/// took 36 x 8 loads and stores per patch. Patches with padded columns (the first and
+/// last tile column of each row of tiles) used to take the gather too: taking them here
+/// measured 0.92-1.02x the time on an AVX2-only AMD EPYC (in-process A/B, one thread,
+/// medians; soumith_l5 0.95-1.02, vgg_conv5_2 0.94-1.03, 60 x 37 x 37 -> 44 0.92-0.96,
+/// vgg_conv1_2 0.96-0.99, vgg_conv3_2 1.00): on that machine the gathers were a small
+/// part of the time. Returns false, doing nothing, unless `S` is AVX2, some row is
+/// inside the input and every load lies inside `x` (the first patch of the first plane
+/// and the last of the last, at the buffer's ends, keep the gather).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn avx2_patch<S: Simd>(
@@ -606,30 +621,39 @@ fn avx2_patch<S: Simd>(
     base: usize,
     cs: usize,
     ro: &[usize; 6],
-    rmax: Option<usize>,
-    col: usize,
+    (col, valid): (isize, [bool; 6]),
     d: &mut [[S::f32s; 6]; 6],
 ) -> bool {
     use core::arch::x86_64::*;
     use core::mem::transmute_copy;
-    let (true, Some(rmax)) = (crate::simd_util::is_avx2::<S>(), rmax) else { return false };
-    // The furthest float read, `base + 7 cs + rmax + col + 7`, must lie inside `x`
-    // (checked arithmetic: a false here only means the scalar gather runs).
-    let far = cs.checked_mul(7).and_then(|v| v.checked_add(base + rmax + col + 7));
-    if far.is_none_or(|f| f >= x.len()) {
+    let inside = || ro.iter().copied().filter(|&r| r != usize::MAX);
+    let (true, Some(rmin), Some(rmax)) = (crate::simd_util::is_avx2::<S>(), inside().min(), inside().max())
+    else {
+        return false;
+    };
+    // The first float read, `base + rmin + col`, and the furthest, `base + 7 cs + rmax +
+    // col + 7`, must lie inside `x` (checked arithmetic: a false here only means the
+    // scalar gather runs).
+    let at = |o: Option<usize>| o.and_then(|o| isize::try_from(o).ok()).and_then(|o| o.checked_add(col));
+    let first = at(base.checked_add(rmin));
+    let far = at(cs.checked_mul(7).and_then(|v| v.checked_add(base)).and_then(|v| v.checked_add(rmax + 7)));
+    let (Some(first), Some(far)) = (first, far) else { return false };
+    if first < 0 || far as usize >= x.len() {
         return false;
     }
     let xp = x.as_ptr();
     // SAFETY: `S` is `V3`: AVX2 is available and `S::f32s` is `f32x8`, 32 bytes like
     // `__m256`. Every load reads `base + j cs + ro[r] + col .. + 8` for `j < 8` and a row
-    // `ro[r] <= rmax`, all at most `far`, inside `x` (checked above).
+    // `rmin <= ro[r] <= rmax`, from at least `first >= 0` to at most `far`, inside `x`
+    // (checked above); `base + rr + col >= first` is a valid index.
     unsafe {
+        let zero: S::f32s = transmute_copy(&_mm256_setzero_ps());
         for (r, &rr) in ro.iter().enumerate() {
             if rr == usize::MAX {
-                d[r] = [transmute_copy(&_mm256_setzero_ps()); 6];
+                d[r] = [zero; 6];
                 continue;
             }
-            let p = xp.add(base + rr + col);
+            let p = xp.add(((base + rr) as isize + col) as usize);
             let ld = |j: usize| _mm256_loadu_ps(p.add(j * cs));
             let (a0, a1, a2, a3) = (ld(0), ld(1), ld(2), ld(3));
             let (a4, a5, a6, a7) = (ld(4), ld(5), ld(6), ld(7));
@@ -655,8 +679,8 @@ fn avx2_patch<S: Simd>(
                 _mm256_permute2f128_ps::<0x31>(q0, q4),
                 _mm256_permute2f128_ps::<0x31>(q1, q5),
             ];
-            for (dc, v) in d[r].iter_mut().zip(cols) {
-                *dc = transmute_copy(&v);
+            for ((dc, v), ok) in d[r].iter_mut().zip(cols).zip(valid) {
+                *dc = if ok { transmute_copy(&v) } else { zero };
             }
         }
     }
