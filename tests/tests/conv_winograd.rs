@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use simdconv::reference as r;
 use simdconv::{
     conv2d, conv2d_winograd, conv2d_winograd_workspace_len, conv2d_workspace_len, Activation, Algorithm,
-    Conv2d, Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Layout,
+    Conv2d, Conv2dOptions, ConvGeometry, Dims, Epilogue, Error, Exec, FilterLayout, FilterView, Isa, Layout,
     Operand, Padding, Rounding, TensorView, TensorViewMut, Unsupported, WinogradFilter, WinogradFilterBuf,
 };
 use simdconv_tests::{check_close, dense, isas, padded_copy, padded_output, Rng};
@@ -70,6 +70,8 @@ struct Case {
 enum Path {
     PerCall(Algorithm),
     Packed,
+    /// Packed under the given ISA, run under each.
+    PackedUnder(Isa),
 }
 
 /// Runs `case` for every ISA x layout x filter layout along `path`, checks each result
@@ -158,8 +160,12 @@ fn check_case(case: &Case, path: Path) -> Result<Vec<Vec<f32>>, TestCaseError> {
                         let mut work = vec![f32::NAN; need];
                         conv2d(&exec, &g, &Conv2dOptions { algorithm, epilogue }, x, w, y, &mut work)
                     }
-                    Path::Packed => {
-                        let packed = WinogradFilterBuf::new(&exec, &g, w).unwrap();
+                    Path::Packed | Path::PackedUnder(_) => {
+                        let packer = match path {
+                            Path::PackedUnder(p) => Exec::new().with_isa(p).unwrap(),
+                            _ => exec,
+                        };
+                        let packed = WinogradFilterBuf::new(&packer, &g, w).unwrap();
                         let mut work = vec![f32::NAN; conv2d_winograd_workspace_len(&g).unwrap()];
                         conv2d_winograd(&exec, &g, &epilogue, x, &packed.as_filter(), y, &mut work)
                     }
@@ -622,4 +628,16 @@ fn check_case_one_isa_auto(c: &Case) {
     assert!(y.iter().zip(run(Algorithm::Im2colGemm)).any(|(a, b)| a.to_bits() != b.to_bits()));
     let mag = vec![growth() * growth() * fd.i as f64; want.len()];
     check_close(&y, &want, &mag, fd.i + 30).unwrap();
+}
+
+#[test]
+fn filters_packed_under_one_isa_run_under_every_isa() {
+    // `U`'s panel width follows the ISA that packs it (64 output channels on AVX-512, 16
+    // elsewhere) and is kept with the packed filter, so a filter packed under one ISA runs
+    // under any other. 80 output channels: a panel of 64 and one of 16, or five of 16.
+    // (On a machine without AVX-512 every ISA packs alike.)
+    for packer in isas() {
+        check_case(&case(Dims::new(2, 20, 9, 11), 80, Conv2d::new(3, 3).pad(1)), Path::PackedUnder(packer))
+            .unwrap();
+    }
 }

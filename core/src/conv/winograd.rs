@@ -26,8 +26,8 @@
 //! ran 5-15% faster relative to im2col in the same runs, on a loaded machine).
 //!
 //! Layout: the transformed filter `U` is `[group][xi]` blocks of `C_g x K_g`, each stored
-//! as panels of 64 output channels (`[panel][c][64]`, the last panel narrower) so the
-//! kernel streams its filter vectors; `K_g` is padded to a multiple of 16 (so every SIMD
+//! as panels of 64 output channels on AVX-512, 16 elsewhere (`[panel][c][width]`, the last
+//! panel narrower; see [`panel_width`]) so the kernel streams its filter vectors; `K_g` is padded to a multiple of 16 (so every SIMD
 //! width stores whole vectors). Tiles of a block are transformed into `V = [xi][tile][c]`
 //! and multiplied into `M = [xi][tile][k]` (channels padded likewise, tiles to a multiple
 //! of 6).
@@ -78,7 +78,7 @@ use super::matmul::split;
 use super::ConvArgs;
 use crate::error::{Dim, Error, Operand, Result, Unsupported};
 use crate::geometry::{ConvGeometry, FilterDims};
-use crate::isa::Exec;
+use crate::isa::{Exec, Isa};
 use crate::params::{Activation, Epilogue};
 use crate::simd_util::prefetch_l2;
 use crate::tensor::{FilterView, TensorView, TensorViewMut};
@@ -90,15 +90,33 @@ pub(crate) const PAD: usize = 16;
 /// Target floats of one worker's `V` and `M` tile buffers together (4 MiB): the 36
 /// products of a block then find their operands in L2 / L3.
 const TILE_BUDGET: usize = 1 << 20;
-/// Output channels per panel of `U`: `U[xi]` is stored as panels of 64 channels (the last
-/// one narrower), each `[c][64]`, so the product kernel streams its filter vectors.
-const PANEL: usize = 64;
+/// Output channels per panel of `U` ([`Shape::panel`]) for the ISA that packs it: `U[xi]`
+/// is stored as panels of that many channels (the last one narrower), each `[c][panel]`,
+/// so the product kernel streams its filter vectors. A panel is one strip of the
+/// products' register block, 4 x 16 channels on AVX-512 and 2 x 8 on AVX2 (4 x 4 on NEON,
+/// 4 x 1 scalar, within panels of 16): its rows are then contiguous. AVX2 used to read
+/// 16-channel strips out of 64-channel panels, rows 256 bytes apart: those map onto a
+/// quarter of L1's sets, so a strip of 256 or more input channels (16 KB) no longer
+/// stayed in L1 between blocks of tiles, and every filter load waited on L2. Panels of 16
+/// measured, in-process A/B on an AVX2-only AMD EPYC (20 interleaved calls, medians,
+/// outputs bitwise identical), one thread: vgg_conv5_2 0.67x the time in both layouts,
+/// soumith_l5 0.72-0.74x, vgg_conv3_2 0.82-0.83x; 64-channel layers (vgg_conv1_2,
+/// dilated_3x3_d2) 0.97-1.04x; two threads: vgg_conv5_2 0.74x, soumith_l5 0.79x,
+/// vgg_conv3_2 0.89x.
+#[must_use]
+pub(crate) fn panel_width(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 64,
+        _ => 16,
+    }
+}
 
-/// Offset of `(c, k)` in one `U[xi]` of `cg x kgp`, and the width of `k`'s panel.
+/// Offset of `(c, k)` in one `U[xi]` of `cg x kgp` in panels of `panel` channels, and the
+/// width of `k`'s panel.
 #[inline(always)]
-fn panel_at(c: usize, k: usize, cg: usize, kgp: usize) -> (usize, usize) {
-    let p0 = k / PANEL * PANEL;
-    let width = PANEL.min(kgp - p0);
+fn panel_at(c: usize, k: usize, cg: usize, kgp: usize, panel: usize) -> (usize, usize) {
+    let p0 = k / panel * panel;
+    let width = panel.min(kgp - p0);
     (p0 * cg + c * width + (k - p0), width)
 }
 
@@ -125,6 +143,8 @@ pub(crate) struct Shape {
     pub(crate) kg: usize,
     pub(crate) cgp: usize,
     pub(crate) kgp: usize,
+    /// Output channels per panel of `U` (see [`panel_width`]; 16 divides it, and `kgp`).
+    pub(crate) panel: usize,
 }
 
 fn round_up(n: usize) -> Result<usize> {
@@ -141,7 +161,14 @@ impl Shape {
         let f = g.filter();
         let groups = g.groups();
         let kg = f.o / groups;
-        Ok(Shape { groups, cg: f.i, kg, cgp: round_up(f.i)?, kgp: round_up(kg)? })
+        let panel = panel_width(Isa::Scalar);
+        Ok(Shape { groups, cg: f.i, kg, cgp: round_up(f.i)?, kgp: round_up(kg)?, panel })
+    }
+
+    /// This shape with `U` in panels of `panel` channels.
+    #[must_use]
+    pub(crate) fn with_panel(self, panel: usize) -> Shape {
+        Shape { panel, ..self }
     }
 
     /// Floats of the transformed filter: `groups * 36 * C_g * K_g` (padded).
@@ -344,7 +371,7 @@ impl WithSimd for PackFilter<'_, '_> {
         let PackFilter { w, shape, flip, u } = self;
         let l = S::F32_LANES;
         let wd = w.data();
-        let Shape { groups, cg, kg, kgp, .. } = shape;
+        let Shape { groups, cg, kg, kgp, panel, .. } = shape;
         for grp in 0..groups {
             // Filters outside: each lane then walks one filter's weights in order.
             for k0 in (0..kgp).step_by(l) {
@@ -384,7 +411,7 @@ impl WithSimd for PackFilter<'_, '_> {
                     }
                     for (xi, row) in t.iter().enumerate() {
                         for (nu, v) in gt(s, *row).into_iter().enumerate() {
-                            let o = (grp * XI + xi * 6 + nu) * cg * kgp + panel_at(c, k0, cg, kgp).0;
+                            let o = (grp * XI + xi * 6 + nu) * cg * kgp + panel_at(c, k0, cg, kgp, panel).0;
                             store::<S>(&mut u[o..], v);
                         }
                     }
@@ -1068,8 +1095,9 @@ fn product<S: Simd, const R: usize, const NV: usize>(s: S, p: Product<'_>) {
     let kgp = shape.kgp;
     let l = S::F32_LANES;
     let wide = NV * l;
-    for p0 in (0..kgp).step_by(PANEL) {
-        let width = PANEL.min(kgp - p0);
+    let panel = shape.panel;
+    for p0 in (0..kgp).step_by(panel) {
+        let width = panel.min(kgp - p0);
         let mut k0 = p0;
         while k0 < p0 + width {
             if k0 + wide <= p0 + width {
@@ -1097,8 +1125,10 @@ fn product<S: Simd, const R: usize, const NV: usize>(s: S, p: Product<'_>) {
 /// 23-34%, both 12-13% on two threads and 12-20% on AVX2; 7 x 7 outputs (512 channels)
 /// 16%, vgg_conv3_2 (196 tiles) 13%. Two lines a row in each of the first two blocks
 /// beat all four in the first (soumith_l5 2.64 against 2.76 ms, vgg_conv5_2 6.79 against
-/// 7.42). A function with `#[inline(always)]`, not a closure, so it inherits
-/// the SIMD target features.
+/// 7.42). A panel of 16 channels (a row is one line) prefetches its one line a row in the
+/// first block only (see [`panel_width`] for its measurements; two lines there, so the
+/// next panel's rows twice over, measured 6-15% slower in the same harness). A function with `#[inline(always)]`,
+/// not a closure, so it inherits the SIMD target features.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn strip<S: Simd, const R: usize, const NV: usize>(
@@ -1110,13 +1140,13 @@ fn strip<S: Simd, const R: usize, const NV: usize>(
     shape: Shape,
     k0: usize,
 ) {
-    let Shape { cg, cgp, kgp, .. } = shape;
+    let Shape { cg, kgp, panel, .. } = shape;
     // The first strip of a panel prefetches the next panel (after the last one, the next
     // position's first): 2 lines of each row in each of its first two blocks, or all 4 in
     // the only one.
-    let (p0, width) = (k0 / PANEL * PANEL, PANEL.min(kgp - k0 / PANEL * PANEL));
+    let (p0, width) = (k0 / panel * panel, panel.min(kgp - k0 / panel * panel));
     let next = p0 + width;
-    let stride = if next < kgp { PANEL.min(kgp - next) } else { PANEL.min(kgp) };
+    let stride = if next < kgp { panel.min(kgp - next) } else { panel.min(kgp) };
     let lead = k0 == p0;
     let ahead = |first| Ahead { base: u.as_ptr().wrapping_add(next * cg), stride, first };
     let mut t0 = 0;
@@ -1124,17 +1154,19 @@ fn strip<S: Simd, const R: usize, const NV: usize>(
     while t0 < live {
         let rem = live - t0;
         let pf = match (lead, b) {
+            (true, 0) if stride <= 16 => 1,
             (true, 0) if rem <= R => 4,
-            (true, 0 | 1) => 2,
+            (true, 0 | 1) if stride > 16 => 2,
             _ => 0,
         };
         let a = ahead(2 * b);
         macro_rules! go {
             ($r:tt) => {
                 match pf {
-                    4 => block::<S, $r, NV, 4>(s, v, u, m, cg, cgp, kgp, t0, k0, a),
-                    2 => block::<S, $r, NV, 2>(s, v, u, m, cg, cgp, kgp, t0, k0, a),
-                    _ => block::<S, $r, NV, 0>(s, v, u, m, cg, cgp, kgp, t0, k0, Ahead::NONE),
+                    4 => block::<S, $r, NV, 4>(s, v, u, m, shape, t0, k0, a),
+                    2 => block::<S, $r, NV, 2>(s, v, u, m, shape, t0, k0, a),
+                    1 => block::<S, $r, NV, 1>(s, v, u, m, shape, t0, k0, a),
+                    _ => block::<S, $r, NV, 0>(s, v, u, m, shape, t0, k0, Ahead::NONE),
                 }
             };
         }
@@ -1217,19 +1249,18 @@ fn block<S: Simd, const R: usize, const NV: usize, const PF: usize>(
     v: &[f32],
     u: &[f32],
     m: &mut [f32],
-    cg: usize,
-    cgp: usize,
-    kgp: usize,
+    shape: Shape,
     t0: usize,
     k0: usize,
     ahead: Ahead,
 ) {
+    let Shape { cg, cgp, kgp, panel, .. } = shape;
     let l = S::F32_LANES;
-    let (base, width) = panel_at(0, k0, cg, kgp);
+    let (base, width) = panel_at(0, k0, cg, kgp, panel);
     // The last element each pointer below reaches, checked once: the vectors of row
     // `cg - 1` end inside the panel, which ends inside `u`.
     assert!(t0 + R <= v.len() / cgp && cg <= cgp && cg > 0);
-    assert!(base + (cg - 1) * width + NV * l <= u.len() && (k0 % PANEL) + NV * l <= width);
+    assert!(base + (cg - 1) * width + NV * l <= u.len() && (k0 % panel) + NV * l <= width);
     let mut acc = [[s.splat_f32s(0.0); NV]; R];
     // SAFETY: rows `t0 + r < v.len() / cgp` of `v`, columns `c < cg <= cgp`; the NV
     // vectors at `c * width` (from the panel's column of `k0`) for `c < cg` lie inside `u`
@@ -1349,7 +1380,7 @@ fn run_packed(
 pub(crate) fn run(args: ConvArgs<'_, '_>, y: TensorViewMut<'_, f32>, ws: &mut [f32]) -> Result<()> {
     let ConvArgs { exec, g, layout, x, w, epilogue } = args;
     let _ = layout; // both layouts run the same transforms, through strides
-    let shape = Shape::of(g)?;
+    let shape = Shape::of(g)?.with_panel(panel_width(exec.isa()));
     let (u, tiles) = ws.split_at_mut(shape.packed_len()?);
     pack_into(exec, &w, shape, u);
     run_packed(exec, g, x, u, shape, epilogue, y, tiles)
@@ -1369,7 +1400,7 @@ pub(crate) fn run_flipped(
     dx: TensorViewMut<'_, f32>,
     ws: &mut [f32],
 ) -> Result<()> {
-    let shape = Shape::of(fg)?;
+    let shape = Shape::of(fg)?.with_panel(panel_width(exec.isa()));
     let (u, tiles) = ws.split_at_mut(shape.packed_len()?);
     exec.dispatch(PackFilter { w, shape, flip: Some(shape.cg), u });
     run_packed(exec, fg, dy, u, shape, &Epilogue::default(), dx, tiles)
@@ -1409,6 +1440,8 @@ pub struct WinogradFilter<'a> {
     u: &'a [f32],
     filter: FilterDims,
     groups: usize,
+    /// `U`'s panel width, chosen for the ISA that packed it (any ISA runs it).
+    panel: usize,
 }
 
 impl<'a> WinogradFilter<'a> {
@@ -1422,14 +1455,14 @@ impl<'a> WinogradFilter<'a> {
     /// [`WinogradFilter::packed_len`] floats (more are left untouched).
     pub fn pack(exec: &Exec, g: &ConvGeometry, w: FilterView<'_, f32>, buf: &'a mut [f32]) -> Result<Self> {
         crate::tensor::expect_dims(Operand::Filter, g.filter().to_array(), w.dims().to_array())?;
-        let shape = Shape::of(g)?;
+        let shape = Shape::of(g)?.with_panel(panel_width(exec.isa()));
         let need = shape.packed_len()?;
         if buf.len() < need {
             return Err(Error::SliceTooShort { operand: Operand::Filter, needed: need, actual: buf.len() });
         }
         let u = &mut buf[..need];
         pack_into(exec, &w, shape, u);
-        Ok(WinogradFilter { u, filter: g.filter(), groups: g.groups() })
+        Ok(WinogradFilter { u, filter: g.filter(), groups: g.groups(), panel: shape.panel })
     }
 
     /// The filter dims this was packed for.
@@ -1449,7 +1482,7 @@ impl<'a> WinogradFilter<'a> {
                 actual: [f.o, f.i.saturating_mul(self.groups), f.kh, f.kw],
             });
         }
-        Shape::of(g)
+        Ok(Shape::of(g)?.with_panel(self.panel))
     }
 }
 
@@ -1469,6 +1502,7 @@ pub struct WinogradFilterBuf {
     u: alloc::vec::Vec<f32>,
     filter: FilterDims,
     groups: usize,
+    panel: usize,
 }
 
 #[cfg(feature = "alloc")]
@@ -1476,14 +1510,14 @@ impl WinogradFilterBuf {
     /// Transforms `w` for `g` into a new buffer.
     pub fn new(exec: &Exec, g: &ConvGeometry, w: FilterView<'_, f32>) -> Result<Self> {
         let mut u = alloc::vec![0.0f32; packed_len(g)?];
-        WinogradFilter::pack(exec, g, w, &mut u)?;
-        Ok(WinogradFilterBuf { u, filter: g.filter(), groups: g.groups() })
+        let panel = WinogradFilter::pack(exec, g, w, &mut u)?.panel;
+        Ok(WinogradFilterBuf { u, filter: g.filter(), groups: g.groups(), panel })
     }
 
     /// The borrowed form [`conv2d_winograd`] takes.
     #[must_use]
     pub fn as_filter(&self) -> WinogradFilter<'_> {
-        WinogradFilter { u: &self.u, filter: self.filter, groups: self.groups }
+        WinogradFilter { u: &self.u, filter: self.filter, groups: self.groups, panel: self.panel }
     }
 }
 
