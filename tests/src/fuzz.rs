@@ -280,6 +280,7 @@ fn conv_case(u: &mut Unstructured<'_>) -> AResult<ConvCase> {
             Algorithm::Im2colGemm,
             Algorithm::Pointwise,
             Algorithm::Depthwise,
+            Algorithm::Winograd,
         ])?,
         exec: isa(u)?,
         activation,
@@ -353,11 +354,75 @@ fn conv_inner(u: &mut Unstructured<'_>) -> AResult<()> {
         case.layout,
         case.filter_layout,
     );
-    let terms = g.filter().i * g.filter().kh * g.filter().kw;
+    let (mag, terms) = if case.algorithm == Algorithm::Winograd {
+        // Winograd's documented bound: gamma(C_g + 32) * (48^2 sum_c max|w_kc| max|x_nc| +
+        // |bias| + |residual|) (check_close adds 2 to `terms`).
+        let xv = TensorView::new(&x, g.input(), case.layout).unwrap();
+        let wv = FilterView::new(&w, g.filter(), case.filter_layout).unwrap();
+        (
+            winograd_magnitude(
+                &g,
+                &xv,
+                &wv,
+                case.bias.then_some(&b[..]),
+                case.residual.then_some(&r[..]),
+                case.layout,
+            ),
+            g.filter().i + 30,
+        )
+    } else {
+        (mag, g.filter().i * g.filter().kh * g.filter().kw)
+    };
     if let Err(msg) = crate::check_close(&y, &want, &mag, terms) {
         panic!("{:?} on {} disagrees with the reference: {msg}\n{g:?}", case.algorithm, case.exec.isa());
     }
     Ok(())
+}
+
+/// Winograd's error magnitude per output of `g` (in `layout`'s order): `48^2 sum_c
+/// max|w_kc| max|x_nc|` over the output channel's group, plus `|bias|` and `|residual|`
+/// (see the `conv::winograd` module docs).
+fn winograd_magnitude(
+    g: &ConvGeometry,
+    x: &TensorView<'_, f32>,
+    w: &FilterView<'_, f32>,
+    b: Option<&[f32]>,
+    r: Option<&[f32]>,
+    layout: Layout,
+) -> Vec<f64> {
+    let (id, od, fd) = (g.input(), g.output(), g.filter());
+    let kg = fd.o / g.groups();
+    let xmax = |n: usize, c: usize| {
+        let mut m = 0.0f64;
+        crate::for_each_index(Dims::new(1, 1, id.h, id.w), |_, _, h, ww| {
+            m = m.max(f64::from(x.get(n, c, h, ww).abs()))
+        });
+        m
+    };
+    let wmax = |k: usize, c: usize| {
+        let mut m = 0.0f64;
+        for kh in 0..fd.kh {
+            for kw in 0..fd.kw {
+                m = m.max(f64::from(w.get(k, c, kh, kw).abs()));
+            }
+        }
+        m
+    };
+    let mut per = vec![0.0f64; od.n * od.c];
+    for n in 0..od.n {
+        for k in 0..od.c {
+            let grp = k / kg;
+            let s: f64 = (0..fd.i).map(|c| wmax(k, c) * xmax(n, grp * fd.i + c)).sum();
+            per[n * od.c + k] = 48.0 * 48.0 * s + b.map_or(0.0, |b| f64::from(b[k].abs()));
+        }
+    }
+    let mut mag = vec![0.0f64; od.count().unwrap()];
+    let ys = crate::act_strides(od, layout, false);
+    crate::for_each_index(od, |n, k, h, ww| {
+        let i = n * ys[0] + k * ys[1] + h * ys[2] + ww * ys[3];
+        mag[i] = per[n * od.c + k] + r.map_or(0.0, |r| f64::from(r[i].abs()));
+    });
+    mag
 }
 
 /// `conv(x, w) + b + r` in f64 with every input first mapped by `widen` (plain widening
