@@ -795,6 +795,7 @@ fn workspace_inner(u: &mut Unstructured<'_>) -> AResult<()> {
             Algorithm::Im2colGemm,
             Algorithm::Pointwise,
             Algorithm::Depthwise,
+            Algorithm::Winograd,
         ] {
             let len = simdconv::conv2d_workspace_len(&geo, algo, layout);
             assert_eq!(len.is_ok(), algo.supports(&geo).is_ok(), "{algo:?}: {len:?}");
@@ -802,7 +803,13 @@ fn workspace_inner(u: &mut Unstructured<'_>) -> AResult<()> {
                 assert!(matches!(e, Error::Unsupported(_) | Error::Overflow { .. }), "{e:?}");
             }
         }
-        for algo in [BackwardAlgorithm::Auto, BackwardAlgorithm::Gemm, BackwardAlgorithm::Direct] {
+        for algo in [
+            BackwardAlgorithm::Auto,
+            BackwardAlgorithm::Gemm,
+            BackwardAlgorithm::Direct,
+            BackwardAlgorithm::Flipped,
+            BackwardAlgorithm::Winograd,
+        ] {
             let _ = simdconv::conv2d_backward_data_workspace_len(&geo, algo, layout);
             let _ = simdconv::conv2d_backward_filter_workspace_len(&geo, algo, layout);
         }

@@ -69,6 +69,15 @@ fn workspace_thin_nchw_split_copy_overflow() {
 }
 
 #[test]
+fn workspace_winograd_supported_but_workspace_overflows() {
+    // `Algorithm::Winograd.supports` said Ok for a 3x3 stride-1 geometry whose channel
+    // counts overflow the Winograd workspace; it now returns that `Overflow` too.
+    fuzz::workspace(include_bytes!(
+        "../../fuzz/regressions/workspace/winograd_supported_but_workspace_overflows"
+    ));
+}
+
+#[test]
 fn workspace_timeout_winograd_tiles_loop_over_dilation() {
     fuzz::workspace(include_bytes!(
         "../../fuzz/regressions/workspace/timeout_winograd_tiles_loop_over_dilation"

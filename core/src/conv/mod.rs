@@ -108,7 +108,9 @@ impl Algorithm {
                 needs_std()?;
                 let win = g.window();
                 if win.kernel() == [3, 3] && win.stride() == [1, 1] {
-                    Ok(())
+                    // Channel counts whose transformed filter or tile buffers overflow
+                    // `usize` cannot run either (found by the `workspace` fuzz target).
+                    winograd::workspace_len(g).map(|_| ())
                 } else {
                     Err(Error::Unsupported(Unsupported::WinogradNeeds3x3Stride1))
                 }
