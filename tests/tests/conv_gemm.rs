@@ -570,6 +570,22 @@ fn thin_input_nchw_pixel_kernel_edges() {
 }
 
 #[test]
+fn thin_input_border_and_row_splits() {
+    // Padding wider than the window: the first and last pixels' windows lie wholly in the
+    // padding (a border pixel with no taps: the bias alone), the next ones partly.
+    let c = case(Dims::new(1, 2, 8, 9), 20, Conv2d::new(5, 5).padding(Padding::new(1, 6, 6, 7)));
+    check_case(&c, Algorithm::Im2colGemm).unwrap();
+    // Interior runs of every length from 1 to 40 pixels, split into blocks of the
+    // kernel's two widths (AlexNet's 55 goes 5 x 6 + 5 x 5 on AVX2), with border pixels
+    // on both sides whose taps come in fours and a remainder (5 to 7 valid columns of 3
+    // channels and 7 rows: 45 to 147 taps).
+    for w in 6..=45 {
+        let c = case(Dims::new(1, 3, 7, w), 24, Conv2d::new(7, 7).pad(3));
+        check_case(&c, Algorithm::Im2colGemm).unwrap();
+    }
+}
+
+#[test]
 fn regression_thin_input_row_shorter_than_a_block() {
     // Found by proptest: 9-pixel rows on 8 lanes (two vectors would start before the
     // row) made the pixel-vectorised kernel's last block underflow.

@@ -432,6 +432,17 @@ fn thin_input(g: &ConvGeometry) -> bool {
 /// pointers, and ran at 72-77% of the FMA peak. In-process A/B on an AVX2-only AMD EPYC
 /// (100 interleaved calls, medians): AlexNet's conv1 0.79-0.89x the time, ResNet's
 /// 0.81-0.89x, in both layouts; outputs bitwise identical.
+///
+/// Three later changes, same machine and method (200-300 calls): a row's interior pixels
+/// go in blocks of `PB` and `PB - 1` pixels of as equal sizes as can be (AlexNet's 55 as
+/// 5 x 6 + 5 x 5 instead of 9 x 6 + 1 computing 6: 0.93-0.95x against the same build
+/// without it, though against the previous commit's build it measured 0.98-1.02x); a
+/// border pixel runs its taps in four chains of FMAs summed at the end (one chain waited
+/// on the FMA latency: ResNet's three border pixels a row cost as much as a dozen
+/// interior ones); and in NCHW the row's output lines are prefetched into L2 while it is
+/// computed (the transpose's stores, missing to L3, had been a tenth of ResNet's conv1 in
+/// NCHW). ResNet's conv1 0.95-0.96x the time in both layouts (0.97-0.98x of that from the
+/// prefetch, in NCHW), AlexNet's 0.97-1.0x.
 mod thin {
     use pulp::{Simd, WithSimd};
 
@@ -442,6 +453,7 @@ mod thin {
     use crate::geometry::input_coord;
     use crate::geometry::ConvGeometry;
     use crate::isa::Isa;
+    use crate::simd_util::prefetch_l2;
     use crate::tensor::{Layout, TensorView, TensorViewMut};
 
     /// Vectors per output-channel block for `v` vectors of channels: the largest block
@@ -723,6 +735,44 @@ mod thin {
         run: usize,
     }
 
+    /// One tap `[off, base]` of [`Row::taps`] for one pixel (input column offset `col`):
+    /// `acc += x[base + col] * w[off..]`.
+    #[inline(always)]
+    fn tap<S: Simd, const NB: usize>(
+        simd: S,
+        wv: &[S::f32s],
+        xd: &[f32],
+        [off, base]: [usize; 2],
+        col: usize,
+        acc: &mut [S::f32s; NB],
+    ) {
+        debug_assert!(off + NB * core::mem::size_of::<S::f32s>() <= core::mem::size_of_val(wv));
+        debug_assert!(base + col < xd.len());
+        let wp = wv.as_ptr().cast::<u8>();
+        // SAFETY: as in `Row::block`: `off` is the byte offset of a weight row of the block,
+        // whose `NB` vectors lie inside `wv` (the caller asserted its length), and
+        // `base + col` the offset of an input element inside the view's slice.
+        let x = simd.splat_f32s(unsafe { *xd.as_ptr().add(base + col) });
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: see above; `f32s` is plain data, read unaligned.
+            let w = unsafe {
+                wp.add(off + j * core::mem::size_of::<S::f32s>()).cast::<S::f32s>().read_unaligned()
+            };
+            *a = simd.mul_add_e_f32s(x, w, *a);
+        }
+    }
+
+    /// The NCHW output lines of a row segment (channel `r`'s pixels `ow0..ow0 + run`, for
+    /// `r < runs`), walked a few at a time.
+    struct Lines {
+        /// Runs `0..runs`, the current one `r`.
+        r: usize,
+        runs: usize,
+        /// Next line's address and the current run's end.
+        at: usize,
+        end: usize,
+    }
+
     impl WithSimd for Row<'_, '_> {
         type Output = ();
         #[inline(always)]
@@ -732,19 +782,43 @@ mod thin {
             // `NB <= 2` (see `run`).
             let small = S::F32_LANES == Isa::Avx2.f32_lanes();
             match (self.nb, small) {
-                (4, _) => self.blocks::<S, 4, 6>(simd),
-                (3, _) => self.blocks::<S, 3, 8>(simd),
-                (2, false) => self.blocks::<S, 2, 12>(simd),
-                (_, false) => self.blocks::<S, 1, 16>(simd),
-                (2, true) => self.blocks::<S, 2, 6>(simd),
-                (_, true) => self.blocks::<S, 1, 12>(simd),
+                (4, _) => self.blocks::<S, 4, 6, 5>(simd),
+                (3, _) => self.blocks::<S, 3, 8, 7>(simd),
+                (2, false) => self.blocks::<S, 2, 12, 11>(simd),
+                (_, false) => self.blocks::<S, 1, 16, 15>(simd),
+                (2, true) => self.blocks::<S, 2, 6, 5>(simd),
+                (_, true) => self.blocks::<S, 1, 12, 11>(simd),
             }
         }
     }
 
     impl Row<'_, '_> {
+        /// Start address and length in bytes of run `r` of [`Lines`]: channel `r`'s pixels
+        /// `ow0..ow0 + run` (consecutive in an NCHW view).
+        fn line_run(&self, r: usize) -> (usize, usize) {
+            (self.y.at(self.n, r, self.oh, self.ow0) as usize, self.run * core::mem::size_of::<f32>())
+        }
+
+        /// Prefetches the next `count` lines of `lines` into L2.
+        fn prefetch(&self, lines: &mut Lines, mut count: usize) {
+            while count > 0 && lines.r < lines.runs {
+                if lines.at >= lines.end {
+                    lines.r += 1;
+                    if lines.r < lines.runs {
+                        let (start, len) = self.line_run(lines.r);
+                        (lines.at, lines.end) = (start & !63, start + len);
+                    }
+                    continue;
+                }
+                prefetch_l2(lines.at as *const f32);
+                lines.at += 64;
+                count -= 1;
+            }
+        }
+
         #[inline(always)]
-        fn blocks<S: Simd, const NB: usize, const PB: usize>(&mut self, simd: S) {
+        fn blocks<S: Simd, const NB: usize, const PB: usize, const PB1: usize>(&mut self, simd: S) {
+            debug_assert!(PB1 + 1 == PB);
             let geo = self.geo;
             let lanes = S::F32_LANES;
             let block = NB * lanes;
@@ -764,30 +838,93 @@ mod thin {
             // Bytes between the packed weight rows of a block.
             let wstep = block * core::mem::size_of::<f32>();
             self.taps(inner, 0, geo.kw, wstep);
-            for b in 0..blocks {
-                let (wv, _) = S::as_simd_f32s(&self.wpk[b * taps * block..(b + 1) * taps * block]);
-                let mut ow = self.ow0;
-                while ow < end {
-                    if ow >= lo && ow < hi {
-                        let pb = (hi.min(end) - ow).min(PB);
-                        self.block::<S, NB, PB>(simd, wv, inner.as_slice(), b, ow, pb, 0);
-                        ow += pb;
-                    } else {
-                        // A border pixel: only the taps inside the input.
-                        let valid =
-                            |kw: &usize| input_coord(ow, geo.sw, *kw, geo.dw, geo.pl, geo.iw).is_some();
-                        let first = (0..geo.kw).find(valid);
-                        let last = (0..geo.kw).rev().find(valid);
-                        let (a, z) = match (first, last) {
-                            (Some(a), Some(z)) => (a, z + 1),
-                            _ => (0, 0),
-                        };
-                        self.taps(border, a, z, wstep);
-                        self.block::<S, NB, 1>(simd, wv, border.as_slice(), b, ow, 1, a);
-                        ow += 1;
-                    }
+            // NCHW: the row's output lines, prefetched into L2 a few per pixel block while
+            // the sums are computed; the transpose's stores, missing to L3, were a tenth of
+            // ResNet's conv1. (NHWC stores one line at a time between the sums, and the
+            // prefetch made it 4% slower.)
+            let runs = if self.layout == Layout::Nchw { geo.k } else { 0 };
+            let (start, len) = self.line_run(0);
+            let mut lines = Lines { r: 0, runs, at: start & !63, end: start + len };
+            let total = runs * (len / 64 + 2);
+            let per = total.div_ceil(blocks * self.run.div_ceil(PB1)).max(1);
+            let weights = |b: usize| S::as_simd_f32s(&self.wpk[b * taps * block..(b + 1) * taps * block]).0;
+            // Border pixels, whose window leaves the input: one at a time over the taps
+            // inside it, one table for every channel block.
+            for ow in (self.ow0..end).filter(|ow| !(lo..hi).contains(ow)) {
+                let valid = |kw: &usize| input_coord(ow, geo.sw, *kw, geo.dw, geo.pl, geo.iw).is_some();
+                let first = (0..geo.kw).find(valid);
+                let last = (0..geo.kw).rev().find(valid);
+                let (a, z) = match (first, last) {
+                    (Some(a), Some(z)) => (a, z + 1),
+                    _ => (0, 0),
+                };
+                self.taps(border, a, z, wstep);
+                for b in 0..blocks {
+                    self.edge::<S, NB>(simd, weights(b), border.as_slice(), b, ow, a);
                 }
             }
+            // The interior pixels in `ceil(r / PB)` blocks of as equal sizes as can be, run
+            // by the `PB` or `PB - 1` kernel: a row of 55 goes 5 x 6 + 5 x 5, not 9 x 6 + 1,
+            // whose last block would compute 6 pixels for 1 (9% of AlexNet's conv1).
+            let (i0, i1) = (self.ow0.max(lo), end.min(hi));
+            let r = i1.saturating_sub(i0);
+            let count = r.div_ceil(PB);
+            for b in (0..blocks).filter(|_| count > 0) {
+                let wv = weights(b);
+                let (size, extra) = (r / count, r % count);
+                let mut ow = i0;
+                for i in 0..count {
+                    self.prefetch(&mut lines, per);
+                    let pb = size + usize::from(i < extra);
+                    let tab = inner.as_slice();
+                    if pb == PB1 {
+                        self.block::<S, NB, PB1>(simd, wv, tab, b, ow, pb, 0);
+                    } else {
+                        self.block::<S, NB, PB>(simd, wv, tab, b, ow, pb, 0);
+                    }
+                    ow += pb;
+                }
+            }
+        }
+
+        /// Border pixel `ow` of channel block `b`, over the taps of `tab` (built by
+        /// [`Row::taps`] from column `kw0`, all inside the input). With one pixel, a chain
+        /// of dependent FMAs would wait on their latency: four chains take turns over the
+        /// taps and are summed at the end.
+        #[allow(clippy::too_many_arguments)]
+        #[inline(always)]
+        fn edge<S: Simd, const NB: usize>(
+            &mut self,
+            simd: S,
+            wv: &[S::f32s],
+            tab: &[[usize; 2]],
+            b: usize,
+            ow: usize,
+            kw0: usize,
+        ) {
+            let geo = self.geo;
+            let zero = simd.splat_f32s(0.0);
+            let mut acc = [[zero; NB]; 4];
+            if !tab.is_empty() {
+                let xd = self.x.data();
+                // No underflow: tap `kw0` of pixel `ow` lies inside the input (the table has
+                // a tap).
+                let col = (ow * geo.sw + kw0 * geo.dw - geo.pl) * self.x.strides()[3];
+                assert!(wv.len() >= geo.kh * geo.kw * geo.cg * NB);
+                let mut quads = tab.chunks_exact(4);
+                for q in &mut quads {
+                    for (a, &t) in acc.iter_mut().zip(q) {
+                        tap::<S, NB>(simd, wv, xd, t, col, a);
+                    }
+                }
+                for &t in quads.remainder() {
+                    tap::<S, NB>(simd, wv, xd, t, col, &mut acc[0]);
+                }
+            }
+            let sum: [S::f32s; NB] = core::array::from_fn(|j| {
+                simd.add_f32s(simd.add_f32s(acc[0][j], acc[1][j]), simd.add_f32s(acc[2][j], acc[3][j]))
+            });
+            self.store::<S, NB, 1>(simd, &[sum], b, ow, 1);
         }
 
         /// The taps of this row with kernel columns `kw0..kw1`, as `[weight row, input
