@@ -335,43 +335,15 @@ fn conv_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     }
     got.unwrap_or_else(|e| panic!("{:?} failed on a valid problem: {e}", case.algorithm));
     // Reference in f64, epilogue applied afterwards; bound from |x|, |w|.
-    let want = conv_reference(
-        &g,
-        &x,
-        &w,
-        case.bias.then_some(&b[..]),
-        case.residual.then_some(&r[..]),
-        case.activation,
-        case.layout,
-        case.filter_layout,
-    );
-    let mag = conv_magnitude(
-        &g,
-        &x,
-        &w,
-        case.bias.then_some(&b[..]),
-        case.residual.then_some(&r[..]),
-        case.layout,
-        case.filter_layout,
-    );
+    let (bias, residual) = (case.bias.then_some(&b[..]), case.residual.then_some(&r[..]));
+    let want = conv_reference(&g, &x, &w, bias, residual, case.activation, case.layout, case.filter_layout);
     let (mag, terms) = if case.algorithm == Algorithm::Winograd {
         // Winograd's documented bound: gamma(C_g + 32) * (48^2 sum_c max|w_kc| max|x_nc| +
         // |bias| + |residual|) (check_close adds 2 to `terms`).
-        let xv = TensorView::new(&x, g.input(), case.layout).unwrap();
-        let wv = FilterView::new(&w, g.filter(), case.filter_layout).unwrap();
-        (
-            winograd_magnitude(
-                &g,
-                &xv,
-                &wv,
-                case.bias.then_some(&b[..]),
-                case.residual.then_some(&r[..]),
-                case.layout,
-            ),
-            g.filter().i + 30,
-        )
+        (winograd_magnitude(&g, &xv, &wv, bias, residual, case.layout), g.filter().i + 30)
     } else {
-        (mag, g.filter().i * g.filter().kh * g.filter().kw)
+        let fd = g.filter();
+        (conv_magnitude(&g, &x, &w, bias, residual, case.layout, case.filter_layout), fd.i * fd.kh * fd.kw)
     };
     if let Err(msg) = crate::check_close(&y, &want, &mag, terms) {
         panic!("{:?} on {} disagrees with the reference: {msg}\n{g:?}", case.algorithm, case.exec.isa());
@@ -699,7 +671,15 @@ pub fn backward(data_bytes: &[u8]) {
 fn backward_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     let case = conv_case(u)?;
     let Ok(g) = case.geometry else { return Ok(()) };
-    let algo = *u.choose(&[BackwardAlgorithm::Auto, BackwardAlgorithm::Gemm, BackwardAlgorithm::Direct])?;
+    // `Flipped` computes only data gradients and `Winograd` only filter gradients: asked
+    // for the other, they must return the error their workspace query returns.
+    let algo = *u.choose(&[
+        BackwardAlgorithm::Auto,
+        BackwardAlgorithm::Gemm,
+        BackwardAlgorithm::Direct,
+        BackwardAlgorithm::Flipped,
+        BackwardAlgorithm::Winograd,
+    ])?;
     let (layout, fl, exec) = (case.layout, case.filter_layout, case.exec);
     let x = data(u, g.input().count().unwrap())?;
     let w = data(u, g.filter().count().unwrap())?;
@@ -707,71 +687,125 @@ fn backward_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     let (x64, w64, dy64) = (crate::to_f64(&x), crate::to_f64(&w), crate::to_f64(&dy));
     let (xa, wa, dya) = (crate::abs_f64(&x), crate::abs_f64(&w), crate::abs_f64(&dy));
     let fd = g.filter();
+    let (xv, dyv) =
+        (TensorView::new(&x, g.input(), layout).unwrap(), TensorView::new(&dy, g.output(), layout).unwrap());
+    let wv = FilterView::new(&w, fd, fl).unwrap();
     // Data gradient.
-    let ws_len = simdconv::conv2d_backward_data_workspace_len(&g, algo, layout).unwrap();
-    let mut ws = vec![0.0f32; ws_len];
     let mut dx = vec![f32::NAN; x.len()];
-    simdconv::conv2d_backward_data(
-        &exec,
-        &g,
-        algo,
-        TensorView::new(&dy, g.output(), layout).unwrap(),
-        FilterView::new(&w, fd, fl).unwrap(),
-        TensorViewMut::new(&mut dx, g.input(), layout).unwrap(),
-        &mut ws,
-    )
-    .unwrap_or_else(|e| panic!("backward data {algo:?}: {e}"));
-    let mut want = vec![0.0f64; x.len()];
-    let mut mag = vec![0.0f64; x.len()];
-    for (dyv, wv, out) in [(&dy64, &w64, &mut want), (&dya, &wa, &mut mag)] {
-        reference::conv2d_backward_data(
-            &g,
-            TensorView::new(dyv, g.output(), layout).unwrap(),
-            FilterView::new(wv, fd, fl).unwrap(),
-            TensorViewMut::new(out, g.input(), layout).unwrap(),
-        )
-        .unwrap();
+    let dxv = TensorViewMut::new(&mut dx, g.input(), layout).unwrap();
+    match simdconv::conv2d_backward_data_workspace_len(&g, algo, layout) {
+        Err(e) => {
+            let got = simdconv::conv2d_backward_data(&exec, &g, algo, dyv, wv, dxv, &mut []);
+            assert_eq!(got, Err(e), "backward data {algo:?}: the call and the workspace query disagree");
+        }
+        Ok(ws_len) => {
+            let mut ws = vec![0.0f32; ws_len];
+            simdconv::conv2d_backward_data(&exec, &g, algo, dyv, wv, dxv, &mut ws)
+                .unwrap_or_else(|e| panic!("backward data {algo:?}: {e}"));
+            let mut want = vec![0.0f64; x.len()];
+            let mut mag = vec![0.0f64; x.len()];
+            for (dyv, wv, out) in [(&dy64, &w64, &mut want), (&dya, &wa, &mut mag)] {
+                reference::conv2d_backward_data(
+                    &g,
+                    TensorView::new(dyv, g.output(), layout).unwrap(),
+                    FilterView::new(wv, fd, fl).unwrap(),
+                    TensorViewMut::new(out, g.input(), layout).unwrap(),
+                )
+                .unwrap();
+            }
+            // Every algorithm (`Flipped` too: a forward convolution over the same products)
+            // sums `K_g * KH * KW` products per element.
+            let terms = fd.o / g.groups() * fd.kh * fd.kw;
+            crate::check_close(&dx, &want, &mag, terms)
+                .unwrap_or_else(|m| panic!("backward data {algo:?} on {}: {m}", exec.isa()));
+        }
     }
-    let terms = fd.o * fd.kh * fd.kw;
-    crate::check_close(&dx, &want, &mag, terms)
-        .unwrap_or_else(|m| panic!("backward data {algo:?} on {}: {m}", exec.isa()));
     // Filter gradient.
-    let ws_len = simdconv::conv2d_backward_filter_workspace_len(&g, algo, layout).unwrap();
-    let mut ws = vec![0.0f32; ws_len];
     let mut dw = vec![f32::NAN; w.len()];
-    simdconv::conv2d_backward_filter(
-        &exec,
-        &g,
-        algo,
-        TensorView::new(&x, g.input(), layout).unwrap(),
-        TensorView::new(&dy, g.output(), layout).unwrap(),
-        FilterViewMut::new(&mut dw, fd, fl).unwrap(),
-        &mut ws,
-    )
-    .unwrap_or_else(|e| panic!("backward filter {algo:?}: {e}"));
-    let mut want = vec![0.0f64; w.len()];
-    let mut mag = vec![0.0f64; w.len()];
-    for (xv, dyv, out) in [(&x64, &dy64, &mut want), (&xa, &dya, &mut mag)] {
-        reference::conv2d_backward_filter(
-            &g,
-            TensorView::new(xv, g.input(), layout).unwrap(),
-            TensorView::new(dyv, g.output(), layout).unwrap(),
-            FilterViewMut::new(out, fd, fl).unwrap(),
-        )
-        .unwrap();
-    }
+    let dwv = FilterViewMut::new(&mut dw, fd, fl).unwrap();
     let o = g.output();
-    crate::check_close(&dw, &want, &mag, o.n * o.h * o.w)
-        .unwrap_or_else(|m| panic!("backward filter {algo:?} on {}: {m}", exec.isa()));
+    match simdconv::conv2d_backward_filter_workspace_len(&g, algo, layout) {
+        Err(e) => {
+            let got = simdconv::conv2d_backward_filter(&exec, &g, algo, xv, dyv, dwv, &mut []);
+            assert_eq!(got, Err(e), "backward filter {algo:?}: the call and the workspace query disagree");
+        }
+        Ok(ws_len) => {
+            let mut ws = vec![0.0f32; ws_len];
+            simdconv::conv2d_backward_filter(&exec, &g, algo, xv, dyv, dwv, &mut ws)
+                .unwrap_or_else(|e| panic!("backward filter {algo:?}: {e}"));
+            let mut want = vec![0.0f64; w.len()];
+            let mut mag = vec![0.0f64; w.len()];
+            for (xv, dyv, out) in [(&x64, &dy64, &mut want), (&xa, &dya, &mut mag)] {
+                reference::conv2d_backward_filter(
+                    &g,
+                    TensorView::new(xv, g.input(), layout).unwrap(),
+                    TensorView::new(dyv, g.output(), layout).unwrap(),
+                    FilterViewMut::new(out, fd, fl).unwrap(),
+                )
+                .unwrap();
+            }
+            let winograd = simdconv::select_backward_filter_algorithm(&g, algo, layout)
+                == Ok(BackwardAlgorithm::Winograd);
+            let terms = if winograd {
+                // The documented Winograd bound, gamma(T + 32) * (160/3)^2 * sum_n (sum
+                // |dy[n, k]|) max |x[n, c]| (check_close adds 2 to `terms`).
+                mag = winograd_filter_magnitude(&g, &xv, &dyv, fl);
+                crate::winograd_tiles(&g) + 30
+            } else {
+                o.n * o.h * o.w
+            };
+            crate::check_close(&dw, &want, &mag, terms)
+                .unwrap_or_else(|m| panic!("backward filter {algo:?} on {}: {m}", exec.isa()));
+        }
+    }
     // Bias gradient.
     let mut db = vec![f32::NAN; o.c];
-    simdconv::conv2d_backward_bias(&exec, TensorView::new(&dy, o, layout).unwrap(), &mut db).unwrap();
+    simdconv::conv2d_backward_bias(&exec, dyv, &mut db).unwrap();
     let mut want = vec![0.0f64; o.c];
     let mut mag = vec![0.0f64; o.c];
     reference::conv2d_backward_bias(TensorView::new(&dy64, o, layout).unwrap(), &mut want).unwrap();
     reference::conv2d_backward_bias(TensorView::new(&dya, o, layout).unwrap(), &mut mag).unwrap();
     crate::check_close(&db, &want, &mag, o.n * o.h * o.w).unwrap();
     Ok(())
+}
+
+/// The Winograd filter gradient's error magnitude per weight of `g` (in `fl`'s order):
+/// `(160/3)^2 sum_n (sum |dy[n, k]|) max |x[n, c]|` over the weight's group (see the
+/// `backward::winograd` module docs).
+fn winograd_filter_magnitude(
+    g: &ConvGeometry,
+    x: &TensorView<'_, f32>,
+    dy: &TensorView<'_, f32>,
+    fl: FilterLayout,
+) -> Vec<f64> {
+    let (id, od, fd) = (g.input(), g.output(), g.filter());
+    let kg = fd.o / g.groups();
+    // Sum and largest of |v| over plane `(n, c)` of `v` (`h x w`).
+    let plane = |v: &TensorView<'_, f32>, n: usize, c: usize, h: usize, w: usize| {
+        let (mut sum, mut max) = (0.0f64, 0.0f64);
+        for y in 0..h {
+            for xx in 0..w {
+                let a = f64::from(v.get(n, c, y, xx).abs());
+                (sum, max) = (sum + a, max.max(a));
+            }
+        }
+        (sum, max)
+    };
+    let fs = fl.strides(fd);
+    let mut mag = vec![0.0f64; fd.count().unwrap()];
+    for k in 0..fd.o {
+        for c in 0..fd.i {
+            let ci = k / kg * fd.i + c;
+            let m: f64 =
+                (0..od.n).map(|n| plane(dy, n, k, od.h, od.w).0 * plane(x, n, ci, id.h, id.w).1).sum();
+            for kh in 0..fd.kh {
+                for kw in 0..fd.kw {
+                    mag[k * fs[0] + c * fs[1] + kh * fs[2] + kw * fs[3]] = (160.0f64 / 3.0).powi(2) * m;
+                }
+            }
+        }
+    }
+    mag
 }
 
 /// Workspace queries on any geometry, huge ones included: they never panic, and for a

@@ -65,6 +65,22 @@ pub fn gamma(n: usize) -> f64 {
     nu / (1.0 - nu)
 }
 
+/// The Winograd filter gradient's `T` (see `simdconv`'s `backward::winograd` docs): the
+/// 4x4 output tiles of all images and polyphase sub-convolutions (one per dilation phase).
+#[must_use]
+pub fn winograd_tiles(g: &simdconv::ConvGeometry) -> usize {
+    let [dh, dw] = g.window().dilation();
+    let o = g.output();
+    let sub = |p: usize, d: usize, e: usize| if p < e { (e - p).div_ceil(d) } else { 0 };
+    let mut t = 0;
+    for ph in 0..dh {
+        for pw in 0..dw {
+            t += sub(ph, dh, o.h).div_ceil(4) * sub(pw, dw, o.w).div_ceil(4);
+        }
+    }
+    o.n * t
+}
+
 /// Checks `got` against the f64 reference `want` under the bound
 /// `gamma(terms + 2) * magnitude + 1e-30` per element. Returns the first violation.
 pub fn check_close(got: &[f32], want: &[f64], magnitude: &[f64], terms: usize) -> Result<(), String> {

@@ -11,7 +11,9 @@ use simdconv::{
     BackwardAlgorithm, Conv2d, ConvGeometry, Dims, Error, Exec, FilterDims, FilterLayout, FilterView,
     FilterViewMut, Layout, Padding, TensorView, TensorViewMut, Unsupported,
 };
-use simdconv_tests::{act_strides, gamma, gapped_filter_strides, isas, proptest_cases, span, Rng};
+use simdconv_tests::{
+    act_strides, gamma, gapped_filter_strides, isas, proptest_cases, span, winograd_tiles, Rng,
+};
 
 const LAYOUTS: [Layout; 2] = [Layout::Nchw, Layout::Nhwc];
 const SENTINEL: f32 = 1234.5;
@@ -77,20 +79,6 @@ fn filter_strides(f: FilterDims, strided: bool) -> [usize; 4] {
     } else {
         FilterLayout::Oihw.strides(f)
     }
-}
-
-/// Tiles of all images and polyphase sub-convolutions: the `T` of the bound.
-fn tiles(g: &ConvGeometry) -> usize {
-    let [dh, dw] = g.window().dilation();
-    let o = g.output();
-    let sub = |p: usize, d: usize, e: usize| if p < e { (e - p).div_ceil(d) } else { 0 };
-    let mut t = 0;
-    for ph in 0..dh {
-        for pw in 0..dw {
-            t += sub(ph, dh, o.h).div_ceil(4) * sub(pw, dw, o.w).div_ceil(4);
-        }
-    }
-    o.n * t
 }
 
 struct Fixture {
@@ -165,7 +153,7 @@ impl Fixture {
         .unwrap();
         let (i, o) = (g.input(), g.output());
         let kg = o.c / g.groups();
-        let scale = gamma(tiles(g) + 32) * (160.0f64 / 3.0).powi(2);
+        let scale = gamma(winograd_tiles(g) + 32) * (160.0f64 / 3.0).powi(2);
         let mut bound = Vec::with_capacity(want.len());
         for k in 0..o.c {
             for c in 0..f.i {
