@@ -56,15 +56,12 @@ impl Isa {
         }
     }
 
-    /// True if this CPU and OS can run `self` (ignores the cap).
+    /// True if this CPU and OS can run `self` (ignores the cap). Detected on the first
+    /// call and cached: `cpuid` traps to the hypervisor in a virtual machine, where the
+    /// uncached checks of one `Exec::new` took about 10 microseconds.
     #[must_use]
     pub fn is_supported(self) -> bool {
-        match self {
-            Isa::Scalar => true,
-            Isa::Neon => neon_supported(),
-            Isa::Avx2 => avx2_supported(),
-            Isa::Avx512 => avx512_supported(),
-        }
+        supported() & (1 << self as u8) != 0
     }
 
     /// True if `self` is supported and not above the cap set by [`set_max_isa`].
@@ -76,13 +73,7 @@ impl Isa {
     /// The best instruction set this CPU supports, ignoring the cap. Cached.
     #[must_use]
     pub fn detect() -> Isa {
-        let cached = DETECTED.load(Ordering::Relaxed);
-        if let Some(isa) = from_u8(cached) {
-            return isa;
-        }
-        let best = Isa::ALL.into_iter().rev().find(|i| i.is_supported()).unwrap_or(Isa::Scalar);
-        DETECTED.store(best as u8, Ordering::Relaxed);
-        best
+        Isa::ALL.into_iter().rev().find(|i| i.is_supported()).unwrap_or(Isa::Scalar)
     }
 
     /// The best instruction set that is supported and within the cap.
@@ -104,8 +95,24 @@ impl fmt::Display for Isa {
     }
 }
 
-const UNKNOWN: u8 = u8::MAX;
-static DETECTED: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// Bit `isa as u8` set for every supported [`Isa`], and [`DETECTED`] once detection ran
+/// (0 before: detection runs again until one call stores its result, harmless since every
+/// run finds the same).
+static SUPPORTED: AtomicU8 = AtomicU8::new(0);
+const DETECTED: u8 = 1 << 7;
+
+/// The [`SUPPORTED`] mask, detected on the first call.
+fn supported() -> u8 {
+    let mask = SUPPORTED.load(Ordering::Relaxed);
+    if mask & DETECTED != 0 {
+        return mask;
+    }
+    let found = [true, neon_supported(), avx2_supported(), avx512_supported()];
+    let mask =
+        Isa::ALL.into_iter().zip(found).filter(|&(_, f)| f).fold(DETECTED, |m, (i, _)| m | 1 << i as u8);
+    SUPPORTED.store(mask, Ordering::Relaxed);
+    mask
+}
 static CAP: AtomicU8 = AtomicU8::new(Isa::Avx512 as u8);
 static DISPATCHES: [AtomicUsize; 4] =
     [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)];
@@ -354,6 +361,17 @@ pub(crate) fn dispatch<Op: pulp::WithSimd>(isa: Isa, op: Op) -> Op::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_support_matches_fresh_detection() {
+        let fresh = [true, neon_supported(), avx2_supported(), avx512_supported()];
+        for _ in 0..2 {
+            for (isa, f) in Isa::ALL.into_iter().zip(fresh) {
+                assert_eq!(isa.is_supported(), f, "{isa}");
+            }
+        }
+        assert_eq!(Isa::detect(), Isa::ALL.into_iter().zip(fresh).rev().find(|p| p.1).unwrap().0);
+    }
 
     #[test]
     fn names_round_trip() {
