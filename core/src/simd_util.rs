@@ -165,6 +165,20 @@ pub(crate) fn is_avx2<S: Simd>() -> bool {
     }
 }
 
+/// A hint to fetch the line at `p` into L1; never faults (any address).
+#[inline(always)]
+pub(crate) fn prefetch_l1(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and
+    // changes no architectural state; SSE is part of x86-64.
+    unsafe {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// A hint to fetch the line at `p` into L2; never faults. (Its users, the pointwise and
 /// Winograd kernels, need `std`.)
 #[cfg_attr(not(feature = "std"), allow(dead_code))]
