@@ -262,7 +262,8 @@ fn conv_case(u: &mut Unstructured<'_>) -> AResult<ConvCase> {
     let c = small(u, 0, 3)? * g;
     let k = small(u, 0, 3)? * g;
     let (n, h, w) = (small(u, 0, 2)?, small(u, 0, 9)?, small(u, 0, 9)?);
-    let (kh, kw) = (small(u, 0, 4)?, small(u, 0, 4)?);
+    // Up to 7: windows of 25 taps and more take the stem (`thin`) kernel under `Im2colGemm`.
+    let (kh, kw) = (small(u, 0, 7)?, small(u, 0, 7)?);
     let (sh, sw, dh, dw) = (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?);
     let p = Padding::new(small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?);
     let conv =
