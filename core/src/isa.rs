@@ -58,7 +58,7 @@ impl Isa {
 
     /// True if this CPU and OS can run `self` (ignores the cap). Detected on the first
     /// call and cached: `cpuid` traps to the hypervisor in a virtual machine, where the
-    /// uncached checks of one `Exec::new` took about 10 microseconds.
+    /// uncached checks of one `Exec::new` took 23 microseconds on a 2-vCPU AMD EPYC VM.
     #[must_use]
     pub fn is_supported(self) -> bool {
         supported() & (1 << self as u8) != 0
