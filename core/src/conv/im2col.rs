@@ -869,18 +869,19 @@ mod thin {
             let (i0, i1) = (self.ow0.max(lo), end.min(hi));
             let r = i1.saturating_sub(i0);
             let count = r.div_ceil(PB);
-            for b in (0..blocks).filter(|_| count > 0) {
+            // No pixels: no blocks (`count` is 0).
+            let (size, extra) = (r.checked_div(count).unwrap_or(0), r.checked_rem(count).unwrap_or(0));
+            for b in 0..blocks {
                 let wv = weights(b);
-                let (size, extra) = (r / count, r % count);
                 let mut ow = i0;
                 for i in 0..count {
                     self.prefetch(&mut lines, per);
                     let pb = size + usize::from(i < extra);
                     let tab = inner.as_slice();
                     if pb == PB1 {
-                        self.block::<S, NB, PB1>(simd, wv, tab, b, ow, pb, 0);
+                        self.block::<S, NB, PB1>(simd, wv, tab, b, ow, pb);
                     } else {
-                        self.block::<S, NB, PB>(simd, wv, tab, b, ow, pb, 0);
+                        self.block::<S, NB, PB>(simd, wv, tab, b, ow, pb);
                     }
                     ow += pb;
                 }
@@ -955,9 +956,9 @@ mod thin {
             }
         }
 
-        /// Pixels `ow..ow + pb` (`pb <= PB`) of channel block `b`, over the taps of `tab`
-        /// (built by [`Row::taps`] from column `kw0`), all of which lie inside the input
-        /// for these pixels.
+        /// Interior pixels `ow..ow + pb` (`pb <= PB`) of channel block `b`, over the taps
+        /// of `tab` (built by [`Row::taps`] from column 0), all of which lie inside the
+        /// input for these pixels.
         #[allow(clippy::too_many_arguments)]
         #[inline(always)]
         fn block<S: Simd, const NB: usize, const PB: usize>(
@@ -968,19 +969,19 @@ mod thin {
             b: usize,
             ow: usize,
             pb: usize,
-            kw0: usize,
         ) {
             let geo = self.geo;
             let xd = self.x.data();
             let xs3 = self.x.strides()[3];
             let zero = simd.splat_f32s(0.0);
             let mut acc = [[zero; NB]; PB];
-            // Each pixel's input column of tap `kw0`; pixels past `pb` repeat the last one
+            // Each pixel's input column of tap 0; pixels past `pb` repeat the last one
             // (computed, never stored) so the block stays branch-free.
             let mut col = [0usize; PB];
             for (p, c) in col.iter_mut().enumerate() {
-                // No underflow: tap `kw0` of pixel `ow + min(p, pb - 1)` lies inside the input.
-                *c = ((ow + p.min(pb - 1)) * geo.sw + kw0 * geo.dw - geo.pl) * xs3;
+                // No underflow: tap 0 of interior pixel `ow + min(p, pb - 1)` lies inside
+                // the input.
+                *c = ((ow + p.min(pb - 1)) * geo.sw - geo.pl) * xs3;
             }
             // Every tap's weight row lies inside `wv` (see `Row::taps`): the block's
             // `KH * KW * C` rows of `NB` vectors.
