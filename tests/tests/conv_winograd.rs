@@ -400,15 +400,13 @@ fn many_tile_blocks_and_threads() {
 #[test]
 fn nchw_patches_and_outputs_of_whole_channel_vectors() {
     // 8, 16 and 24 channels: whole AVX2 vectors. In NCHW the input transform then loads
-    // each channel's patch rows and transposes them, and the output stage takes a tile
-    // row's 4 columns of 8 channels at once. Without padding every column lies inside
-    // the input, and the last patch rows of the last channel end at the end of the
-    // input, where those 8-float loads would read 2 floats past it: the lane-by-lane
-    // gather takes them instead. With padding 1, rows in the padding are zero vectors
-    // and columns in it are loaded (from the neighbouring row, or the NaN of a padded
-    // row stride) and zeroed, except the first patch of the first plane, whose load
-    // would start before the input: it goes lane by lane; 13 and 14 columns leave
-    // partial tiles at the right edge.
+    // each channel's rows 8 columns at a time (a run of tiles), and the output stage
+    // takes a tile row's 4 columns of 8 channels at once. Without padding every column
+    // lies inside the input, and the last rows of the last channel end at the end of
+    // the input, where an 8-float load past the row would read past it: those loads are
+    // masked. With padding 1, rows in the padding are zero vectors and columns in it are
+    // masked off (the NaN of a padded row stride is never read), including at the start
+    // of the first plane; 13 and 14 columns leave partial tiles at the right edge.
     for (c, k, h, w, pad) in [(16, 24, 10, 14, 0), (24, 16, 9, 13, 1), (8, 8, 6, 6, 0), (8, 16, 12, 22, 1)] {
         let mut cs = case(Dims::new(2, c, h, w), k, Conv2d::new(3, 3).pad(pad));
         check_case(&cs, Path::Packed).unwrap();
@@ -436,6 +434,37 @@ fn wide_rows_go_through_the_nchw_stage_in_segments() {
     for threads in [1, 2] {
         c.threads = threads;
         check_case_one_isa(&c);
+    }
+}
+
+#[test]
+fn nchw_runs_of_tiles_and_their_edges() {
+    // NCHW with whole 8-channel vectors takes runs of up to 16 tiles of a tile row, their
+    // columns loaded 8 at a time per channel and masked where they leave the row (the
+    // padded row stride holds NaN, which must not be read); rows of 8 or more tiles take
+    // the channel vectors inside each run. Widths around the 8-tile switch and the
+    // 16-tile run limit (29..33: 8-9 tiles; 66..70: 17-18 tiles, two runs), asymmetric
+    // column padding (chunks that start left of the row, chunks wholly past it), dilated
+    // rows with undilated columns (still runs), 9 and 17 channels (a last vector that
+    // is not whole goes patch by patch), two images (a block's runs cross images).
+    for (c, w, pads, dh) in [
+        (8, 29, [1, 1, 1, 1], 1),
+        (9, 30, [0, 2, 3, 0], 1),
+        (16, 31, [2, 0, 0, 3], 2),
+        (17, 33, [1, 1, 2, 2], 1),
+        (8, 66, [1, 1, 1, 1], 1),
+        (16, 67, [0, 1, 0, 2], 2),
+        (8, 70, [1, 0, 3, 1], 1),
+        (8, 13, [1, 1, 1, 1], 1),
+    ] {
+        let conv =
+            Conv2d::new(3, 3).dilation_hw(dh, 1).padding(Padding::new(pads[0], pads[1], pads[2], pads[3]));
+        let mut cs = case(Dims::new(2, c, 5 + 2 * dh, w), 8, conv);
+        cs.pad_w = 3;
+        check_case(&cs, Path::PerCall(Algorithm::Winograd)).unwrap();
+        cs.pad_w = 0;
+        cs.threads = 2;
+        check_case(&cs, Path::Packed).unwrap();
     }
 }
 

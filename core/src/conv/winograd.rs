@@ -485,117 +485,167 @@ impl WithSimd for InputTransform<'_, '_> {
     fn with_simd<S: Simd>(self, s: S) {
         let InputTransform { x, dil, phase: p, shape, grp, t0, t1, rows: len, part, v } = self;
         let l = S::F32_LANES;
-        let xd = x.data();
         let xs = x.strides();
         let Shape { cg, cgp, .. } = shape;
         let c_lo = grp * cg;
-        let zero = s.splat_f32s(0.0);
-        // Channels outside when they are strided (NCHW): the gathers then stay within a
-        // few planes at a time instead of touching one page per lane.
         let (nt, nc) = (t1 - t0, cgp / l);
         let (c_from, nw) = share(nc, part);
-        // The strided (NCHW) gathers' staging buffer, one per call (see below).
+        // The strided (NCHW) gathers' staging buffer, one per call (see `patch`).
         let mut buf = [[0.0f32; PAD]; 36];
+        // NCHW on AVX2, undilated columns: runs of tiles of one tile row (`avx2_run`).
+        // Rows of 8 or more tiles take all channel vectors of a run before the next run
+        // (a run's `V` is then written in whole lines while its input rows are fresh);
+        // shorter ones (small planes, which stay in L2) one channel vector at a time over
+        // all runs. In-process A/B on an AVX2-only AMD EPYC: runs outside measured
+        // 0.92-0.95x the time on 60 x 37 x 37 -> 44 and vgg_conv1_2, 0.97-0.99x on
+        // vgg_conv3_2, but 1.01-1.04x on soumith_l5 and vgg_conv5_2, which keep the
+        // channel vectors outside.
+        #[cfg(target_arch = "x86_64")]
+        if xs[1] != 1 && dil[1] * xs[3] == 1 && crate::simd_util::is_avx2::<S>() {
+            let mut run = Run::new();
+            let runs_outside = p.tw >= 8;
+            let (mut t, mut cv) = (t0, 0);
+            while t < t1 && cv < nw {
+                let c0 = (c_from + cv) * l;
+                let (n, ti, tj) = p.tile(t);
+                let k = (t1 - t).min(p.tw - tj).min(RUN_TILES);
+                let done = cg.saturating_sub(c0) >= l
+                    && avx2_run::<S>(s, x, p, dil[0], (n, c_lo + c0, ti, tj), k, &mut run);
+                for q in 0..k {
+                    if done {
+                        // Row `xi` of tile `q`: columns `4q .. 4q + 6` of the run's rows.
+                        let tmp: [[S::f32s; 6]; 6] = core::array::from_fn(|xi| {
+                            core::array::from_fn(|c| load::<S>(&run.v[xi][4 * q + c]))
+                        });
+                        rows_store(s, &tmp, v, len, t + q - t0, cgp, c0);
+                    } else {
+                        let d = patch(s, x, dil, p, (cg, c_lo), t + q, c0, &mut buf);
+                        transform_store(s, &d, v, len, t + q - t0, cgp, c0);
+                    }
+                }
+                // The next (run, channel vector).
+                if runs_outside {
+                    cv += 1;
+                    if cv == nw {
+                        (t, cv) = (t + k, 0);
+                    }
+                } else {
+                    t += k;
+                    if t == t1 {
+                        (t, cv) = (t0, cv + 1);
+                    }
+                }
+            }
+            return;
+        }
+        // Channels outside when they are strided (NCHW): the gathers then stay within a
+        // few planes at a time instead of touching one page per lane.
         for it in 0..nt * nw {
             let (t, cv) = if xs[1] == 1 { (t0 + it / nw, it % nw) } else { (t0 + it % nt, it / nt) };
             let c0 = (c_from + cv) * l;
-            let n = t / (p.th * p.tw);
-            let rem = t % (p.th * p.tw);
-            let (ti, tj) = (rem / p.tw, rem % p.tw);
-            // Sub-input origin of the 6x6 patch (may be negative: padding).
-            let i0 = (4 * ti) as isize - p.pad_t as isize;
-            let j0 = (4 * tj) as isize - p.pad_l as isize;
-            // Offsets of the patch's rows / columns in `x`, or None in the padding.
-            let coord = |o: isize, r: usize, ext: usize, res: usize, d: usize| -> Option<usize> {
-                let i = o + r as isize;
-                (i >= 0 && (i as usize) < ext).then(|| (i as usize) * d + res)
-            };
-            let rows: [Option<usize>; 6] = core::array::from_fn(|r| coord(i0, r, p.ih, p.rh, dil[0]));
-            let cols: [Option<usize>; 6] = core::array::from_fn(|c| coord(j0, c, p.iw, p.rw, dil[1]));
-            {
-                let lanes = cg.saturating_sub(c0).min(l);
-                let mut d = [[zero; 6]; 6];
-                if lanes == l && xs[1] == 1 {
-                    for (r, ih) in rows.iter().enumerate() {
-                        let Some(ih) = *ih else { continue };
-                        for (c, iw) in cols.iter().enumerate() {
-                            let Some(iw) = *iw else { continue };
-                            d[r][c] = load::<S>(&xd[x.offset(n, c_lo + c0, ih, iw)..]);
-                        }
-                    }
-                } else {
-                    // Gather the whole patch lane by lane (each channel's rows are short
-                    // contiguous runs), then load: a vector load right after its own lane
-                    // stores would stall on store forwarding 36 times.
-                    // Offsets within a plane of the patch's rows and columns (`usize::MAX`
-                    // in the padding), and the furthest one read, checked once.
-                    let ro = rows.map(|r| r.map_or(usize::MAX, |ih| ih * xs[2]));
-                    let co = cols.map(|c| c.map_or(usize::MAX, |iw| iw * xs[3]));
-                    let far = |o: &[usize; 6]| o.iter().filter(|&&v| v != usize::MAX).max().copied();
-                    let rmax = far(&ro);
-                    // AVX2, 8 whole channels, contiguous columns (those in the padding
-                    // are zeroed after the loads): eight row loads and one transpose
-                    // per patch row. Undilated, so patch column `c` is input column
-                    // `j0 + c`.
-                    #[cfg(target_arch = "x86_64")]
-                    let fast = lanes == l
-                        && dil[1] * xs[3] == 1
-                        && avx2_patch::<S>(
-                            xd,
-                            x.offset(n, c_lo + c0, 0, 0),
-                            xs[1],
-                            &ro,
-                            (j0, co.map(|c| c != usize::MAX)),
-                            &mut d,
-                        );
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let fast = false;
-                    if !fast {
-                        // `buf` outlives the tile: what this tile does not overwrite (the
-                        // padding, lanes past the group's channels) is zeroed.
-                        for (r, &rr) in ro.iter().enumerate() {
-                            for (c, &cc) in co.iter().enumerate() {
-                                if rr == usize::MAX || cc == usize::MAX {
-                                    buf[r * 6 + c] = [0.0; PAD];
-                                } else if lanes < l {
-                                    buf[r * 6 + c][lanes..l].fill(0.0);
-                                }
-                            }
-                        }
-                        if let (Some(rmax), Some(cmax), true) = (rmax, far(&co), lanes > 0) {
-                            let base = x.offset(n, c_lo + c0, 0, 0);
-                            assert!(base + (lanes - 1) * xs[1] + rmax + cmax < xd.len());
-                            let xp = xd.as_ptr();
-                            // `j` is a lane of every entry of `buf`, not one slice's index.
-                            #[allow(clippy::needless_range_loop)]
-                            for j in 0..lanes {
-                                let pj = base + j * xs[1];
-                                for (r, &rr) in ro.iter().enumerate() {
-                                    if rr == usize::MAX {
-                                        continue;
-                                    }
-                                    for (c, &cc) in co.iter().enumerate() {
-                                        if cc == usize::MAX {
-                                            continue;
-                                        }
-                                        // SAFETY: `pj + rr + cc` is at most the offset asserted
-                                        // in bounds above.
-                                        buf[r * 6 + c][j] = unsafe { *xp.add(pj + rr + cc) };
-                                    }
-                                }
-                            }
-                        }
-                        for (r, row) in d.iter_mut().enumerate() {
-                            for (c, val) in row.iter_mut().enumerate() {
-                                *val = load::<S>(&buf[r * 6 + c]);
-                            }
-                        }
-                    }
-                }
-                transform_store(s, &d, v, len, t - t0, cgp, c0);
+            let d = patch(s, x, dil, p, (cg, c_lo), t, c0, &mut buf);
+            transform_store(s, &d, v, len, t - t0, cgp, c0);
+        }
+    }
+}
+
+impl Phase {
+    /// `(image, tile row, tile column)` of tile `t`.
+    #[inline(always)]
+    fn tile(&self, t: usize) -> (usize, usize, usize) {
+        let rem = t % (self.th * self.tw);
+        (t / (self.th * self.tw), rem / self.tw, rem % self.tw)
+    }
+}
+
+/// The 6x6 input patch of tile `t`, channels `c_lo + c0 ..` (`L` of them, zero past the
+/// group's `cg`): `d[r][c]`, zero in the padding. `buf` is a staging buffer kept across
+/// calls (see below).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn patch<S: Simd>(
+    s: S,
+    x: &TensorView<'_, f32>,
+    dil: [usize; 2],
+    p: Phase,
+    (cg, c_lo): (usize, usize),
+    t: usize,
+    c0: usize,
+    buf: &mut [[f32; PAD]; 36],
+) -> [[S::f32s; 6]; 6] {
+    let l = S::F32_LANES;
+    let xd = x.data();
+    let xs = x.strides();
+    let zero = s.splat_f32s(0.0);
+    let (n, ti, tj) = p.tile(t);
+    // Sub-input origin of the 6x6 patch (may be negative: padding).
+    let i0 = (4 * ti) as isize - p.pad_t as isize;
+    let j0 = (4 * tj) as isize - p.pad_l as isize;
+    // Offsets of the patch's rows / columns in `x`, or None in the padding.
+    let coord = |o: isize, r: usize, ext: usize, res: usize, d: usize| -> Option<usize> {
+        let i = o + r as isize;
+        (i >= 0 && (i as usize) < ext).then(|| (i as usize) * d + res)
+    };
+    let rows: [Option<usize>; 6] = core::array::from_fn(|r| coord(i0, r, p.ih, p.rh, dil[0]));
+    let cols: [Option<usize>; 6] = core::array::from_fn(|c| coord(j0, c, p.iw, p.rw, dil[1]));
+    let lanes = cg.saturating_sub(c0).min(l);
+    let mut d = [[zero; 6]; 6];
+    if lanes == l && xs[1] == 1 {
+        for (r, ih) in rows.iter().enumerate() {
+            let Some(ih) = *ih else { continue };
+            for (c, iw) in cols.iter().enumerate() {
+                let Some(iw) = *iw else { continue };
+                d[r][c] = load::<S>(&xd[x.offset(n, c_lo + c0, ih, iw)..]);
+            }
+        }
+        return d;
+    }
+    // Gather the whole patch lane by lane (each channel's rows are short contiguous
+    // runs), then load: a vector load right after its own lane stores would stall on
+    // store forwarding 36 times. Offsets within a plane of the patch's rows and columns
+    // (`usize::MAX` in the padding), and the furthest one read, checked once.
+    let ro = rows.map(|r| r.map_or(usize::MAX, |ih| ih * xs[2]));
+    let co = cols.map(|c| c.map_or(usize::MAX, |iw| iw * xs[3]));
+    let far = |o: &[usize; 6]| o.iter().filter(|&&v| v != usize::MAX).max().copied();
+    // `buf` outlives the tile: what this tile does not overwrite (the padding, lanes past
+    // the group's channels) is zeroed.
+    for (r, &rr) in ro.iter().enumerate() {
+        for (c, &cc) in co.iter().enumerate() {
+            if rr == usize::MAX || cc == usize::MAX {
+                buf[r * 6 + c] = [0.0; PAD];
+            } else if lanes < l {
+                buf[r * 6 + c][lanes..l].fill(0.0);
             }
         }
     }
+    if let (Some(rmax), Some(cmax), true) = (far(&ro), far(&co), lanes > 0) {
+        let base = x.offset(n, c_lo + c0, 0, 0);
+        assert!(base + (lanes - 1) * xs[1] + rmax + cmax < xd.len());
+        let xp = xd.as_ptr();
+        // `j` is a lane of every entry of `buf`, not one slice's index.
+        #[allow(clippy::needless_range_loop)]
+        for j in 0..lanes {
+            let pj = base + j * xs[1];
+            for (r, &rr) in ro.iter().enumerate() {
+                if rr == usize::MAX {
+                    continue;
+                }
+                for (c, &cc) in co.iter().enumerate() {
+                    if cc == usize::MAX {
+                        continue;
+                    }
+                    // SAFETY: `pj + rr + cc` is at most the offset asserted in bounds above.
+                    buf[r * 6 + c][j] = unsafe { *xp.add(pj + rr + cc) };
+                }
+            }
+        }
+    }
+    for (r, row) in d.iter_mut().enumerate() {
+        for (c, val) in row.iter_mut().enumerate() {
+            *val = load::<S>(&buf[r * 6 + c]);
+        }
+    }
+    d
 }
 
 /// `B^T d B` of one patch `d` (6x6 vectors of channels `c0..c0 + L`), stored as row
@@ -618,6 +668,21 @@ fn transform_store<S: Simd>(
             tmp[xi][c] = val;
         }
     }
+    rows_store(s, &tmp, v, rows, tile, cgp, c0);
+}
+
+/// The second half of [`transform_store`]: `tmp` is `B^T d`, row `xi` of it is
+/// transformed and stored as `V[xi * 6 + nu]`.
+#[inline(always)]
+fn rows_store<S: Simd>(
+    s: S,
+    tmp: &[[S::f32s; 6]; 6],
+    v: VOut<'_>,
+    rows: usize,
+    tile: usize,
+    cgp: usize,
+    c0: usize,
+) {
     for (xi, row) in tmp.iter().enumerate() {
         for (nu, val) in bt(s, *row).into_iter().enumerate() {
             let o = ((xi * 6 + nu) * rows + tile) * cgp + c0;
@@ -628,90 +693,171 @@ fn transform_store<S: Simd>(
     }
 }
 
-/// The NCHW patch of 8 channels on AVX2: `d[r][c]` lane `j` = `x[base + j * cs + ro[r] +
-/// col + c]` for `(col, valid) = cols`, zero for a row `ro[r] == usize::MAX` or a column
-/// `!valid[c]` (in the padding). Each channel's patch row is one 8-float load (two floats
-/// past the patch, unused; a column in the padding reads a neighbouring row's float and
-/// is zeroed after the transpose) and 8 rows make one 8x8 transpose; the scalar gather
-/// took 36 x 8 loads and stores per patch. Patches with padded columns (the first and
-/// last tile column of each row of tiles) used to take the gather too: taking them here
-/// measured 0.92-1.02x the time on an AVX2-only AMD EPYC (in-process A/B, one thread,
-/// medians; soumith_l5 0.95-1.02, vgg_conv5_2 0.94-1.03, 60 x 37 x 37 -> 44 0.92-0.96,
-/// vgg_conv1_2 0.96-0.99, vgg_conv3_2 1.00): on that machine the gathers were a small
-/// part of the time. Returns false, doing nothing, unless `S` is AVX2, some row is
-/// inside the input and every load lies inside `x` (the first patch of the first plane
-/// and the last of the last, at the buffer's ends, keep the gather).
+/// Most tiles of one run of [`avx2_run`].
+#[cfg(target_arch = "x86_64")]
+const RUN_TILES: usize = 16;
+/// Columns of a run: its tiles' `4 k + 2`, rounded up to whole 8-column chunks.
+#[cfg(target_arch = "x86_64")]
+const RUN_COLS: usize = (4 * RUN_TILES + 2).next_multiple_of(8);
+
+/// A run's column transforms, `v[xi][col][j]` = `(B^T d)[xi]` of column `col` of the
+/// run, channel `j` (8 of them: AVX2).
+#[cfg(target_arch = "x86_64")]
+#[repr(align(32))]
+struct Run {
+    v: [[[f32; 8]; RUN_COLS]; 6],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Run {
+    fn new() -> Self {
+        Run { v: [[[0.0; 8]; RUN_COLS]; 6] }
+    }
+}
+
+/// NCHW on AVX2: the column halves (`B^T d`) of the input transforms of `k <= RUN_TILES`
+/// consecutive tiles of one tile row, starting at tile `(n, ti, tj)` of phase `p`, 8
+/// channels from `c` (all inside the input), into `run`. Each patch column is computed
+/// once, not once per tile that holds it (adjacent tiles share two), on vectors of 8
+/// input columns of one channel (one load per patch row; loads masked at the padding);
+/// one 8x8 transpose per 8 columns and `xi` then makes channels the lanes. The per-patch
+/// version loaded 8 channels of one patch row and transposed them: 6 transposes a tile,
+/// against 6 per 8 columns (two tiles) here. Needs undilated columns with stride 1.
+/// Returns false, doing nothing, unless `S` is AVX2 and the offsets fit.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn avx2_patch<S: Simd>(
-    x: &[f32],
-    base: usize,
-    cs: usize,
-    ro: &[usize; 6],
-    (col, valid): (isize, [bool; 6]),
-    d: &mut [[S::f32s; 6]; 6],
+fn avx2_run<S: Simd>(
+    s: S,
+    x: &TensorView<'_, f32>,
+    p: Phase,
+    dil_h: usize,
+    (n, c, ti, tj): (usize, usize, usize, usize),
+    k: usize,
+    run: &mut Run,
 ) -> bool {
     use core::arch::x86_64::*;
     use core::mem::transmute_copy;
-    let inside = || ro.iter().copied().filter(|&r| r != usize::MAX);
-    let (true, Some(rmin), Some(rmax)) = (crate::simd_util::is_avx2::<S>(), inside().min(), inside().max())
-    else {
-        return false;
-    };
-    // The first float read, `base + rmin + col`, and the furthest, `base + 7 cs + rmax +
-    // col + 7`, must lie inside `x` (checked arithmetic: a false here only means the
-    // scalar gather runs).
-    let at = |o: Option<usize>| o.and_then(|o| isize::try_from(o).ok()).and_then(|o| o.checked_add(col));
-    let first = at(base.checked_add(rmin));
-    let far = at(cs.checked_mul(7).and_then(|v| v.checked_add(base)).and_then(|v| v.checked_add(rmax + 7)));
-    let (Some(first), Some(far)) = (first, far) else { return false };
-    if first < 0 || far as usize >= x.len() {
+    let xs = x.strides();
+    let xd = x.data();
+    if !crate::simd_util::is_avx2::<S>() || xs[3] != 1 || k == 0 || k > RUN_TILES || p.iw == 0 {
         return false;
     }
-    let xp = x.as_ptr();
+    let cols = 4 * k + 2;
+    // Rows of the patch inside the sub-input (plane offsets), or usize::MAX.
+    let i0 = (4 * ti) as isize - p.pad_t as isize;
+    let ro: [usize; 6] = core::array::from_fn(|r| {
+        let i = i0 + r as isize;
+        if i >= 0 && (i as usize) < p.ih {
+            (i as usize * dil_h + p.rh) * xs[2]
+        } else {
+            usize::MAX
+        }
+    });
+    // Column `q` of the run is input column `col0 + q` when that lies in `lo..hi`.
+    let col0 = (4 * tj) as isize - p.pad_l as isize + p.rw as isize;
+    let (lo, hi) = (p.rw as isize, (p.rw + p.iw) as isize);
+    let base = x.offset(n, c, 0, 0);
+    // Every float read is element (n, c + j, row, column) of the view for j < 8, a row
+    // of `ro` and a column in `lo..hi`: its offset is at most `far` (checked here; a
+    // valid view keeps it inside `xd` anyway).
+    let rmax = ro.iter().copied().filter(|&r| r != usize::MAX).max().unwrap_or(0);
+    let far = xs[1]
+        .checked_mul(7)
+        .and_then(|o| o.checked_add(base))
+        .and_then(|o| o.checked_add(rmax))
+        .and_then(|o| o.checked_add(hi as usize - 1));
+    if far.is_none_or(|f| f >= xd.len()) {
+        return false;
+    }
+    let xp = xd.as_ptr();
     // SAFETY: `S` is `V3`: AVX2 is available and `S::f32s` is `f32x8`, 32 bytes like
-    // `__m256`. Every load reads `base + j cs + ro[r] + col .. + 8` for `j < 8` and a row
-    // `rmin <= ro[r] <= rmax`, from at least `first >= 0` to at most `far`, inside `x`
-    // (checked above); `base + rr + col >= first` is a valid index.
+    // `__m256`. An unmasked load reads 8 columns all in `lo..hi`; a masked one reads only
+    // the lanes whose column is in `lo..hi` (its address is formed with wrapping
+    // arithmetic and the masked-off lanes are not accessed, so it may point outside
+    // `xd`); either way, only floats at offsets up to `far`, checked above. The aligned
+    // stores write whole entries of `run.v` (checked indexing), 32 bytes each and 32-byte
+    // aligned (`Run` is).
     unsafe {
-        let zero: S::f32s = transmute_copy(&_mm256_setzero_ps());
-        for (r, &rr) in ro.iter().enumerate() {
-            if rr == usize::MAX {
-                d[r] = [zero; 6];
+        let zero = _mm256_setzero_ps();
+        for q0 in (0..cols).step_by(8) {
+            let at = col0 + q0 as isize;
+            let inner = at >= lo && at + 8 <= hi;
+            if at + 8 <= lo || at >= hi {
+                // Wholly in the padding: B^T of zeros.
+                for xi in run.v.iter_mut() {
+                    xi[q0..q0 + 8].fill([0.0; 8]);
+                }
                 continue;
             }
-            let p = xp.add(((base + rr) as isize + col) as usize);
-            let ld = |j: usize| _mm256_loadu_ps(p.add(j * cs));
-            let (a0, a1, a2, a3) = (ld(0), ld(1), ld(2), ld(3));
-            let (a4, a5, a6, a7) = (ld(4), ld(5), ld(6), ld(7));
-            // Pairs of channels interleaved, then quadruples, then the 128-bit halves.
-            let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
-            let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
-            let (t4, t5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
-            let (t6, t7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
-            let q0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let q1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let q2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let q3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let q4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let q5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let q6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let q7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            // Column c of the 8 channels (columns 6 and 7 are not needed).
-            let cols = [
-                _mm256_permute2f128_ps::<0x20>(q0, q4),
-                _mm256_permute2f128_ps::<0x20>(q1, q5),
-                _mm256_permute2f128_ps::<0x20>(q2, q6),
-                _mm256_permute2f128_ps::<0x20>(q3, q7),
-                _mm256_permute2f128_ps::<0x31>(q0, q4),
-                _mm256_permute2f128_ps::<0x31>(q1, q5),
-            ];
-            for ((dc, v), ok) in d[r].iter_mut().zip(cols).zip(valid) {
-                *dc = if ok { transmute_copy(&v) } else { zero };
+            // Lane `i` on when column `at + i` is in `lo..hi` (at the row ends only).
+            let mask = if inner {
+                _mm256_set1_epi32(-1)
+            } else {
+                let m: [i32; 8] = core::array::from_fn(|i| -i32::from((lo..hi).contains(&(at + i as isize))));
+                transmute_copy(&m)
+            };
+            let mut col = [[zero; 8]; 6];
+            // `j` is a lane of every `col[xi]` and a channel of `x`, not one slice's index.
+            #[allow(clippy::needless_range_loop)]
+            for j in 0..8 {
+                let d: [S::f32s; 6] = core::array::from_fn(|r| {
+                    let v = if ro[r] == usize::MAX {
+                        zero
+                    } else {
+                        let ptr = xp.wrapping_add(base + j * xs[1] + ro[r]).wrapping_offset(at);
+                        if inner {
+                            _mm256_loadu_ps(ptr)
+                        } else {
+                            _mm256_maskload_ps(ptr, mask)
+                        }
+                    };
+                    transmute_copy(&v)
+                });
+                for (xi, val) in bt(s, d).into_iter().enumerate() {
+                    col[xi][j] = transmute_copy(&val);
+                }
+            }
+            for (xi, a) in col.iter().enumerate() {
+                for (q, val) in transpose8(*a).into_iter().enumerate() {
+                    _mm256_store_ps(run.v[xi][q0 + q].as_mut_ptr(), val);
+                }
             }
         }
     }
     true
+}
+
+/// The 8x8 transpose of AVX2 vectors: lane `i` of result `q` is lane `q` of `a[i]`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose8(a: [core::arch::x86_64::__m256; 8]) -> [core::arch::x86_64::__m256; 8] {
+    use core::arch::x86_64::*;
+    // SAFETY: the caller runs on AVX2 (the `V3` token); register shuffles only.
+    unsafe {
+        // Pairs of rows interleaved, then quadruples, then the 128-bit halves.
+        let (t0, t1) = (_mm256_unpacklo_ps(a[0], a[1]), _mm256_unpackhi_ps(a[0], a[1]));
+        let (t2, t3) = (_mm256_unpacklo_ps(a[2], a[3]), _mm256_unpackhi_ps(a[2], a[3]));
+        let (t4, t5) = (_mm256_unpacklo_ps(a[4], a[5]), _mm256_unpackhi_ps(a[4], a[5]));
+        let (t6, t7) = (_mm256_unpacklo_ps(a[6], a[7]), _mm256_unpackhi_ps(a[6], a[7]));
+        let q0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let q1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let q2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let q3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let q4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let q5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let q6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let q7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(q0, q4),
+            _mm256_permute2f128_ps::<0x20>(q1, q5),
+            _mm256_permute2f128_ps::<0x20>(q2, q6),
+            _mm256_permute2f128_ps::<0x20>(q3, q7),
+            _mm256_permute2f128_ps::<0x31>(q0, q4),
+            _mm256_permute2f128_ps::<0x31>(q1, q5),
+            _mm256_permute2f128_ps::<0x31>(q2, q6),
+            _mm256_permute2f128_ps::<0x31>(q3, q7),
+        ]
+    }
 }
 
 // ---------------------------------------------------------------------------------------
