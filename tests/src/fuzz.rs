@@ -228,10 +228,22 @@ fn layout(u: &mut Unstructured<'_>) -> AResult<Layout> {
     Ok(*u.choose(&[Layout::Nchw, Layout::Nhwc])?)
 }
 
+/// The next byte of the fixed pseudo-random sequence that [`data`] and [`pool_data`] fall
+/// back on once the input's bytes are used up.
+fn fallback(state: &mut u32) -> u8 {
+    *state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+    (*state >> 24) as u8
+}
+
+/// `n` values in `[-8, 8)` in steps of 1/16: from the input's bytes while they last, then
+/// from a fixed pseudo-random sequence, not zeros (the data of a 40-wide plane runs past
+/// the bytes, and zeros there hid a bug planted in the NCHW Winograd runs' row ends).
 fn data(u: &mut Unstructured<'_>, n: usize) -> AResult<Vec<f32>> {
     let mut v = Vec::with_capacity(n);
+    let mut state = 0x9E37_79B9u32;
     for _ in 0..n {
-        v.push(f32::from(u.arbitrary::<i8>()?) / 16.0);
+        let byte = if u.is_empty() { fallback(&mut state) as i8 } else { u.arbitrary::<i8>()? };
+        v.push(f32::from(byte) / 16.0);
     }
     Ok(v)
 }
@@ -259,12 +271,22 @@ pub struct ConvCase {
 
 fn conv_case(u: &mut Unstructured<'_>) -> AResult<ConvCase> {
     let g = small(u, 0, 3)?.max(1);
-    let c = small(u, 0, 3)? * g;
+    // One case in eight is a 3x3 stride-1 window (columns undilated) over whole SIMD
+    // vectors of input channels per group (or one more) and rows up to 40 wide: NCHW
+    // Winograd on AVX2 then takes its runs of tiles (8 or more a run from width 29),
+    // the other kernels their full-vector paths. A bug planted in the runs' masks went
+    // unfound in 460k runs of the other cases alone.
+    let wide = u.ratio(1u8, 8)?;
+    let c = if wide { *u.choose(&[8, 9, 16])? } else { small(u, 0, 3)? } * g;
     let k = small(u, 0, 3)? * g;
-    let (n, h, w) = (small(u, 0, 2)?, small(u, 0, 9)?, small(u, 0, 9)?);
+    let (n, h, w) = (small(u, 0, 2)?, small(u, 0, 9)?, small(u, 0, if wide { 40 } else { 9 })?);
     // Up to 7: windows of 25 taps and more take the stem (`thin`) kernel under `Im2colGemm`.
-    let (kh, kw) = (small(u, 0, 7)?, small(u, 0, 7)?);
-    let (sh, sw, dh, dw) = (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?);
+    let (kh, kw) = if wide { (3, 3) } else { (small(u, 0, 7)?, small(u, 0, 7)?) };
+    let (sh, sw, dh, dw) = if wide {
+        (1, 1, small(u, 0, 3)?, 1)
+    } else {
+        (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?)
+    };
     let p = Padding::new(small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?, small(u, 0, 3)?);
     let conv =
         Conv2d::new(kh, kw).stride_hw(sh, sw).dilation_hw(dh, dw).padding(p).groups(g).rounding(rounding(u)?);
@@ -299,11 +321,13 @@ pub fn conv(data_bytes: &[u8]) {
 fn conv_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     let case = conv_case(u)?;
     let Ok(g) = case.geometry else { return Ok(()) };
+    // Drawn before the data: past the input's bytes it would always say yes, and every
+    // case with more data than bytes only tested the short workspace.
+    let short_ws: bool = u.ratio(1u8, 8u8)?;
     let x = data(u, g.input().count().unwrap())?;
     let w = data(u, g.filter().count().unwrap())?;
     let b = data(u, g.output().c)?;
     let r = data(u, g.output().count().unwrap())?;
-    let short_ws: bool = u.ratio(1u8, 8u8)?;
     let xv = TensorView::new(&x, g.input(), case.layout).unwrap();
     let wv = FilterView::new(&w, g.filter(), case.filter_layout).unwrap();
     let rv = TensorView::new(&r, g.output(), case.layout).unwrap();
@@ -467,15 +491,24 @@ pub fn conv_magnitude(
     conv_f64(g, x, w, b, r, layout, fl, crate::abs_f64)
 }
 
+/// `n` pooling inputs: NaN, +-inf and -0 one time in 41 each, else values in `[-16, 16)`
+/// in steps of 1/8; past the input's bytes from the fixed sequence of [`fallback`]
+/// (they used to be all NaN there).
 fn pool_data(u: &mut Unstructured<'_>, n: usize) -> AResult<Vec<f32>> {
     let mut v = Vec::with_capacity(n);
+    let mut state = 0x2545_F491u32;
     for _ in 0..n {
-        v.push(match u.int_in_range(0u8..=40)? {
+        let (kind, byte) = if u.is_empty() {
+            (fallback(&mut state) % 41, fallback(&mut state) as i8)
+        } else {
+            (u.int_in_range(0u8..=40)?, u.arbitrary::<i8>()?)
+        };
+        v.push(match kind {
             0 => f32::NAN,
             1 => f32::INFINITY,
             2 => f32::NEG_INFINITY,
             3 => -0.0,
-            _ => f32::from(u.arbitrary::<i8>()?) / 8.0,
+            _ => f32::from(byte) / 8.0,
         });
     }
     Ok(v)
@@ -501,6 +534,13 @@ fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     let Ok(g) = PoolGeometry::new(Dims::new(n, c, h, w), pool) else { return Ok(()) };
     let exec = isa(u)?;
     let layout = layout(u)?;
+    // The kernel and the average options are drawn before the data: past the input's
+    // bytes they would always be max pooling and the defaults.
+    let kind = u.int_in_range(0u8..=3)?;
+    let avg_opts = simdconv::AvgPoolOptions {
+        count_include_pad: u.arbitrary()?,
+        divisor: if u.ratio(1u8, 4u8)? { std::num::NonZeroUsize::new(small(u, 1, 9)?) } else { None },
+    };
     let x = pool_data(u, g.input().count().unwrap())?;
     let dy = data(u, g.output().count().unwrap())?;
     let x64 = crate::to_f64(&x);
@@ -510,7 +550,7 @@ fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     let out_len = g.output().count().unwrap();
     let in_len = g.input().count().unwrap();
     let taps = pool.window().kernel()[0] * pool.window().kernel()[1];
-    match u.int_in_range(0u8..=3)? {
+    match kind {
         0 => {
             // Max with switches, then both backward flavours.
             let (mut y, mut idx) = (vec![0.0f32; out_len], vec![0usize; out_len]);
@@ -573,10 +613,7 @@ fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
             assert_eq!(dx, dx2, "recomputed switches differ on {}", exec.isa());
         }
         1 => {
-            let opts = simdconv::AvgPoolOptions {
-                count_include_pad: u.arbitrary()?,
-                divisor: if u.ratio(1u8, 4u8)? { std::num::NonZeroUsize::new(small(u, 1, 9)?) } else { None },
-            };
+            let opts = avg_opts;
             let mut y = vec![0.0f32; out_len];
             let mut y64 = vec![0.0f64; out_len];
             simdconv::avg_pool2d(
