@@ -194,3 +194,40 @@ pub(crate) fn prefetch_l2(p: *const f32) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// The 8x8 transpose of AVX2 vectors: lane `i` of result `q` is lane `q` of `a[i]`.
+///
+/// # Safety
+/// AVX2 is available, and the caller has it enabled (a `#[target_feature]` function or
+/// pulp's `V3` context), so that this inlines into AVX code.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) unsafe fn transpose8(a: [core::arch::x86_64::__m256; 8]) -> [core::arch::x86_64::__m256; 8] {
+    use core::arch::x86_64::*;
+    // SAFETY: the caller runs with AVX2 enabled (see above); register shuffles only.
+    unsafe {
+        // Pairs of rows interleaved, then quadruples, then the 128-bit halves.
+        let (t0, t1) = (_mm256_unpacklo_ps(a[0], a[1]), _mm256_unpackhi_ps(a[0], a[1]));
+        let (t2, t3) = (_mm256_unpacklo_ps(a[2], a[3]), _mm256_unpackhi_ps(a[2], a[3]));
+        let (t4, t5) = (_mm256_unpacklo_ps(a[4], a[5]), _mm256_unpackhi_ps(a[4], a[5]));
+        let (t6, t7) = (_mm256_unpacklo_ps(a[6], a[7]), _mm256_unpackhi_ps(a[6], a[7]));
+        let q0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let q1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let q2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let q3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let q4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let q5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let q6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let q7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(q0, q4),
+            _mm256_permute2f128_ps::<0x20>(q1, q5),
+            _mm256_permute2f128_ps::<0x20>(q2, q6),
+            _mm256_permute2f128_ps::<0x20>(q3, q7),
+            _mm256_permute2f128_ps::<0x31>(q0, q4),
+            _mm256_permute2f128_ps::<0x31>(q1, q5),
+            _mm256_permute2f128_ps::<0x31>(q2, q6),
+            _mm256_permute2f128_ps::<0x31>(q3, q7),
+        ]
+    }
+}

@@ -683,36 +683,12 @@ mod thin {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn transpose8x8(src: *const f32, stride: usize, dst: &[*mut f32; 8], j: usize) {
-        use core::arch::x86_64::{
-            _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
-            _mm256_unpacklo_ps,
-        };
+        use core::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps};
         // SAFETY: as the caller guarantees.
         unsafe {
             let r: [_; 8] = core::array::from_fn(|i| _mm256_loadu_ps(src.add(i * stride)));
-            // Pairs of rows interleaved, then quads: u[q] holds columns q and q + 4 of
-            // rows 0-3 (u[q]) or 4-7 (u[q + 4]), one per 128-bit half.
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u = [
-                _mm256_shuffle_ps::<0x44>(t0, t2),
-                _mm256_shuffle_ps::<0xEE>(t0, t2),
-                _mm256_shuffle_ps::<0x44>(t1, t3),
-                _mm256_shuffle_ps::<0xEE>(t1, t3),
-                _mm256_shuffle_ps::<0x44>(t4, t6),
-                _mm256_shuffle_ps::<0xEE>(t4, t6),
-                _mm256_shuffle_ps::<0x44>(t5, t7),
-                _mm256_shuffle_ps::<0xEE>(t5, t7),
-            ];
-            for q in 0..4 {
-                _mm256_storeu_ps(dst[q].add(j), _mm256_permute2f128_ps::<0x20>(u[q], u[q + 4]));
-                _mm256_storeu_ps(dst[q + 4].add(j), _mm256_permute2f128_ps::<0x31>(u[q], u[q + 4]));
+            for (d, v) in dst.iter().zip(crate::simd_util::transpose8(r)) {
+                _mm256_storeu_ps(d.add(j), v);
             }
         }
     }
