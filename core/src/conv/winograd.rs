@@ -498,8 +498,9 @@ impl WithSimd for InputTransform<'_, '_> {
         // shorter ones (small planes, which stay in L2) one channel vector at a time over
         // all runs. In-process A/B on an AVX2-only AMD EPYC: runs outside measured
         // 0.92-0.95x the time on 60 x 37 x 37 -> 44 and vgg_conv1_2, 0.97-0.99x on
-        // vgg_conv3_2, but 1.01-1.04x on soumith_l5 and vgg_conv5_2, which keep the
-        // channel vectors outside.
+        // vgg_conv3_2, but 1.01-1.04x on soumith_l5 and vgg_conv5_2 (rows of 4 tiles),
+        // 0.99-1.00x with the channel vectors outside (an A/A build showed code
+        // placement alone moving those two by 3-6%, so that choice is a close call).
         #[cfg(target_arch = "x86_64")]
         if xs[1] != 1 && dil[1] * xs[3] == 1 && crate::simd_util::is_avx2::<S>() {
             let mut run = Run::new();
