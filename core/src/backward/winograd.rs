@@ -155,9 +155,7 @@ impl WithSimd for DyTransform<'_, '_> {
         let (nt, nk) = (t1 - t0, kgp / l);
         for it in 0..nt * nk {
             let (t, k0) = if ds[1] == 1 { (t0 + it / nk, it % nk * l) } else { (t0 + it % nt, it / nt * l) };
-            let n = t / (p.th * p.tw);
-            let rem = t % (p.th * p.tw);
-            let (ti, tj) = (rem / p.tw, rem % p.tw);
+            let (n, ti, tj) = p.tile(t);
             let rows = (p.oh - 4 * ti).min(4);
             let cols = (p.ow - 4 * tj).min(4);
             let lanes = kg.saturating_sub(k0).min(l);

@@ -553,7 +553,7 @@ impl WithSimd for InputTransform<'_, '_> {
 impl Phase {
     /// `(image, tile row, tile column)` of tile `t`.
     #[inline(always)]
-    fn tile(&self, t: usize) -> (usize, usize, usize) {
+    pub(crate) fn tile(&self, t: usize) -> (usize, usize, usize) {
         let rem = t % (self.th * self.tw);
         (t / (self.th * self.tw), rem / self.tw, rem % self.tw)
     }
@@ -894,9 +894,7 @@ impl WithSimd for OutputTransform<'_, '_> {
         for it in 0..nt * nw {
             let (t, kv) = if ys[1] == 1 { (t0 + it / nw, it % nw) } else { (t0 + it % nt, it / nt) };
             let k0 = (k_from + kv) * l;
-            let n = t / (p.th * p.tw);
-            let rem = t % (p.th * p.tw);
-            let (ti, tj) = (rem / p.tw, rem % p.tw);
+            let (n, ti, tj) = p.tile(t);
             let out_rows = (p.oh - 4 * ti).min(4);
             let out_cols = (p.ow - 4 * tj).min(4);
             if staged {
