@@ -165,18 +165,17 @@ pub(crate) fn is_avx2<S: Simd>() -> bool {
     }
 }
 
-/// A hint to fetch the line at `p` into L1; never faults (any address).
+/// A hint to fetch the line at `p` into L1; never faults (any address). (Its user, the
+/// AVX2 pooling kernel, is x86-64 only.)
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn prefetch_l1(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and
     // changes no architectural state; SSE is part of x86-64.
     unsafe {
         use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         _mm_prefetch::<_MM_HINT_T0>(p.cast());
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// A hint to fetch the line at `p` into L2; never faults. (Its users, the pointwise and
@@ -199,8 +198,10 @@ pub(crate) fn prefetch_l2(p: *const f32) {
 ///
 /// # Safety
 /// AVX2 is available, and the caller has it enabled (a `#[target_feature]` function or
-/// pulp's `V3` context), so that this inlines into AVX code.
+/// pulp's `V3` context), so that this inlines into AVX code. (Its users, the Winograd and
+/// im2col kernels, need `std`.)
 #[cfg(target_arch = "x86_64")]
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 #[inline(always)]
 pub(crate) unsafe fn transpose8(a: [core::arch::x86_64::__m256; 8]) -> [core::arch::x86_64::__m256; 8] {
     use core::arch::x86_64::*;

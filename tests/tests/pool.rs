@@ -473,7 +473,7 @@ fn stride2_interior_kernels() {
     // 16-channel blocks and a masked channel tail. Rows of 1, 6, 15, 16, 17 and 33
     // outputs, unused last columns and rows, N > 1; mode 3 puts NaN and +-inf in windows.
     // The 2x2 ones drive the AVX2 NCHW kernel too: blocks of 8 outputs, an overlapping
-    // last block (15 and 33 outputs), a row of 1 output taken one window at a time.
+    // last block (15 and 33 outputs), a masked row of 1 output.
     let f2 = Pool2d::new(2, 2).stride(2);
     let f3 = Pool2d::new(3, 3).stride(2);
     named(Dims::new(1, 3, 3, 2), f2, 3);
@@ -485,6 +485,20 @@ fn stride2_interior_kernels() {
     named(Dims::new(2, 96, 3, 36), f3, 2);
     named(Dims::new(1, 40, 7, 67), f3, 3);
     named(Dims::new(1, 5, 9, 14), f3, 0);
+    // The AVX2 NCHW kernel (`pool/avx2.rs`), 3x3: passes of four output rows and single
+    // rows (4, 5, 6 and 9 output rows), one block, whole blocks and an overlapping last
+    // block (8, 16 and 17 outputs), a last input column no window reads (width 18), a
+    // masked row of 4 outputs; 2x2: 8 outputs (one block) and 7 (masked). Planes of 8281
+    // and 8464 floats take the prefetching loops.
+    named(Dims::new(1, 3, 9, 17), f3, 3);
+    named(Dims::new(2, 5, 20, 34), f3, 3);
+    named(Dims::new(1, 4, 13, 35), f3, 2);
+    named(Dims::new(1, 6, 10, 18), f3, 1);
+    named(Dims::new(1, 3, 11, 9), f3, 3);
+    named(Dims::new(1, 3, 4, 16), f2, 3);
+    named(Dims::new(2, 3, 5, 15), f2, 3);
+    named(Dims::new(1, 2, 91, 91), f3, 3);
+    named(Dims::new(1, 2, 92, 92), f2, 3);
     // Next to them, geometries that must leave the fast path: padding, ceil windows past
     // the input, a 3x3 window of stride 2 in one direction only.
     named(Dims::new(1, 18, 5, 35), f3.pad(1), 3);

@@ -31,8 +31,9 @@
 //! vertically and splits even and odd columns with two permutes, 16 outputs per block;
 //! NHWC folds whole windows over channel blocks (3x3: keeping the shared column's vertical
 //! fold for the next output); tails are masked loads and stores. On AVX2, NCHW 2x2
-//! windows of stride 2 without padding skip the row buffer: each block of 8 outputs
-//! folds its 2 input rows in registers (`nchw::direct_s2`).
+//! and 3x3 windows of stride 2 without padding skip the row buffer (`avx2.rs`): each input
+//! row is folded horizontally once per block of 8 outputs with in-lane shuffles only
+//! (one lane-crossing permute per stored vector), 3x3 four output rows at a time.
 //! With feature `rayon`, forward pooling splits the work over [`Exec::threads`]: images,
 //! else NCHW channel planes or NHWC output rows (a row slab's input starts at the first
 //! row its windows read, keeping what remains of the top padding), each worker getting at
@@ -41,6 +42,8 @@
 //! the calling thread. The kernels never allocate (the thread split keeps a list of its
 //! slabs).
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod nchw;

@@ -230,125 +230,18 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
             if super::avx512::s2::<S, R>(p, io, r, false) {
                 return;
             }
+            let io = super::avx512::Io { x, xs, y: &mut *self.0.y, ys };
+            if super::avx2::s2::<S, R>(p, io, r) {
+                return;
+            }
         }
-        let mut this = self;
-        if direct_s2::<R, S>(simd, &mut this.0) {
-            return;
-        }
-        let aw = this.0.p.aw;
+        let aw = self.0.p.aw;
         // The common windows get their width and stride as constants.
         match (aw.kernel, aw.stride, aw.dilation) {
-            (2, 2, 1) => rows_body::<R, S, 2, 2>(simd, this),
-            (3, 2, 1) => rows_body::<R, S, 3, 2>(simd, this),
-            (3, 1, 1) => rows_body::<R, S, 3, 1>(simd, this),
-            _ => rows_body::<R, S, 0, 0>(simd, this),
-        }
-    }
-}
-
-/// 2x2 windows of stride 2 whose every window lies inside the input, on AVX2: each block
-/// of `L` outputs folds its 2 input rows in registers (each row split into even and odd
-/// columns, [`split2`]) and is stored once, with no row buffer. Measured on an AVX2-only
-/// AMD EPYC, in-process A/B against the row-buffer path (medians of 200 interleaved
-/// calls, one thread): max over 64 x 224 x 224 1.16-1.31x faster, average over 64 x 112
-/// x 112 1.62-1.75x. The same kernel for 3x3 windows gained nothing on 96 x 55 x 55 in
-/// that harness (1.000-1.019) and lost 4-5% in the benchmark binary, so 3x3 keeps the
-/// row buffer. AVX-512 has its own kernels ([`super::avx512`]); NEON and scalar code keep
-/// the row buffer (not measured). Returns false, doing nothing, for other ISAs and
-/// geometries.
-///
-/// Each block also prefetches (into L1) one line of each of the next output row's two
-/// input rows: a plane's rows are 14-line streams the hardware prefetcher found late. Same
-/// harness: max over 64 x 224 x 224 (12.8 MB in) 0.64-0.66x the time (an L2 prefetch:
-/// 0.70x); average over 64 x 112 x 112 (3.2 MB) 1.01-1.04x, within its noise.
-#[inline(always)]
-fn direct_s2<R: Red, S: Simd>(simd: S, job: &mut Job<'_, R>) -> bool {
-    if !crate::simd_util::is_avx2::<S>() {
-        return false;
-    }
-    match super::plan::s2_window(job.p) {
-        Some(2) => direct_s2_body::<R, S>(simd, job),
-        _ => return false,
-    }
-    true
-}
-
-/// The fold of window row `row` for the `L` outputs from `ox` (stride 2, 2 taps).
-#[inline(always)]
-fn hrow<R: Red, S: Simd>(simd: S, row: &[f32], ox: usize, low: S::m32s) -> S::f32s {
-    let (e, o) = split2(simd, row, 2 * ox, low);
-    R::v(simd, R::vfirst(simd, e), o)
-}
-
-/// The finished window of the `L` outputs from `ox`, window rows `rows`.
-#[inline(always)]
-fn block_s2<R: Red, S: Simd>(
-    simd: S,
-    rows: &[&[f32]; 2],
-    ox: usize,
-    low: S::m32s,
-    vscale: S::f32s,
-) -> S::f32s {
-    let acc = hrow::<R, S>(simd, rows[0], ox, low);
-    R::vfin(simd, R::vmerge(simd, acc, hrow::<R, S>(simd, rows[1], ox, low)), vscale)
-}
-
-/// [`direct_s2`]'s loops.
-#[inline(always)]
-fn direct_s2_body<R: Red, S: Simd>(simd: S, job: &mut Job<'_, R>) {
-    const F: usize = 2;
-    let (p, x, xs, ys, r) = (job.p, job.x, job.xs, job.ys, job.r);
-    let l = S::F32_LANES;
-    let w = p.w;
-    let low = simd.less_than_f32s(S::as_simd_f32s(&IOTA[..l]).0[0], simd.splat_f32s(l as f32 / 2.0));
-    let vscale = simd.splat_f32s(r.scale(F * F, F * F));
-    let full = p.ow / l;
-    for n in 0..p.n {
-        for c in 0..p.c {
-            let xp = n * xs[0] + c * xs[1];
-            let yp = n * ys[0] + c * ys[1];
-            for oy in 0..p.oh {
-                // Window rows 2 oy .. 2 oy + F, all inside the input. Each row slice ends
-                // at the row's end: `split2` reads no further.
-                let rows: [&[f32]; F] = core::array::from_fn(|i| {
-                    let ro = xp + (2 * oy + i) * xs[2];
-                    &x[ro..ro + w]
-                });
-                let yo = yp + oy * ys[2];
-                let yrow = &mut job.y[yo..yo + p.ow];
-                // The next output row's window rows (the next plane's first ones after the
-                // last row), one line of each per block: a plane's rows are short streams
-                // that the hardware prefetcher picks up late.
-                let next = if oy + 1 < p.oh { xp + (2 * oy + 2) * xs[2] } else { xp + xs[1] };
-                let ahead = [x.as_ptr().wrapping_add(next), x.as_ptr().wrapping_add(next + xs[2])];
-                for b in 0..full {
-                    let ox = b * l;
-                    for a in ahead {
-                        crate::simd_util::prefetch_l1(a.wrapping_add(2 * ox));
-                    }
-                    let v = block_s2::<R, S>(simd, &rows, ox, low, vscale);
-                    S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = v;
-                }
-                if full * l < p.ow {
-                    if full > 0 {
-                        // The last block overlaps the previous one with the same values.
-                        let ox = p.ow - l;
-                        let v = block_s2::<R, S>(simd, &rows, ox, low, vscale);
-                        S::as_mut_simd_f32s(&mut yrow[ox..ox + l]).0[0] = v;
-                    } else {
-                        // Fewer outputs than lanes: one window at a time.
-                        for (ox, yv) in yrow.iter_mut().enumerate() {
-                            let mut acc = R::INIT;
-                            for row in &rows {
-                                for &v in &row[2 * ox..2 * ox + F] {
-                                    acc = R::s(acc, v);
-                                }
-                            }
-                            *yv = R::sfin(acc, r.scale(F * F, F * F));
-                        }
-                    }
-                }
-            }
+            (2, 2, 1) => rows_body::<R, S, 2, 2>(simd, self),
+            (3, 2, 1) => rows_body::<R, S, 3, 2>(simd, self),
+            (3, 1, 1) => rows_body::<R, S, 3, 1>(simd, self),
+            _ => rows_body::<R, S, 0, 0>(simd, self),
         }
     }
 }

@@ -144,7 +144,9 @@ impl Plan {
 }
 
 /// The window size `F` (2 or 3) when `p` is an `F x F` window of stride 2 and dilation 1
-/// whose every output window lies inside the input, and the problem is not empty.
+/// whose every output window lies inside the input, and the problem is not empty. (Its
+/// users, the AVX2 and AVX-512 kernels, are x86-64 only.)
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn s2_window(p: &Plan) -> Option<usize> {
     let (ah, aw) = (p.ah, p.aw);
     let f = aw.kernel;

@@ -1,0 +1,328 @@
+//! The AVX2 kernel for NCHW 2x2 and 3x3 windows of stride 2 and dilation 1 whose every
+//! window lies inside the input (no padding, no ceil-mode windows past the end), max or
+//! average; written with `core::arch` and run only under a `pulp::x86::V3` token.
+//! Everything else takes the generic kernels of `nchw.rs`.
+//!
+//! Each input row is folded horizontally once per block of 8 outputs: two loads give the
+//! even and odd columns of the block's 16 (`VSHUFPS`); for 3x3 two more, starting two and
+//! nine columns in, give the third tap (the even columns shifted by one) with a third
+//! `VSHUFPS`. The shuffles leave the outputs in the order `0 1 4 5 2 3 6 7`, the same for
+//! every tap, so the folds run in that order and one `VPERMPD` per stored vector restores
+//! it (a full even/odd split would take two per row). 3x3 takes four output rows (nine
+//! input rows) per pass, so the input row two output rows share is folded once: 2.25
+//! horizontal folds an output row, not 3. A row of fewer than 8 outputs is one block of
+//! masked loads and stores.
+//!
+//! Measured on an AVX2-only AMD EPYC (Zen 3), in-process A/B against the row-buffer path
+//! for 3x3 and the earlier in-register 2x2 kernel (medians of 500 interleaved calls, one
+//! thread, outputs compared): max 3x3 over 96 x 55 x 55 (the benchmark's maxpool_3x3_s2)
+//! 0.58-0.61x the time, average 0.53x; 64 x 112 x 112 0.69-0.72x; 64 x 224 x 224
+//! 0.61-0.67x; 64 x 15 x 15 0.52x, 64 x 7 x 7 0.25x. 2x2: max over 64 x 224 x 224 (the
+//! benchmark's maxpool_2x2_s2) 0.84-0.92x, average over 64 x 112 x 112 (avgpool_2x2_s2)
+//! 0.85-0.88x, 64 x 14 x 14 0.61x, 64 x 8 x 8 0.85x.
+
+use core::arch::x86_64::*;
+
+use pulp::Simd;
+
+use super::avx512::Io;
+use super::plan::Plan;
+use super::simd::{Fast, Red};
+
+/// A window reduction on `__m256`: `fold` merges two partial results, `fin` finishes.
+trait Op: Copy {
+    /// # Safety
+    /// The CPU must support AVX.
+    unsafe fn fold(self, a: __m256, b: __m256) -> __m256;
+    /// # Safety
+    /// As [`Op::fold`].
+    unsafe fn fin(self, a: __m256) -> __m256;
+}
+
+/// NaN-propagating maximum: `max(a, b) | max(b, a)` (each `VMAXPS` returns its second
+/// operand when either is NaN, so one of the two is that NaN, and OR-ing a NaN with any
+/// value keeps it a NaN; without NaN both are equal). As `super::simd::vmax` on AVX2.
+#[derive(Clone, Copy)]
+struct Max;
+
+impl Op for Max {
+    #[inline(always)]
+    unsafe fn fold(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_or_ps(_mm256_max_ps(a, b), _mm256_max_ps(b, a)) }
+    }
+    #[inline(always)]
+    unsafe fn fin(self, a: __m256) -> __m256 {
+        a
+    }
+}
+
+/// Sum, finished by a multiplication with the reciprocal divisor.
+#[derive(Clone, Copy)]
+struct Sum(f32);
+
+impl Op for Sum {
+    #[inline(always)]
+    unsafe fn fold(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fin(self, a: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_mul_ps(a, _mm256_set1_ps(self.0)) }
+    }
+}
+
+/// Input planes of at least this many floats (32 KiB, L1's size) get software prefetches:
+/// each block fetches (into L1) one line of every input row of the next pass. Same A/B,
+/// 3x3 max: 64 x 112 x 112 0.69x the time of the row-buffer path with them, 0.76x
+/// without; 64 x 224 x 224 0.61-0.63x against 0.69x; but 96 x 55 x 55 (planes of 12 KB)
+/// 0.60x against 0.58x, so smaller planes go without.
+const PREFETCH_PLANE: usize = 1 << 13;
+
+/// Forward pooling of stride-2 2x2 / 3x3 interior windows, NCHW, on AVX2; false (nothing
+/// done) when `S` is not AVX2, or the geometry or the reduction is not this kernel's.
+#[inline(always)]
+pub(crate) fn s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
+    if !crate::simd_util::is_avx2::<S>() {
+        return false;
+    }
+    let Some(f) = super::plan::s2_window(p) else { return false };
+    // SAFETY: `S` is `V3`, whose existence proves AVX2 and FMA; `io` holds validated views
+    // of the geometry's input and output with rows contiguous (NCHW), and `s2_window`
+    // checked the window and that every one lies inside a non-empty input.
+    unsafe {
+        match (R::FAST, f) {
+            (Fast::None, _) => return false,
+            (Fast::Max, 2) => kernel::<_, 2>(Max, p, io),
+            (Fast::Max, _) => kernel::<_, 3>(Max, p, io),
+            (Fast::Avg, 2) => kernel::<_, 2>(Sum(r.scale(4, 4)), p, io),
+            (Fast::Avg, _) => kernel::<_, 3>(Sum(r.scale(9, 9)), p, io),
+        }
+    }
+    true
+}
+
+/// `row[s .. s + 8]`; with `M`, only the columns below `w` (the others 0).
+///
+/// # Safety
+/// AVX; those columns readable. With `M`, `row + s` may lie past the row (the address is
+/// formed with wrapping arithmetic; a masked load reads only the lanes of its mask).
+#[inline(always)]
+unsafe fn ld<const M: bool>(row: *const f32, s: usize, w: usize) -> __m256 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if M {
+            let n = w.saturating_sub(s).min(8) as i32;
+            let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            _mm256_maskload_ps(row.wrapping_add(s), m)
+        } else {
+            _mm256_loadu_ps(row.add(s))
+        }
+    }
+}
+
+/// The horizontal fold of `F`-wide windows (`F` 2 or 3) of the input row at `row` for the
+/// 8 outputs whose windows start at column `c` (`c`, `c + 2`, .., `c + 14`), lanes in the
+/// order `0 1 4 5 2 3 6 7`. With `M`, columns from `w` on are not read (the lanes of
+/// outputs whose windows reach them are garbage).
+///
+/// # Safety
+/// AVX; columns `c .. c + 2 * 8 + F - 2` of the row readable (with `M`, those below `w`).
+#[inline(always)]
+unsafe fn hrow<K: Op, const F: usize, const M: bool>(k: K, row: *const f32, c: usize, w: usize) -> __m256 {
+    // SAFETY: as the caller guarantees: the loads read columns `c .. c + 16` and, for
+    // `F == 3`, `c + 2 .. c + 10` and `c + 9 .. c + 17`.
+    unsafe {
+        let a = ld::<M>(row, c, w);
+        let b = ld::<M>(row, c + 8, w);
+        // Per 128-bit half: `[a0 a2 b0 b2]` and `[a1 a3 b1 b3]`: columns `0 2 8 10 | 4 6
+        // 12 14` and one more.
+        let v = k.fold(_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b));
+        if F == 2 {
+            return v;
+        }
+        // Columns `2 .. 10` and `9 .. 17`; `[a0 a2 b1 b3]` per half is `2 4 10 12 | 6 8
+        // 14 16`: each lane's third tap. (Starting the second load at 9, not 10, keeps
+        // it inside the row for the last block.)
+        let a2 = ld::<M>(row, c + 2, w);
+        let b2 = ld::<M>(row, c + 9, w);
+        k.fold(v, _mm256_shuffle_ps::<0xD8>(a2, b2))
+    }
+}
+
+/// Reorders the 8 outputs `v` (lanes `0 1 4 5 2 3 6 7`, `VPERMPD`), finishes them and
+/// stores them at `at`; with `M`, only the first `n`.
+///
+/// # Safety
+/// AVX2; those outputs writable.
+#[inline(always)]
+unsafe fn put<K: Op, const M: bool>(k: K, at: *mut f32, n: usize, v: __m256) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let v = k.fin(_mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v))));
+        if M {
+            let m = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n.min(8) as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            _mm256_maskstore_ps(at, m, v);
+        } else {
+            _mm256_storeu_ps(at, v);
+        }
+    }
+}
+
+/// One pass's rows: input rows from `x` (`xs` apart, `w` columns each) and output rows
+/// from `y` (`ys` apart).
+#[derive(Clone, Copy)]
+struct Pass {
+    x: *const f32,
+    xs: usize,
+    w: usize,
+    y: *mut f32,
+    ys: usize,
+}
+
+/// `RO` output rows of 8 outputs from `ob`: input rows `0 .. 2 RO + F - 2` of `q` folded
+/// horizontally once each, then vertically (3x3: in threes, the rows two outputs share
+/// folded once), reordered (`VPERMPD`), finished and stored in output rows `0 .. RO`. With
+/// `M`, the input columns from `w` on are not read and only the first `n` outputs are
+/// stored.
+///
+/// # Safety
+/// AVX2; the input rows readable at columns `2 ob .. 2 ob + 2 * 8 + F - 2` (with `M`,
+/// those below `w`); the `RO` output rows writable at columns `ob .. ob + 8` (with `M`,
+/// `ob .. ob + n`), and every output stored a window inside the input.
+#[inline(always)]
+unsafe fn block<K: Op, const F: usize, const RO: usize, const M: bool>(k: K, q: Pass, ob: usize, n: usize) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let c = 2 * ob;
+        let h = |i: usize| hrow::<K, F, M>(k, q.x.add(i * q.xs), c, q.w);
+        let out = |j: usize| q.y.add(j * q.ys + ob);
+        if F == 2 {
+            for j in 0..RO {
+                put::<K, M>(k, out(j), n, k.fold(h(2 * j), h(2 * j + 1)));
+            }
+            return;
+        }
+        let mut top = h(0);
+        for j in 0..RO {
+            let (mid, bot) = (h(2 * j + 1), h(2 * j + 2));
+            put::<K, M>(k, out(j), n, k.fold(k.fold(top, mid), bot));
+            top = bot;
+        }
+    }
+}
+
+/// `RO` output rows of `q`, `ow` outputs each: whole blocks of 8, then one block ending
+/// at the row's end that overlaps the last whole one (storing the same values again); a
+/// row of fewer than 8 outputs is one masked block. With `PF`, each block first
+/// prefetches one line of every input row of the next pass, which starts at `ahead`.
+///
+/// # Safety
+/// AVX2; `ow >= 1`; the `2 RO + F - 2` input rows readable at columns below `w`, and every
+/// window inside them (`2 (ow - 1) + F - 1 < w`); the output rows writable at `0 .. ow`.
+#[inline(always)]
+unsafe fn rows<K: Op, const F: usize, const RO: usize, const PF: bool>(
+    k: K,
+    q: Pass,
+    ow: usize,
+    ahead: *const f32,
+) {
+    // SAFETY: as the caller guarantees: block `ob` (with `ob + 8 <= ow`) reads columns up
+    // to `2 ob + 2 * 8 + F - 3 <= 2 (ow - 1) + F - 1 < w` and writes `ob .. ob + 8 <= ow`;
+    // a masked block reads only columns below `w` and writes `0 .. ow`. Prefetches never
+    // fault.
+    unsafe {
+        if ow < 8 {
+            block::<K, F, RO, true>(k, q, 0, ow);
+            return;
+        }
+        let mut ob = 0;
+        while ob + 8 <= ow {
+            if PF {
+                // One line of each input row the next pass reads first.
+                let new_rows = if F == 2 { 0..2 } else { 1..2 * RO + 1 };
+                for i in new_rows {
+                    crate::simd_util::prefetch_l1(ahead.wrapping_add(2 * ob + i * q.xs));
+                }
+            }
+            block::<K, F, RO, false>(k, q, ob, 8);
+            ob += 8;
+        }
+        if ob < ow {
+            block::<K, F, RO, false>(k, q, ow - 8, 8);
+        }
+    }
+}
+
+/// See [`s2`].
+///
+/// # Safety
+/// AVX2 available; `io` as [`Io`] says for `p`'s input and output; every window of `p`
+/// lies inside the input; `p` is an `F x F` stride-2 window (`F` 2 or 3), dilation 1,
+/// with at least one output.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if p.h.saturating_mul(io.xs[2]) >= PREFETCH_PLANE {
+            planes::<K, F, true>(k, p, io);
+        } else {
+            planes::<K, F, false>(k, p, io);
+        }
+    }
+}
+
+/// [`kernel`]'s loops, with software prefetches if `PF`.
+///
+/// # Safety
+/// As [`kernel`].
+#[inline(always)]
+unsafe fn planes<K: Op, const F: usize, const PF: bool>(k: K, p: &Plan, io: Io<'_>) {
+    let Io { x, xs, y, ys } = io;
+    let (oh, ow) = (p.oh, p.ow);
+    let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
+    // SAFETY (whole body): every window lies inside the input, so output row `oy` reads
+    // input rows `2 oy .. 2 oy + F <= h` of its plane at columns below `w`, and outputs
+    // `ox < ow` of row `oy < oh` are inside the output view (see [`rows`]). The
+    // prefetched addresses are formed with wrapping arithmetic and never dereferenced.
+    unsafe {
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let xp = xb.add(n * xs[0] + c * xs[1]);
+                let yp = yb.add(n * ys[0] + c * ys[1]);
+                // The first input row of the pass from output row `oy` (the next plane's
+                // first after the last row), for the prefetches.
+                let next = |oy: usize| {
+                    if oy < oh {
+                        xp.wrapping_add(2 * oy * xs[2])
+                    } else {
+                        xp.wrapping_add(xs[1])
+                    }
+                };
+                let pass = |oy: usize| Pass {
+                    x: xp.add(2 * oy * xs[2]),
+                    xs: xs[2],
+                    w: p.w,
+                    y: yp.add(oy * ys[2]),
+                    ys: ys[2],
+                };
+                let mut oy = 0;
+                if F == 3 {
+                    while oy + 4 <= oh {
+                        rows::<K, F, 4, PF>(k, pass(oy), ow, next(oy + 4));
+                        oy += 4;
+                    }
+                }
+                while oy < oh {
+                    rows::<K, F, 1, PF>(k, pass(oy), ow, next(oy + 1));
+                    oy += 1;
+                }
+            }
+        }
+    }
+}
