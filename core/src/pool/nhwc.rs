@@ -123,6 +123,7 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
             use super::avx512::{global, s2, Io};
             if s2::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r, true)
                 || global::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r, false)
+                || super::avx2::nhwc_s2::<S, R>(p, Io { x, xs, y: &mut *y, ys }, r)
             {
                 return;
             }
