@@ -526,10 +526,32 @@ pub fn pool(data_bytes: &[u8]) {
 }
 
 fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
-    let (n, c, h, w) = (small(u, 0, 2)?, small(u, 0, 5)?, small(u, 0, 9)?, small(u, 0, 9)?);
-    let (kh, kw) = (small(u, 0, 4)?, small(u, 0, 4)?);
-    let (sh, sw, dh, dw) = (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 1, 2)?, small(u, 1, 2)?);
-    let p = Padding::new(small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?);
+    // One case in eight is a 2x2 or 3x3 window of stride 2 without padding over up to 40
+    // channels and rows up to 40 wide: the AVX2 kernels' whole blocks then run (8 outputs
+    // a row in NCHW, 32 or 8 channels in NHWC). Before these cases, rows had at most 4
+    // outputs and pixels at most 5 channels, so the fuzzers ran only their masked paths.
+    let wide = u.ratio(1u8, 8)?;
+    let (n, c, h, w) = if wide {
+        (small(u, 1, 2)?, small(u, 1, 40)?, small(u, 2, 12)?, small(u, 2, 40)?)
+    } else {
+        (small(u, 0, 2)?, small(u, 0, 5)?, small(u, 0, 9)?, small(u, 0, 9)?)
+    };
+    let (kh, kw) = if wide {
+        let f = small(u, 2, 3)?;
+        (f, f)
+    } else {
+        (small(u, 0, 4)?, small(u, 0, 4)?)
+    };
+    let (sh, sw, dh, dw) = if wide {
+        (2, 2, 1, 1)
+    } else {
+        (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 1, 2)?, small(u, 1, 2)?)
+    };
+    let p = if wide {
+        Padding::new(0, 0, 0, 0)
+    } else {
+        Padding::new(small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?)
+    };
     let pool = Pool2d::new(kh, kw).stride_hw(sh, sw).dilation_hw(dh, dw).padding(p).rounding(rounding(u)?);
     let Ok(g) = PoolGeometry::new(Dims::new(n, c, h, w), pool) else { return Ok(()) };
     let exec = isa(u)?;
