@@ -115,9 +115,7 @@ unsafe fn ld<const M: bool>(row: *const f32, s: usize, w: usize) -> __m256 {
     // SAFETY: as the caller guarantees.
     unsafe {
         if M {
-            let n = w.saturating_sub(s).min(8) as i32;
-            let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-            _mm256_maskload_ps(row.wrapping_add(s), m)
+            _mm256_maskload_ps(row.wrapping_add(s), first(w.saturating_sub(s)))
         } else {
             _mm256_loadu_ps(row.add(s))
         }
@@ -164,11 +162,7 @@ unsafe fn put<K: Op, const M: bool>(k: K, at: *mut f32, n: usize, v: __m256) {
     unsafe {
         let v = k.fin(_mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v))));
         if M {
-            let m = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(n.min(8) as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            _mm256_maskstore_ps(at, m, v);
+            _mm256_maskstore_ps(at, first(n), v);
         } else {
             _mm256_storeu_ps(at, v);
         }
