@@ -526,8 +526,13 @@ fn stride2_interior_kernels() {
     named(Dims::new(2, 3, 5, 15), f2, 3);
     named(Dims::new(1, 2, 91, 91), f3, 3);
     named(Dims::new(1, 2, 92, 92), f2, 3);
-    // Next to them, geometries that must leave the fast path: padding, ceil windows past
-    // the input, a 3x3 window of stride 2 in one direction only.
+    // Next to them, geometries that must leave the whole-geometry kernels: padding, ceil
+    // windows past the input, a 3x3 window of stride 2 in one direction only. In NHWC the
+    // inner pixels of the first two still take the AVX2 3x3 kernel, row by row; so do
+    // these: asymmetric padding over two images of 40 channels, and rows with one inner
+    // pixel.
+    named(Dims::new(2, 40, 9, 11), f3.padding(Padding::new(1, 0, 0, 1)), 3);
+    named(Dims::new(1, 9, 7, 5), f3.pad(1), 3);
     named(Dims::new(1, 18, 5, 35), f3.pad(1), 3);
     named(Dims::new(1, 17, 5, 34), f3.rounding(Rounding::Ceil), 3);
     named(Dims::new(1, 17, 5, 34), Pool2d::new(3, 3).stride_hw(1, 2), 3);

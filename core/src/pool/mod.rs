@@ -34,7 +34,8 @@
 //! and 3x3 windows of stride 2 without padding skip the row buffer (`avx2.rs`): each input
 //! row is folded horizontally once per block of 8 outputs with in-lane shuffles only
 //! (one lane-crossing permute per stored vector), 3x3 four output rows at a time; NHWC
-//! 3x3 ones keep each window's last column folded for the next window.
+//! 3x3 ones keep each window's last column folded for the next window (with padding or
+//! ceil-mode windows, for the inner pixels of each row).
 //! With feature `rayon`, forward pooling splits the work over [`Exec::threads`]: images,
 //! else NCHW channel planes or NHWC output rows (a row slab's input starts at the first
 //! row its windows read, keeping what remains of the top padding), each worker getting at

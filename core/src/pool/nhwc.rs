@@ -138,7 +138,21 @@ impl<R: Red> WithSimd for Fwd<'_, R> {
                 // once, with 2x2 and 3x3 windows unrolled.
                 let inner = oy >= p.ah.lo && oy < p.ah.hi;
                 let (lo, hi) = if inner { (p.aw.lo, p.aw.hi) } else { (0, 0) };
-                if hi > lo {
+                // AVX2 has a kernel for the inner pixels of 3x3 stride-2 windows.
+                #[cfg(target_arch = "x86_64")]
+                let done = hi > lo
+                    && super::avx2::nhwc_s2_interior::<S, R>(
+                        p,
+                        super::avx512::Io { x, xs, y: &mut *y, ys },
+                        r,
+                        n,
+                        oy,
+                        lo,
+                        hi,
+                    );
+                #[cfg(not(target_arch = "x86_64"))]
+                let done = false;
+                if hi > lo && !done {
                     let scale = r.scale(p.ah.kernel * p.aw.kernel, p.ah.kernel * p.aw.kernel);
                     let vscale = simd.splat_f32s(scale);
                     let win = Window {
