@@ -586,6 +586,24 @@ fn thin_input_border_and_row_splits() {
 }
 
 #[test]
+fn thin_input_nchw_rows_ending_inside_the_input() {
+    // Without padding every pixel is interior, so the last pixel block ends at the row's
+    // end: on AVX2 the NCHW outputs go straight from registers into the planes, a run of
+    // `pb` pixels a channel, and must not spill into the row gap (`pad_w`) or the next
+    // row. Rows of 1 to 30 outputs; 5 output channels (one vector: blocks of up to 12
+    // pixels, two transposes) and 20 (a partial vector in the last block); two threads
+    // (shares that start and end inside rows).
+    for ow in 1..=30 {
+        for k in [5, 20] {
+            let mut c = case(Dims::new(1, 3, 6, ow + 4), k, Conv2d::new(5, 5));
+            c.pad_w = 2;
+            c.threads = 1 + ow % 2;
+            check_case(&c, Algorithm::Im2colGemm).unwrap();
+        }
+    }
+}
+
+#[test]
 fn regression_thin_input_row_shorter_than_a_block() {
     // Found by proptest: 9-pixel rows on 8 lanes (two vectors would start before the
     // row) made the pixel-vectorised kernel's last block underflow.

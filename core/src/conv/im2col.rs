@@ -443,6 +443,15 @@ fn thin_input(g: &ConvGeometry) -> bool {
 /// computed (the transpose's stores, missing to L3, had been a tenth of ResNet's conv1 in
 /// NCHW). ResNet's conv1 0.95-0.96x the time in both layouts (0.97-0.98x of that from the
 /// prefetch, in NCHW), AlexNet's 0.97-1.0x.
+///
+/// On AVX2 the NCHW outputs no longer go through the row buffer: each pixel block's
+/// accumulators are transposed in registers (8 pixels x 8 channels at a time) and every
+/// channel's run of 5 or 6 pixels is stored straight into its plane (4 + 2 or 4 + 1
+/// floats, never past the run), without the line prefetch, which then cost AlexNet's
+/// conv1 about 1%. Same machine, convbench back to back, three rounds (2026-11-30):
+/// AlexNet's conv1 in NCHW 0.94-0.955x the time on one thread and 0.93-0.955x on two,
+/// ResNet's 0.96-0.97x and 0.95-0.97x; NCHW stems now run as fast as NHWC ones (86% and
+/// 79% of the FMA peak before, 90% and 82% after).
 mod thin {
     use pulp::{Simd, WithSimd};
 
@@ -572,7 +581,9 @@ mod thin {
         // buffer first, then one contiguous run per channel; storing each pixel's
         // channels straight into `K` planes touched `K` pages per pixel. The buffer holds
         // `chunk >= 16` pixels (`blocks * block <= THIN_MAX_OUT + BLOCK_SLACK` floats a
-        // pixel).
+        // pixel). On AVX2 the kernel transposes each pixel block in registers and stores
+        // every channel's run of pixels itself (`Row::store_nchw_avx2`; the dispatch then
+        // returns true and the buffer is unused).
         let kp = blocks * block;
         let chunk = if layout == Layout::Nchw { (ROW_BUF / kp).max(1) } else { usize::MAX };
         // The row buffer's transpose runs 8x8 blocks in AVX registers when the kernel may
@@ -586,7 +597,7 @@ mod thin {
                 while done < run {
                     let part = (run - done).min(chunk);
                     let ow = ow0 + done;
-                    exec.dispatch(Row {
+                    let direct = exec.dispatch(Row {
                         x,
                         wpk,
                         y: y_out,
@@ -600,7 +611,7 @@ mod thin {
                         ow0: ow,
                         run: part,
                     });
-                    if layout == Layout::Nchw {
+                    if layout == Layout::Nchw && !direct {
                         transpose_row(&buf[..part * kp], kp, y_out, n, out.c, oh, ow, part, avx2);
                     }
                     done += part;
@@ -693,6 +704,37 @@ mod thin {
         }
     }
 
+    /// Stores the first `n` lanes (`1 <= n <= 8`) of `v` at `p..p + n`.
+    ///
+    /// # Safety
+    /// AVX2 is available and enabled in the caller (this inlines into AVX code); the `n`
+    /// floats at `p` are writable.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn store_n(p: *mut f32, v: core::arch::x86_64::__m256, n: usize) {
+        use core::arch::x86_64::*;
+        debug_assert!((1..=8).contains(&n));
+        // SAFETY: as the caller guarantees: every store below stays inside `p..p + n`.
+        unsafe {
+            if n == 8 {
+                _mm256_storeu_ps(p, v);
+                return;
+            }
+            let (mut p, mut n, mut h) = (p, n, _mm256_castps256_ps128(v));
+            if n >= 4 {
+                _mm_storeu_ps(p, h);
+                (p, n, h) = (p.add(4), n - 4, _mm256_extractf128_ps::<1>(v));
+            }
+            if n >= 2 {
+                _mm_store_sd(p.cast::<f64>(), _mm_castps_pd(h));
+                (p, n, h) = (p.add(2), n - 2, _mm_movehl_ps(h, h));
+            }
+            if n == 1 {
+                _mm_store_ss(p, h);
+            }
+        }
+    }
+
     /// One output row segment, all channels.
     struct Row<'a, 'w> {
         x: TensorView<'a, f32>,
@@ -750,9 +792,11 @@ mod thin {
     }
 
     impl WithSimd for Row<'_, '_> {
-        type Output = ();
+        /// Whether the outputs went straight into the NCHW planes (AVX2), not into the
+        /// row buffer.
+        type Output = bool;
         #[inline(always)]
-        fn with_simd<S: Simd>(mut self, simd: S) {
+        fn with_simd<S: Simd>(mut self, simd: S) -> bool {
             // AVX2 has 16 vector registers, the others 32 (Scalar: any). Blocks keep
             // `NB * PB` accumulators, `NB` weights and a broadcast in registers; on AVX2
             // `NB <= 2` (see `run`).
@@ -765,6 +809,7 @@ mod thin {
                 (2, true) => self.blocks::<S, 2, 6, 5>(simd),
                 (_, true) => self.blocks::<S, 1, 12, 11>(simd),
             }
+            Self::direct::<S>()
         }
     }
 
@@ -818,7 +863,9 @@ mod thin {
             // the sums are computed; the transpose's stores, missing to L3, were a tenth of
             // ResNet's conv1. (NHWC stores one line at a time between the sums, and the
             // prefetch made it 4% slower.)
-            let runs = if self.layout == Layout::Nchw { geo.k } else { 0 };
+            // Not when the outputs go straight into the planes (AVX2): there the prefetch
+            // cost AlexNet's conv1 1% (convbench, back to back, 2026-11-30).
+            let runs = if self.layout == Layout::Nchw && !Self::direct::<S>() { geo.k } else { 0 };
             let (start, len) = self.line_run(0);
             let mut lines = Lines { r: 0, runs, at: start & !63, end: start + len };
             let total = runs * (len / 64 + 2);
@@ -988,6 +1035,78 @@ mod thin {
             self.store::<S, NB, PB>(simd, &acc, b, ow, pb);
         }
 
+        /// Whether NCHW outputs go straight into the planes ([`Row::store_nchw_avx2`]):
+        /// on AVX2.
+        #[inline(always)]
+        fn direct<S: Simd>() -> bool {
+            crate::simd_util::is_avx2::<S>()
+        }
+
+        /// NCHW on AVX2: the block's accumulators (pixel-major, 8 channels a vector),
+        /// transposed in registers 8 pixels at a time and stored as each channel's run of
+        /// `pb` pixels, without the row buffer and its transpose.
+        #[cfg(target_arch = "x86_64")]
+        #[inline(always)]
+        fn store_nchw_avx2<S: Simd, const NB: usize, const PB: usize>(
+            &self,
+            acc: &[[S::f32s; NB]; PB],
+            b: usize,
+            ow: usize,
+            pb: usize,
+        ) {
+            use core::arch::x86_64::*;
+            use core::mem::transmute_copy;
+            assert!(Self::direct::<S>() && core::mem::size_of::<S::f32s>() == core::mem::size_of::<__m256>());
+            let k = self.geo.k;
+            // `j` picks one vector of every pixel's accumulators, not an element of `acc`.
+            #[allow(clippy::needless_range_loop)]
+            for j in 0..NB {
+                let o0 = (b * NB + j) * 8;
+                if o0 >= k {
+                    break;
+                }
+                let m = (k - o0).min(8);
+                if PB == 1 {
+                    // One pixel (a border pixel): its channels one by one.
+                    // SAFETY: `S::f32s` is an `__m256` of 8 floats (asserted), plain data.
+                    let v: [f32; 8] = unsafe { transmute_copy(&acc[0][j]) };
+                    for (c, &x) in v.iter().enumerate().take(m) {
+                        // SAFETY: channel `o0 + c < k` of pixel `ow` (`pb == 1`) is an
+                        // in-range element owned by this worker.
+                        unsafe { *self.y.at(self.n, o0 + c, self.oh, ow) = x };
+                    }
+                    continue;
+                }
+                let mut p0 = 0;
+                while p0 < pb {
+                    let n = (pb - p0).min(8);
+                    // SAFETY: `S` is pulp's `V3` (asserted), so AVX2 is available and
+                    // enabled in this `with_simd` context, and `S::f32s` is an `__m256`
+                    // (same size, plain data).
+                    let cols = unsafe {
+                        let rows: [__m256; 8] = core::array::from_fn(|p| {
+                            if p0 + p < PB {
+                                transmute_copy(&acc[p0 + p][j])
+                            } else {
+                                _mm256_setzero_ps()
+                            }
+                        });
+                        crate::simd_util::transpose8(rows)
+                    };
+                    for (c, v) in cols.iter().enumerate().take(m) {
+                        // `w` has stride 1 in an NCHW view (or the run has length 1):
+                        // channel `o0 + c < k` of pixels `ow + p0 .. ow + p0 + n` (inside
+                        // the row segment, `p0 + n <= pb`) is `n` consecutive in-range
+                        // elements, owned by this worker.
+                        let dst = self.y.at(self.n, o0 + c, self.oh, ow + p0);
+                        // SAFETY: see above; AVX2 as above.
+                        unsafe { store_n(dst, *v, n) };
+                    }
+                    p0 += n;
+                }
+            }
+        }
+
         #[inline(always)]
         fn store<S: Simd, const NB: usize, const PB: usize>(
             &mut self,
@@ -997,6 +1116,11 @@ mod thin {
             ow: usize,
             pb: usize,
         ) {
+            #[cfg(target_arch = "x86_64")]
+            if self.layout == Layout::Nchw && Self::direct::<S>() {
+                self.store_nchw_avx2::<S, NB, PB>(acc, b, ow, pb);
+                return;
+            }
             let lanes = S::F32_LANES;
             let k = self.geo.k;
             for (p, a) in acc.iter().enumerate().take(pb) {
