@@ -448,10 +448,11 @@ fn thin_input(g: &ConvGeometry) -> bool {
 /// accumulators are transposed in registers (8 pixels x 8 channels at a time) and every
 /// channel's run of 5 or 6 pixels is stored straight into its plane (4 + 2 or 4 + 1
 /// floats, never past the run), without the line prefetch, which then cost AlexNet's
-/// conv1 about 1%. Same machine, convbench back to back, three rounds (2026-11-30):
+/// conv1 about 1%. Same machine (2026-11-30): convbench back to back, three rounds,
 /// AlexNet's conv1 in NCHW 0.94-0.955x the time on one thread and 0.93-0.955x on two,
-/// ResNet's 0.96-0.97x and 0.95-0.97x; NCHW stems now run as fast as NHWC ones (86% and
-/// 79% of the FMA peak before, 90% and 82% after).
+/// ResNet's 0.96-0.97x and 0.95-0.97x (86% and 79% of the FMA peak before, 90% and 82%
+/// after, as fast as NHWC); in-process A/B (300 interleaved calls, outputs cold, no
+/// epilogue), AlexNet's 0.96-0.97x, ResNet's 0.96-0.99x (NHWC, unchanged, 0.99x).
 mod thin {
     use pulp::{Simd, WithSimd};
 
