@@ -526,7 +526,7 @@ pub fn pool(data_bytes: &[u8]) {
 }
 
 fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
-    // One case in eight is a 2x2 or 3x3 window of stride 2 without padding over up to 40
+    // One case in eight is a 2x2 or 3x3 window of stride 2 (half of them padded) over up to 40
     // channels and rows up to 40 wide: the AVX2 kernels' whole blocks then run (8 outputs
     // a row in NCHW, 32 or 8 channels in NHWC). Before these cases, rows had at most 4
     // outputs and pixels at most 5 channels, so the fuzzers ran only their masked paths.
@@ -547,7 +547,11 @@ fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
     } else {
         (small(u, 0, 3)?, small(u, 0, 3)?, small(u, 1, 2)?, small(u, 1, 2)?)
     };
-    let p = if wide {
+    // Half the wide cases pad (each side 0 or 1): the NCHW kernel's padded entry then
+    // runs its interior, border rows and border columns.
+    let p = if wide && u.arbitrary::<bool>()? {
+        Padding::new(small(u, 0, 1)?, small(u, 0, 1)?, small(u, 0, 1)?, small(u, 0, 1)?)
+    } else if wide {
         Padding::new(0, 0, 0, 0)
     } else {
         Padding::new(small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?, small(u, 0, 2)?)
@@ -596,6 +600,25 @@ fn pool_inner(u: &mut Unstructured<'_>) -> AResult<()> {
                 assert!(same_f32(y[i], y64[i]), "max {i}: {} vs {} on {}", y[i], y64[i], exec.isa());
             }
             assert_eq!(idx, idx64, "switches differ on {}", exec.isa());
+            // Values only: the forward kernels without switches (another path).
+            let mut yv = vec![0.0f32; out_len];
+            simdconv::max_pool2d(
+                &exec,
+                &g,
+                xv,
+                TensorViewMut::new(&mut yv, g.output(), layout).unwrap(),
+                None,
+            )
+            .unwrap();
+            for i in 0..out_len {
+                assert!(
+                    same_f32(yv[i], y64[i]),
+                    "max (values) {i}: {} vs {} on {}",
+                    yv[i],
+                    y64[i],
+                    exec.isa()
+                );
+            }
             let mut dx = vec![0.0f32; in_len];
             let mut dx64 = vec![0.0f64; in_len];
             simdconv::max_pool2d_backward(

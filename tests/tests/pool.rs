@@ -539,6 +539,57 @@ fn stride2_interior_kernels() {
 }
 
 #[test]
+fn stride2_padded_nchw_kernel() {
+    // The AVX2 NCHW kernel for 2x2 / 3x3 stride-2 windows with padding or ceil-mode
+    // windows past the input (`pool/avx2.rs`, `s2_padded`): each plane's interior through
+    // the whole-geometry kernel, border rows in blocks of 8 with masked loads (padding
+    // holds the fold's identity), border columns of interior rows one output at a time.
+    // Every average option (PyTorch's, padding excluded, divisor overrides 3 and 1):
+    // `avg_opts(seed >> 7)`. Modes: all negative next to padding (padding never wins a
+    // max), NaN and +-inf, ties.
+    let f2 = Pool2d::new(2, 2).stride(2);
+    let f3 = Pool2d::new(3, 3).stride(2);
+    let cases = [
+        // ResNet's pool, shrunk: pad 1, one border row and column each side, rows of 7
+        // (one masked block), 8, 9, 16, 28 and 56 outputs; four-row passes and single rows.
+        (Dims::new(1, 3, 13, 13), f3.pad(1), 2),
+        (Dims::new(2, 4, 15, 15), f3.pad(1), 3),
+        (Dims::new(1, 3, 17, 17), f3.pad(1), 1),
+        (Dims::new(1, 2, 31, 32), f3.pad(1), 2),
+        (Dims::new(1, 3, 20, 55), f3.pad(1), 3),
+        (Dims::new(1, 2, 10, 112), f3.pad(1), 0),
+        // Asymmetric padding, only one
+        // side padded, ceil-mode windows past the input with and without padding.
+        (Dims::new(1, 3, 12, 21), f3.padding(Padding::new(1, 1, 1, 0)), 2),
+        (Dims::new(1, 3, 11, 24), f3.padding(Padding::new(0, 1, 1, 1)), 3),
+        (Dims::new(1, 2, 14, 33), f3.padding(Padding::new(1, 0, 0, 1)), 2),
+        (Dims::new(2, 2, 9, 34), f3.rounding(Rounding::Ceil), 3),
+        (Dims::new(1, 3, 10, 36), f3.pad(1).rounding(Rounding::Ceil), 1),
+        // 2x2: TensorFlow's SAME on odd sizes (one trailing pad), a leading pad, ceil mode.
+        (Dims::new(1, 3, 15, 17), f2.padding(Padding::new(0, 1, 0, 1)), 2),
+        (Dims::new(2, 2, 12, 30), f2.pad(1), 3),
+        (Dims::new(1, 3, 9, 33), f2.rounding(Rounding::Ceil), 0),
+        // No interior rows or columns, and a plane of 8464 floats whose interior
+        // prefetches.
+        (Dims::new(1, 3, 2, 40), f3.pad(1), 2),
+        (Dims::new(1, 2, 30, 2), f3.pad(1), 3),
+        (Dims::new(1, 2, 92, 92), f3.pad(1), 3),
+    ];
+    for (i, (d, pool, mode)) in cases.into_iter().enumerate() {
+        let g = PoolGeometry::new(d, pool).unwrap();
+        for (j, extra) in [0, 1].into_iter().enumerate() {
+            // `seed >> 7` walks the average options.
+            let seed = (((i * 2 + j) as u64) << 7) | 5;
+            for threads in [1, 2] {
+                let c = Case { g, seed, mode, extra, threads };
+                check_max(&c).unwrap();
+                check_avg(&c).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
 fn avx512_global_kernels() {
     // NHWC: 256- and 128-channel blocks, 16-channel blocks and a masked tail; NCHW: planes
     // of 16, 64 and 100 values (whole vectors only, the unrolled counts, the general loop),

@@ -1,7 +1,8 @@
 //! AVX2 kernels for windows of stride 2 and dilation 1 whose every window lies inside the
 //! input (no padding, no ceil-mode windows past the end), max or average: NCHW 2x2 and
-//! 3x3, NHWC 3x3 ([`nhwc_s2`]), and with padding or ceil-mode windows, the inner pixels of
-//! NHWC 3x3 rows ([`nhwc_s2_interior`]); written with `core::arch` and run only under a
+//! 3x3, NHWC 3x3 ([`nhwc_s2`]); and with padding or ceil-mode windows, NCHW 2x2 and 3x3
+//! ([`s2_padded`]: the interior as above, the borders apart) and the inner pixels of NHWC
+//! 3x3 rows ([`nhwc_s2_interior`]); written with `core::arch` and run only under a
 //! `pulp::x86::V3` token. Everything else takes the generic kernels of `nchw.rs` and
 //! `nhwc.rs`.
 //!
@@ -39,6 +40,19 @@ trait Op: Copy {
     /// # Safety
     /// As [`Op::fold`].
     unsafe fn fin(self, a: __m256) -> __m256;
+    /// Whether the finish scales (so border windows need their own divisors).
+    const SCALED: bool;
+    /// `v` with the lanes outside `m` set to the fold's identity (`v` holds 0 there, from
+    /// a masked load).
+    ///
+    /// # Safety
+    /// As [`Op::fold`].
+    unsafe fn pad(self, v: __m256, m: __m256i) -> __m256;
+    /// The finish with a scale per lane (for [`Op::SCALED`] folds).
+    ///
+    /// # Safety
+    /// As [`Op::fold`].
+    unsafe fn fin_v(self, a: __m256, s: __m256) -> __m256;
 }
 
 /// NaN-propagating maximum: `max(a, b) | max(b, a)` (each `VMAXPS` returns its second
@@ -57,6 +71,16 @@ impl Op for Max {
     unsafe fn fin(self, a: __m256) -> __m256 {
         a
     }
+    const SCALED: bool = false;
+    #[inline(always)]
+    unsafe fn pad(self, v: __m256, m: __m256i) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_blendv_ps(_mm256_set1_ps(f32::NEG_INFINITY), v, _mm256_castsi256_ps(m)) }
+    }
+    #[inline(always)]
+    unsafe fn fin_v(self, a: __m256, _: __m256) -> __m256 {
+        a
+    }
 }
 
 /// Sum, finished by a multiplication with the reciprocal divisor.
@@ -73,6 +97,16 @@ impl Op for Sum {
     unsafe fn fin(self, a: __m256) -> __m256 {
         // SAFETY: the caller guarantees AVX.
         unsafe { _mm256_mul_ps(a, _mm256_set1_ps(self.0)) }
+    }
+    const SCALED: bool = true;
+    #[inline(always)]
+    unsafe fn pad(self, v: __m256, _: __m256i) -> __m256 {
+        v
+    }
+    #[inline(always)]
+    unsafe fn fin_v(self, a: __m256, s: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_mul_ps(a, s) }
     }
 }
 
@@ -317,6 +351,314 @@ unsafe fn planes<K: Op, const F: usize, const PF: bool>(k: K, p: &Plan, io: Io<'
                 while oy < oh {
                     rows::<K, F, 1, PF>(k, pass(oy), ow, next(oy + 1));
                     oy += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Forward pooling of stride-2 2x2 / 3x3 windows (dilation 1) of which some touch the
+/// padding or run past the input (ceil mode), NCHW, on AVX2; false (nothing done) when
+/// `S` is not AVX2, the geometry or the reduction is not this kernel's, or every window
+/// lies inside the input ([`s2`] takes those).
+///
+/// Rows of interior outputs run their interior columns as [`s2`] does, through a view
+/// that starts at the first interior window. The other outputs (border rows, and the
+/// columns left and right of the interior) take blocks of 8 whose loads are masked to
+/// the input's columns, the other lanes holding the fold's identity (-inf, so padding
+/// never wins a max; 0 for sums), folding only the window rows inside the input; sums
+/// finish with each output's own divisor.
+///
+/// Against the row-buffer path (same A/B as [`s2`], 500 calls): ResNet's pool, max over
+/// 64 x 112 x 112 with padding 1, 0.745x the time, average 0.62x; 64 x 56 x 56 0.65x;
+/// 96 x 55 x 55 0.66x (average 0.59x); 256 x 13 x 13 0.54x; 64 x 15 x 15 0.76x; 2x2 with
+/// padding 1 over 64 x 112 x 112 0.58x. The borders are a fifth to a half of the time
+/// (ResNet's pool: 140 us against 110 without them).
+#[inline(always)]
+pub(crate) fn s2_padded<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
+    if !crate::simd_util::is_avx2::<S>() {
+        return false;
+    }
+    let Some(f) = super::plan::s2_padded_window(p) else { return false };
+    // SAFETY: `S` is `V3`, whose existence proves AVX2 and FMA; `io` holds validated views
+    // of the geometry's input and output with rows contiguous (NCHW), and
+    // `s2_padded_window` checked the window and that the problem is not empty.
+    unsafe {
+        match (R::FAST, f) {
+            (Fast::None, _) => return false,
+            (Fast::Max, 2) => padded::<_, R, 2>(Max, r, p, io),
+            (Fast::Max, _) => padded::<_, R, 3>(Max, r, p, io),
+            (Fast::Avg, 2) => padded::<_, R, 2>(Sum(r.scale(4, 4)), r, p, io),
+            (Fast::Avg, _) => padded::<_, R, 3>(Sum(r.scale(9, 9)), r, p, io),
+        }
+    }
+    true
+}
+
+/// The lanes `j` of a load at column `s` with `0 <= s + j < w`.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn inside(s: isize, w: usize) -> __m256i {
+    let lo = if s < 0 { s.unsigned_abs() } else { 0 };
+    let hi = if s < 0 { w.saturating_add(s.unsigned_abs()) } else { w.saturating_sub(s.unsigned_abs()) };
+    // SAFETY: as the caller guarantees.
+    unsafe { _mm256_andnot_si256(first(lo), first(hi)) }
+}
+
+/// `row[s .. s + 8]`; with `M`, the columns outside `0 .. w` hold the fold's identity
+/// (never read).
+///
+/// # Safety
+/// AVX2; without `M`, columns `s .. s + 8` of the row readable (`s >= 0`); with `M`, those
+/// inside `0 .. w` (the address is formed with wrapping arithmetic; a masked load reads
+/// only the lanes of its mask).
+#[inline(always)]
+unsafe fn ldp<K: Op, const M: bool>(k: K, row: *const f32, s: isize, w: usize) -> __m256 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if M {
+            let m = inside(s, w);
+            k.pad(_mm256_maskload_ps(row.wrapping_offset(s), m), m)
+        } else {
+            _mm256_loadu_ps(row.offset(s))
+        }
+    }
+}
+
+/// [`hrow`] for windows that may start left of the input (`c < 0`) or end past it: with
+/// `M`, columns outside `0 .. w` count as the fold's identity.
+///
+/// # Safety
+/// AVX2; without `M`, columns `c .. c + 2 * 8 + F - 2` of the row readable (`c >= 0`);
+/// with `M`, those inside `0 .. w`.
+#[inline(always)]
+unsafe fn hrowp<K: Op, const F: usize, const M: bool>(k: K, row: *const f32, c: isize, w: usize) -> __m256 {
+    // SAFETY: as the caller guarantees; the loads are those of [`hrow`].
+    unsafe {
+        let a = ldp::<K, M>(k, row, c, w);
+        let b = ldp::<K, M>(k, row, c + 8, w);
+        let v = k.fold(_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b));
+        if F == 2 {
+            return v;
+        }
+        let a2 = ldp::<K, M>(k, row, c + 2, w);
+        let b2 = ldp::<K, M>(k, row, c + 9, w);
+        k.fold(v, _mm256_shuffle_ps::<0xD8>(a2, b2))
+    }
+}
+
+/// Outputs `ob .. ob + 8` of output row `oy` of the plane at `xp` (input rows `xs2`
+/// apart), stored at `yr + ob` (with `n < 8`, only the first `n`): the window rows inside
+/// the input, each folded horizontally with masked loads where a window leaves the input
+/// columns, then vertically; sums finish with each output's own divisor where the
+/// window is not whole.
+///
+/// # Safety
+/// AVX2; `p` a validated stride-2 `F x F` window of dilation 1 (`F` 2 or 3); `xp` the
+/// plane's first input element, its `p.h` rows readable at columns `0 .. p.w`; `yr + ob
+/// .. yr + ob + n` writable outputs of row `oy < p.oh`, `ob + n <= p.ow`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn edge_block<K: Op, R: Red, const F: usize>(
+    k: K,
+    r: R,
+    p: &Plan,
+    xp: *const f32,
+    xs2: usize,
+    yr: *mut f32,
+    oy: usize,
+    ob: usize,
+    n: usize,
+) {
+    let (ah, aw) = (p.ah, p.aw);
+    let (k0, k1, _) = ah.taps(oy);
+    // The columns of lane `j`'s window: `c + 2 j .. c + 2 j + F`; a lane outside the
+    // interior (or past the row's outputs) may leave the input.
+    let c = (2 * ob) as isize - aw.pad as isize;
+    let masked = ob < aw.lo || ob + 8 > aw.hi;
+    // SAFETY: as the caller guarantees: rows `coord(oy, ky)` for `ky` in `k0..k1` lie
+    // inside the input; unmasked loads only when every lane's window lies inside the
+    // input columns (interior outputs: columns `c .. c + 2 * 8 + F - 2` inside `0 ..
+    // w`); masked loads read only columns inside `0 .. w`; the stores write `ob .. ob +
+    // n`.
+    unsafe {
+        // (Plain loops: closures here were not inlined into the AVX2 context and ran
+        // 10-30x slower.) A validated geometry gives every window a row inside the
+        // input: `k0 < k1`.
+        let mut v = _mm256_setzero_ps();
+        for ky in k0..k1 {
+            let row = xp.add(ah.coord(oy, ky) * xs2);
+            let h = if masked {
+                hrowp::<K, F, true>(k, row, c, p.w)
+            } else {
+                hrowp::<K, F, false>(k, row, c, p.w)
+            };
+            v = if ky == k0 { h } else { k.fold(v, h) };
+        }
+        let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
+        let v = if K::SCALED && !masked && k1 - k0 < F {
+            // A border row's interior columns: one divisor for the block.
+            let (taps, padded) = p.counts(oy, ob);
+            k.fin_v(v, _mm256_set1_ps(r.scale(taps, padded)))
+        } else if K::SCALED && masked {
+            let mut s = [0.0f32; 8];
+            for (j, d) in s.iter_mut().enumerate().take(n) {
+                let (taps, padded) = p.counts(oy, ob + j);
+                *d = r.scale(taps, padded);
+            }
+            k.fin_v(v, _mm256_loadu_ps(s.as_ptr()))
+        } else {
+            k.fin(v)
+        };
+        if n == 8 {
+            _mm256_storeu_ps(yr.add(ob), v);
+        } else {
+            _mm256_maskstore_ps(yr.add(ob), first(n), v);
+        }
+    }
+}
+
+/// Output `(oy, ox)` of the plane at `xp` (input rows `xs2` apart), one tap at a time in
+/// scan order over the window's taps inside the input.
+///
+/// # Safety
+/// `p` validated; `xp` the plane's first input element, its `p.h` rows readable at
+/// columns `0 .. p.w`; `oy < p.oh`, `ox < p.ow`.
+#[inline(always)]
+unsafe fn edge_px<R: Red>(r: R, p: &Plan, xp: *const f32, xs2: usize, oy: usize, ox: usize) -> f32 {
+    let (ky0, ky1, _) = p.ah.taps(oy);
+    let (kx0, kx1, _) = p.aw.taps(ox);
+    let mut acc = R::INIT;
+    for ky in ky0..ky1 {
+        // SAFETY: taps `ky0..ky1` and `kx0..kx1` land on input rows and columns.
+        let row = unsafe { xp.add(p.ah.coord(oy, ky) * xs2) };
+        for kx in kx0..kx1 {
+            // SAFETY: as above.
+            acc = R::s(acc, unsafe { *row.add(p.aw.coord(ox, kx)) });
+        }
+    }
+    let (taps, padded) = p.counts(oy, ox);
+    R::sfin(acc, r.scale(taps, padded))
+}
+
+/// A border column's output in an interior row: the `F` window rows from `at` (`xs2`
+/// apart), `ncol >= 1` columns each, folded per row, then across the rows, finished with
+/// `scale`.
+///
+/// # Safety
+/// Those `F x ncol` floats readable.
+#[inline(always)]
+unsafe fn edge_col<R: Red, const F: usize>(at: *const f32, xs2: usize, ncol: usize, scale: f32) -> f32 {
+    let mut m = [R::INIT; 3];
+    for (i, v) in m.iter_mut().enumerate().take(F) {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            let row = at.add(i * xs2);
+            let mut a = *row;
+            for j in 1..ncol {
+                a = R::s(a, *row.add(j));
+            }
+            *v = a;
+        }
+    }
+    let mut acc = m[0];
+    for &v in &m[1..F] {
+        acc = R::smerge(acc, v);
+    }
+    R::sfin(acc, scale)
+}
+
+/// See [`s2_padded`].
+///
+/// # Safety
+/// AVX2 available; `io` as [`Io`] says for `p`'s input and output; `p` an `F x F`
+/// stride-2 window (`F` 2 or 3), dilation 1, with at least one output.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>) {
+    let Io { x, xs, y, ys } = io;
+    let (oh, ow) = (p.oh, p.ow);
+    let (ah, aw) = (p.ah, p.aw);
+    // The interior (outputs whose windows lie inside the input) of each plane is a
+    // problem of its own for [`kernel`] when it has rows and whole blocks of columns;
+    // every other row goes block by block. (The same loops written out here with the
+    // borders between the passes ran 1.28x slower than `kernel` on a geometry without
+    // padding: more live values, spilled.)
+    let inner = ah.lo < ah.hi && aw.lo < aw.hi && ow >= 8;
+    // The first interior window's first row and column (`2 lo >= pad` by the interior's
+    // definition).
+    let iy0 = 2 * ah.lo - ah.pad.min(2 * ah.lo);
+    let ix0 = 2 * aw.lo - aw.pad.min(2 * aw.lo);
+    let (ioh, iow) = (ah.hi.saturating_sub(ah.lo), aw.hi.saturating_sub(aw.lo));
+    let sub = Plan {
+        n: 1,
+        c: 1,
+        h: (2 * ioh + F).saturating_sub(2),
+        w: p.w.saturating_sub(ix0),
+        oh: ioh,
+        ow: iow,
+        ..*p
+    };
+    // The border columns of interior rows: `(ox, first input column, columns, scale)`,
+    // the same in every interior row (at most 2 + 2 for a validated 3x3 window; more
+    // would take `edge_px`).
+    let mut cols = [(0usize, 0usize, 0usize, 0.0f32); 4];
+    let mut nc = 0;
+    for ox in (0..aw.lo).chain(aw.hi..ow) {
+        if nc < cols.len() {
+            let (kx0, kx1, px) = aw.taps(ox);
+            cols[nc] = (ox, aw.coord(ox, kx0), kx1 - kx0, r.scale(F * (kx1 - kx0), F.saturating_mul(px)));
+        }
+        nc += 1;
+    }
+    let (xl, yl) = (x.len(), y.len());
+    let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
+    // SAFETY (whole body): the interior outputs `(lo_h + i, lo_w + j)` read input rows
+    // `iy0 + 2 i .. iy0 + 2 i + F <= h` and columns `ix0 + 2 j .. ix0 + 2 j + F <= w`, so
+    // the views from `(iy0, ix0)` and `(lo_h, lo_w)` of each plane hold a problem of
+    // `ioh x iow` outputs whose windows lie inside `sub.h x sub.w` inputs, as [`kernel`]
+    // needs (their slices run to the end of `x` and `y`; the offsets are inside them).
+    // `edge_block` and `edge_px` get this plane's rows and columns and outputs of row `oy`
+    // below `ow`.
+    unsafe {
+        for n in 0..p.n {
+            for c in 0..p.c {
+                let (xo, yo) = (n * xs[0] + c * xs[1], n * ys[0] + c * ys[1]);
+                let (xp, yp) = (xb.add(xo), yb.add(yo));
+                if inner {
+                    let (xi, yi) = (xo + iy0 * xs[2] + ix0, yo + ah.lo * ys[2] + aw.lo);
+                    let io = Io {
+                        x: core::slice::from_raw_parts(xb.add(xi), xl - xi),
+                        xs,
+                        y: core::slice::from_raw_parts_mut(yb.add(yi), yl - yi),
+                        ys,
+                    };
+                    kernel::<K, F>(k, &sub, io);
+                }
+                for oy in 0..oh {
+                    let yr = yp.add(oy * ys[2]);
+                    if inner && oy >= ah.lo && oy < ah.hi && nc <= cols.len() {
+                        // The border columns, one output at a time (a masked block of 8
+                        // for the one border output of each row of ResNet's pool cost
+                        // half the kernel's time), each window row folded apart.
+                        let row0 = xp.add((2 * oy - ah.pad) * xs[2]);
+                        for &(ox, c0, ncol, sc) in &cols[..nc] {
+                            *yr.add(ox) = edge_col::<R, F>(row0.add(c0), xs[2], ncol, sc);
+                        }
+                    } else if inner && oy >= ah.lo && oy < ah.hi {
+                        for ox in (0..aw.lo).chain(aw.hi..ow) {
+                            *yr.add(ox) = edge_px(r, p, xp, xs[2], oy, ox);
+                        }
+                    } else if ow < 8 {
+                        edge_block::<K, R, F>(k, r, p, xp, xs[2], yr, oy, 0, ow);
+                    } else {
+                        let mut ob = 0;
+                        while ob < ow {
+                            edge_block::<K, R, F>(k, r, p, xp, xs[2], yr, oy, ob.min(ow - 8), 8);
+                            ob += 8;
+                        }
+                    }
                 }
             }
         }
