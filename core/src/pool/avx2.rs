@@ -370,10 +370,10 @@ unsafe fn planes<K: Op, const F: usize, const PF: bool>(k: K, p: &Plan, io: Io<'
 /// finish with each output's own divisor.
 ///
 /// Against the row-buffer path (same A/B as [`s2`], 500 calls): ResNet's pool, max over
-/// 64 x 112 x 112 with padding 1, 0.745x the time, average 0.62x; 64 x 56 x 56 0.65x;
-/// 96 x 55 x 55 0.66x (average 0.59x); 256 x 13 x 13 0.54x; 64 x 15 x 15 0.76x; 2x2 with
-/// padding 1 over 64 x 112 x 112 0.58x. The borders are a fifth to a half of the time
-/// (ResNet's pool: 140 us against 110 without them).
+/// 64 x 112 x 112 with padding 1, 0.71x the time, average 0.59x; 64 x 56 x 56 0.48-0.57x;
+/// 96 x 55 x 55 0.55x (average 0.52x); 256 x 13 x 13 0.50x; 64 x 15 x 15 0.59x; 2x2 with
+/// padding 1 over 64 x 112 x 112 0.56x. Without padding the kernel takes ResNet's pool
+/// planes in 99 us; with it, 127 us.
 #[inline(always)]
 pub(crate) fn s2_padded<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
     if !crate::simd_util::is_avx2::<S>() {
@@ -543,31 +543,48 @@ unsafe fn edge_px<R: Red>(r: R, p: &Plan, xp: *const f32, xs2: usize, oy: usize,
     R::sfin(acc, r.scale(taps, padded))
 }
 
-/// A border column's output in an interior row: the `F` window rows from `at` (`xs2`
-/// apart), `ncol >= 1` columns each, folded per row, then across the rows, finished with
-/// `scale`.
+/// The first `ncol` (1 or 2) floats at `p` in the low lanes of a vector (the other lanes
+/// are not to be used).
 ///
 /// # Safety
-/// Those `F x ncol` floats readable.
+/// AVX2; those floats readable.
 #[inline(always)]
-unsafe fn edge_col<R: Red, const F: usize>(at: *const f32, xs2: usize, ncol: usize, scale: f32) -> f32 {
-    let mut m = [R::INIT; 3];
-    for (i, v) in m.iter_mut().enumerate().take(F) {
-        // SAFETY: as the caller guarantees.
-        unsafe {
-            let row = at.add(i * xs2);
-            let mut a = *row;
-            for j in 1..ncol {
-                a = R::s(a, *row.add(j));
-            }
-            *v = a;
+unsafe fn ld_cols(p: *const f32, ncol: usize) -> __m256 {
+    // SAFETY: as the caller guarantees: a 4- or 8-byte load.
+    unsafe {
+        if ncol == 2 {
+            _mm256_castps128_ps256(_mm_castpd_ps(_mm_load_sd(p.cast::<f64>())))
+        } else {
+            _mm256_castps128_ps256(_mm_load_ss(p))
         }
     }
-    let mut acc = m[0];
-    for &v in &m[1..F] {
-        acc = R::smerge(acc, v);
+}
+
+/// A border column's output in an interior row: the `F` window rows from `at` (`xs2`
+/// apart), `ncol` (1 or 2) columns each, folded down the rows in lanes 0 and 1, then
+/// across them, finished with `scale` (sums). With a scalar fold instead, tap by tap
+/// with NaN-propagating maxima, the whole kernel took 1.07-1.25x as long (96 x 55 x 55:
+/// 79 us against 63).
+///
+/// # Safety
+/// AVX2; those `F x ncol` floats readable.
+#[inline(always)]
+unsafe fn edge_col<K: Op, const F: usize>(k: K, at: *const f32, xs2: usize, ncol: usize, scale: f32) -> f32 {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let mut v = ld_cols(at, ncol);
+        for i in 1..F {
+            v = k.fold(v, ld_cols(at.add(i * xs2), ncol));
+        }
+        if ncol == 2 {
+            // Lane 0 folds in lane 1.
+            v = k.fold(v, _mm256_movehdup_ps(v));
+        }
+        if K::SCALED {
+            v = k.fin_v(v, _mm256_set1_ps(scale));
+        }
+        _mm_cvtss_f32(_mm256_castps256_ps128(v))
     }
-    R::sfin(acc, scale)
 }
 
 /// See [`s2_padded`].
@@ -601,16 +618,20 @@ unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>
         ..*p
     };
     // The border columns of interior rows: `(ox, first input column, columns, scale)`,
-    // the same in every interior row (at most 2 + 2 for a validated 3x3 window; more
-    // would take `edge_px`).
+    // the same in every interior row: at most 2 + 2 for a validated 3x3 window, each
+    // with at most `F - 1 <= 2` input columns (a window with `F` lies inside); anything
+    // else (`nc` past the table) takes `edge_px`.
     let mut cols = [(0usize, 0usize, 0usize, 0.0f32); 4];
     let mut nc = 0;
     for ox in (0..aw.lo).chain(aw.hi..ow) {
-        if nc < cols.len() {
-            let (kx0, kx1, px) = aw.taps(ox);
+        let (kx0, kx1, px) = aw.taps(ox);
+        if nc < cols.len() && (1..=2).contains(&(kx1 - kx0)) {
             cols[nc] = (ox, aw.coord(ox, kx0), kx1 - kx0, r.scale(F * (kx1 - kx0), F.saturating_mul(px)));
+            nc += 1;
+        } else {
+            nc = cols.len() + 1;
+            break;
         }
-        nc += 1;
     }
     let (xl, yl) = (x.len(), y.len());
     let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
@@ -641,10 +662,10 @@ unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>
                     if inner && oy >= ah.lo && oy < ah.hi && nc <= cols.len() {
                         // The border columns, one output at a time (a masked block of 8
                         // for the one border output of each row of ResNet's pool cost
-                        // half the kernel's time), each window row folded apart.
+                        // half the kernel's time).
                         let row0 = xp.add((2 * oy - ah.pad) * xs[2]);
                         for &(ox, c0, ncol, sc) in &cols[..nc] {
-                            *yr.add(ox) = edge_col::<R, F>(row0.add(c0), xs[2], ncol, sc);
+                            *yr.add(ox) = edge_col::<K, F>(k, row0.add(c0), xs[2], ncol, sc);
                         }
                     } else if inner && oy >= ah.lo && oy < ah.hi {
                         for ox in (0..aw.lo).chain(aw.hi..ow) {
