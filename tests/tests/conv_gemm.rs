@@ -590,11 +590,14 @@ fn thin_input_nchw_rows_ending_inside_the_input() {
     // Without padding every pixel is interior, so the last pixel block ends at the row's
     // end: on AVX2 the NCHW outputs go straight from registers into the planes, a run of
     // `pb` pixels a channel, and must not spill into the row gap (`pad_w`) or the next
-    // row. Rows of 1 to 30 outputs; 5 output channels (one vector: blocks of up to 12
-    // pixels, two transposes) and 20 (a partial vector in the last block); two threads
-    // (shares that start and end inside rows).
+    // row. Rows of 1 to 30 outputs; 5 and 20 output channels (blocks of one vector on
+    // AVX2: up to 12 pixels, two transposes, a partial vector), 13 and 32 (blocks of two
+    // vectors: up to 6 pixels, rows of 7 and 13 split 4 + 3 and 5 + 4 + 4); two threads
+    // (shares that start and end inside rows). (Storing whole vectors where the next
+    // block rewrites the extra pixels was tried and measured slower; these cases caught
+    // its overruns.)
     for ow in 1..=30 {
-        for k in [5, 20] {
+        for k in [5, 13, 20, 32] {
             let mut c = case(Dims::new(1, 3, 6, ow + 4), k, Conv2d::new(5, 5));
             c.pad_w = 2;
             c.threads = 1 + ow % 2;
