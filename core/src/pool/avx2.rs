@@ -601,7 +601,7 @@ unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>
     // problem of its own for [`kernel`] when it has rows and whole blocks of columns;
     // every other row goes block by block. (The same loops written out here with the
     // borders between the passes ran 1.28x slower than `kernel` on a geometry without
-    // padding: more live values, spilled.)
+    // padding; their hot loop reloaded values spilled to the stack.)
     let inner = ah.lo < ah.hi && aw.lo < aw.hi && ow >= 8;
     // The first interior window's first row and column (`2 lo >= pad` by the interior's
     // definition).

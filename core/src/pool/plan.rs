@@ -143,29 +143,29 @@ impl Plan {
     }
 }
 
+/// `(F, inside)` when `p` is an `F x F` window (`F` 2 or 3) of stride 2 and dilation 1
+/// over a problem that is not empty; `inside`: every output window lies inside the input.
+#[cfg(target_arch = "x86_64")]
+fn s2_geometry(p: &Plan) -> Option<(usize, bool)> {
+    let (ah, aw) = (p.ah, p.aw);
+    let f = aw.kernel;
+    let same = ah.kernel == f && ah.stride == 2 && aw.stride == 2 && ah.dilation == 1 && aw.dilation == 1;
+    let inside = ah.lo == 0 && ah.hi == p.oh && aw.lo == 0 && aw.hi == p.ow;
+    let any = p.n > 0 && p.c > 0 && p.oh > 0 && p.ow > 0;
+    (same && any && (f == 2 || f == 3)).then_some((f, inside))
+}
+
 /// The window size `F` (2 or 3) when `p` is an `F x F` window of stride 2 and dilation 1
 /// whose every output window lies inside the input, and the problem is not empty. (Its
 /// users, the AVX2 and AVX-512 kernels, are x86-64 only.)
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn s2_window(p: &Plan) -> Option<usize> {
-    let (ah, aw) = (p.ah, p.aw);
-    let f = aw.kernel;
-    let same = ah.kernel == f && ah.stride == 2 && aw.stride == 2 && ah.dilation == 1 && aw.dilation == 1;
-    let inside = ah.lo == 0 && ah.hi == p.oh && aw.lo == 0 && aw.hi == p.ow;
-    let any = p.n > 0 && p.c > 0 && p.oh > 0 && p.ow > 0;
-    (same && inside && any && (f == 2 || f == 3)).then_some(f)
+    s2_geometry(p).and_then(|(f, inside)| inside.then_some(f))
 }
 
-/// The window size `F` (2 or 3) when `p` is an `F x F` window of stride 2 and dilation 1
-/// of which some output window touches the padding or runs past the input (else
-/// [`s2_window`]), and the problem is not empty. (Its user, the AVX2 kernel, is x86-64
-/// only.)
+/// As [`s2_window`], but for the geometries where some output window touches the padding
+/// or runs past the input. (Its user, the AVX2 kernel, is x86-64 only.)
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn s2_padded_window(p: &Plan) -> Option<usize> {
-    let (ah, aw) = (p.ah, p.aw);
-    let f = aw.kernel;
-    let same = ah.kernel == f && ah.stride == 2 && aw.stride == 2 && ah.dilation == 1 && aw.dilation == 1;
-    let inside = ah.lo == 0 && ah.hi == p.oh && aw.lo == 0 && aw.hi == p.ow;
-    let any = p.n > 0 && p.c > 0 && p.oh > 0 && p.ow > 0;
-    (same && !inside && any && (f == 2 || f == 3)).then_some(f)
+    s2_geometry(p).and_then(|(f, inside)| (!inside).then_some(f))
 }
