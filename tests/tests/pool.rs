@@ -541,7 +541,7 @@ fn stride2_interior_kernels() {
 #[test]
 fn stride2_padded_nchw_kernel() {
     // The AVX2 NCHW kernel for 2x2 / 3x3 stride-2 windows with padding or ceil-mode
-    // windows past the input (`pool/avx2.rs`, `s2_padded`): each plane's interior through
+    // windows past the input (`pool/avx2.rs`, `padded`): each plane's interior through
     // the whole-geometry kernel, border rows in blocks of 8 with masked loads (padding
     // holds the fold's identity), border columns of interior rows one output at a time.
     // Every average option (PyTorch's, padding excluded, divisor overrides 3 and 1):

@@ -1,7 +1,7 @@
 //! AVX2 kernels for windows of stride 2 and dilation 1 whose every window lies inside the
 //! input (no padding, no ceil-mode windows past the end), max or average: NCHW 2x2 and
 //! 3x3, NHWC 3x3 ([`nhwc_s2`]); and with padding or ceil-mode windows, NCHW 2x2 and 3x3
-//! ([`s2_padded`]: the interior as above, the borders apart) and the inner pixels of NHWC
+//! ([`padded`]: the interior as above, the borders apart) and the inner pixels of NHWC
 //! 3x3 rows ([`nhwc_s2_interior`]); written with `core::arch` and run only under a
 //! `pulp::x86::V3` token. Everything else takes the generic kernels of `nchw.rs` and
 //! `nhwc.rs`.
@@ -117,27 +117,51 @@ impl Op for Sum {
 /// 0.60x against 0.58x, so smaller planes go without.
 const PREFETCH_PLANE: usize = 1 << 13;
 
-/// Forward pooling of stride-2 2x2 / 3x3 interior windows, NCHW, on AVX2; false (nothing
-/// done) when `S` is not AVX2, or the geometry or the reduction is not this kernel's.
+/// Forward pooling of stride-2 2x2 / 3x3 windows, NCHW, on AVX2: [`kernel`] when every
+/// window lies inside the input, else [`padded`]; false (nothing done) when `S` is not
+/// AVX2, or the geometry or the reduction is not these kernels'.
 #[inline(always)]
 pub(crate) fn s2<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
     if !crate::simd_util::is_avx2::<S>() {
         return false;
     }
-    let Some(f) = super::plan::s2_window(p) else { return false };
+    let Some((f, inside)) = super::plan::s2_geometry(p) else { return false };
     // SAFETY: `S` is `V3`, whose existence proves AVX2 and FMA; `io` holds validated views
-    // of the geometry's input and output with rows contiguous (NCHW), and `s2_window`
-    // checked the window and that every one lies inside a non-empty input.
+    // of the geometry's input and output with rows contiguous (NCHW), and `s2_geometry`
+    // checked the window, that the problem is not empty and (`inside`) whether every
+    // window lies inside the input.
     unsafe {
         match (R::FAST, f) {
-            (Fast::None, _) => return false,
-            (Fast::Max, 2) => kernel::<_, 2>(Max, p, io),
-            (Fast::Max, _) => kernel::<_, 3>(Max, p, io),
-            (Fast::Avg, 2) => kernel::<_, 2>(Sum(r.scale(4, 4)), p, io),
-            (Fast::Avg, _) => kernel::<_, 3>(Sum(r.scale(9, 9)), p, io),
+            (Fast::None, _) => false,
+            (Fast::Max, 2) => whole_or_padded::<_, R, 2>(Max, r, p, io, inside),
+            (Fast::Max, _) => whole_or_padded::<_, R, 3>(Max, r, p, io, inside),
+            (Fast::Avg, 2) => whole_or_padded::<_, R, 2>(Sum(r.scale(4, 4)), r, p, io, inside),
+            (Fast::Avg, _) => whole_or_padded::<_, R, 3>(Sum(r.scale(9, 9)), r, p, io, inside),
         }
     }
-    true
+}
+
+/// [`kernel`] when `inside`, else [`padded`]; false when `padded` declines.
+///
+/// # Safety
+/// As [`kernel`] when `inside`, else as [`padded`].
+#[inline(always)]
+unsafe fn whole_or_padded<K: Op, R: Red, const F: usize>(
+    k: K,
+    r: R,
+    p: &Plan,
+    io: Io<'_>,
+    inside: bool,
+) -> bool {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        if inside {
+            kernel::<K, F>(k, p, io);
+            true
+        } else {
+            padded::<K, R, F>(k, r, p, io)
+        }
+    }
 }
 
 /// `row[s .. s + 8]`; with `M`, only the columns below `w` (the others 0).
@@ -357,44 +381,6 @@ unsafe fn planes<K: Op, const F: usize, const PF: bool>(k: K, p: &Plan, io: Io<'
     }
 }
 
-/// Forward pooling of stride-2 2x2 / 3x3 windows (dilation 1) of which some touch the
-/// padding or run past the input (ceil mode), NCHW, on AVX2; false (nothing done) when
-/// `S` is not AVX2, the geometry or the reduction is not this kernel's, or every window
-/// lies inside the input ([`s2`] takes those).
-///
-/// Rows of interior outputs run their interior columns as [`s2`] does, through a view
-/// that starts at the first interior window. The other outputs (border rows, and the
-/// columns left and right of the interior) take blocks of 8 whose loads are masked to
-/// the input's columns, the other lanes holding the fold's identity (-inf, so padding
-/// never wins a max; 0 for sums), folding only the window rows inside the input; sums
-/// finish with each output's own divisor.
-///
-/// Against the row-buffer path (same A/B as [`s2`], 500 calls): ResNet's pool, max over
-/// 64 x 112 x 112 with padding 1, 0.71x the time, average 0.59x; 64 x 56 x 56 0.48-0.57x;
-/// 96 x 55 x 55 0.55x (average 0.52x); 256 x 13 x 13 0.50x; 64 x 15 x 15 0.59x; 2x2 with
-/// padding 1 over 64 x 112 x 112 0.56x. Without padding the kernel takes ResNet's pool
-/// planes in 99 us; with it, 127 us.
-#[inline(always)]
-pub(crate) fn s2_padded<S: Simd, R: Red>(p: &Plan, io: Io<'_>, r: R) -> bool {
-    if !crate::simd_util::is_avx2::<S>() {
-        return false;
-    }
-    let Some(f) = super::plan::s2_padded_window(p) else { return false };
-    // SAFETY: `S` is `V3`, whose existence proves AVX2 and FMA; `io` holds validated views
-    // of the geometry's input and output with rows contiguous (NCHW), and
-    // `s2_padded_window` checked the window and that the problem is not empty.
-    unsafe {
-        match (R::FAST, f) {
-            (Fast::None, _) => return false,
-            (Fast::Max, 2) => padded::<_, R, 2>(Max, r, p, io),
-            (Fast::Max, _) => padded::<_, R, 3>(Max, r, p, io),
-            (Fast::Avg, 2) => padded::<_, R, 2>(Sum(r.scale(4, 4)), r, p, io),
-            (Fast::Avg, _) => padded::<_, R, 3>(Sum(r.scale(9, 9)), r, p, io),
-        }
-    }
-    true
-}
-
 /// The lanes `j` of a load at column `s` with `0 <= s + j < w`.
 ///
 /// # Safety
@@ -520,29 +506,6 @@ unsafe fn edge_block<K: Op, R: Red, const F: usize>(
     }
 }
 
-/// Output `(oy, ox)` of the plane at `xp` (input rows `xs2` apart), one tap at a time in
-/// scan order over the window's taps inside the input.
-///
-/// # Safety
-/// `p` validated; `xp` the plane's first input element, its `p.h` rows readable at
-/// columns `0 .. p.w`; `oy < p.oh`, `ox < p.ow`.
-#[inline(always)]
-unsafe fn edge_px<R: Red>(r: R, p: &Plan, xp: *const f32, xs2: usize, oy: usize, ox: usize) -> f32 {
-    let (ky0, ky1, _) = p.ah.taps(oy);
-    let (kx0, kx1, _) = p.aw.taps(ox);
-    let mut acc = R::INIT;
-    for ky in ky0..ky1 {
-        // SAFETY: taps `ky0..ky1` and `kx0..kx1` land on input rows and columns.
-        let row = unsafe { xp.add(p.ah.coord(oy, ky) * xs2) };
-        for kx in kx0..kx1 {
-            // SAFETY: as above.
-            acc = R::s(acc, unsafe { *row.add(p.aw.coord(ox, kx)) });
-        }
-    }
-    let (taps, padded) = p.counts(oy, ox);
-    R::sfin(acc, r.scale(taps, padded))
-}
-
 /// The first `ncol` (1 or 2) floats at `p` in the low lanes of a vector (the other lanes
 /// are not to be used).
 ///
@@ -587,13 +550,28 @@ unsafe fn edge_col<K: Op, const F: usize>(k: K, at: *const f32, xs2: usize, ncol
     }
 }
 
-/// See [`s2_padded`].
+/// [`s2`] for windows of which some touch the padding or run past the input (ceil
+/// mode); false (nothing done) for a border the tables below do not cover, which a
+/// validated geometry never has.
+///
+/// Rows of interior outputs run their interior columns through [`kernel`], on a view
+/// that starts at the first interior window. The other outputs (border rows, and the
+/// columns left and right of the interior) take blocks of 8 whose loads are masked to
+/// the input's columns, the other lanes holding the fold's identity (-inf, so padding
+/// never wins a max; 0 for sums), folding only the window rows inside the input; sums
+/// finish with each output's own divisor.
+///
+/// Against the row-buffer path (the module docs' A/B, 500 calls): ResNet's pool, max
+/// over 64 x 112 x 112 with padding 1, 0.71x the time, average 0.59x; 64 x 56 x 56 0.48-0.57x;
+/// 96 x 55 x 55 0.55x (average 0.52x); 256 x 13 x 13 0.50x; 64 x 15 x 15 0.59x; 2x2 with
+/// padding 1 over 64 x 112 x 112 0.56x. Without padding the kernel takes ResNet's pool
+/// planes in 99 us; with it, 127 us.
 ///
 /// # Safety
 /// AVX2 available; `io` as [`Io`] says for `p`'s input and output; `p` an `F x F`
 /// stride-2 window (`F` 2 or 3), dilation 1, with at least one output.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>) {
+unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>) -> bool {
     let Io { x, xs, y, ys } = io;
     let (oh, ow) = (p.oh, p.ow);
     let (ah, aw) = (p.ah, p.aw);
@@ -618,20 +596,18 @@ unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>
         ..*p
     };
     // The border columns of interior rows: `(ox, first input column, columns, scale)`,
-    // the same in every interior row: at most 2 + 2 for a validated 3x3 window, each
-    // with at most `F - 1 <= 2` input columns (a window with `F` lies inside); anything
-    // else (`nc` past the table) takes `edge_px`.
+    // the same in every interior row. A validated window (padding at most half the
+    // window) has at most one on the left and two on the right, each with 1 to `F - 1 <=
+    // 2` input columns (a window with `F` lies inside); anything else is declined.
     let mut cols = [(0usize, 0usize, 0usize, 0.0f32); 4];
     let mut nc = 0;
     for ox in (0..aw.lo).chain(aw.hi..ow) {
         let (kx0, kx1, px) = aw.taps(ox);
-        if nc < cols.len() && (1..=2).contains(&(kx1 - kx0)) {
-            cols[nc] = (ox, aw.coord(ox, kx0), kx1 - kx0, r.scale(F * (kx1 - kx0), F.saturating_mul(px)));
-            nc += 1;
-        } else {
-            nc = cols.len() + 1;
-            break;
+        if nc == cols.len() || !(1..=2).contains(&(kx1 - kx0)) {
+            return false;
         }
+        cols[nc] = (ox, aw.coord(ox, kx0), kx1 - kx0, r.scale(F * (kx1 - kx0), F.saturating_mul(px)));
+        nc += 1;
     }
     let (xl, yl) = (x.len(), y.len());
     let (xb, yb) = (x.as_ptr(), y.as_mut_ptr());
@@ -640,8 +616,8 @@ unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>
     // the views from `(iy0, ix0)` and `(lo_h, lo_w)` of each plane hold a problem of
     // `ioh x iow` outputs whose windows lie inside `sub.h x sub.w` inputs, as [`kernel`]
     // needs (their slices run to the end of `x` and `y`; the offsets are inside them).
-    // `edge_block` and `edge_px` get this plane's rows and columns and outputs of row `oy`
-    // below `ow`.
+    // `edge_block` and `edge_col` get this plane's rows and columns (the table's entries
+    // lie inside the input) and outputs of row `oy` below `ow`.
     unsafe {
         for n in 0..p.n {
             for c in 0..p.c {
@@ -659,17 +635,13 @@ unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>
                 }
                 for oy in 0..oh {
                     let yr = yp.add(oy * ys[2]);
-                    if inner && oy >= ah.lo && oy < ah.hi && nc <= cols.len() {
+                    if inner && oy >= ah.lo && oy < ah.hi {
                         // The border columns, one output at a time (a masked block of 8
                         // for the one border output of each row of ResNet's pool cost
                         // half the kernel's time).
                         let row0 = xp.add((2 * oy - ah.pad) * xs[2]);
                         for &(ox, c0, ncol, sc) in &cols[..nc] {
                             *yr.add(ox) = edge_col::<K, F>(k, row0.add(c0), xs[2], ncol, sc);
-                        }
-                    } else if inner && oy >= ah.lo && oy < ah.hi {
-                        for ox in (0..aw.lo).chain(aw.hi..ow) {
-                            *yr.add(ox) = edge_px(r, p, xp, xs[2], oy, ox);
                         }
                     } else if ow < 8 {
                         edge_block::<K, R, F>(k, r, p, xp, xs[2], yr, oy, 0, ow);
@@ -684,6 +656,7 @@ unsafe fn padded<K: Op, R: Red, const F: usize>(k: K, r: R, p: &Plan, io: Io<'_>
             }
         }
     }
+    true
 }
 
 /// Forward pooling of stride-2 3x3 interior windows, NHWC, on AVX2; false (nothing done)

@@ -234,10 +234,6 @@ impl<R: Red> WithSimd for FwdRows<'_, R> {
             if super::avx2::s2::<S, R>(p, io, r) {
                 return;
             }
-            let io = super::avx512::Io { x, xs, y: &mut *self.0.y, ys };
-            if super::avx2::s2_padded::<S, R>(p, io, r) {
-                return;
-            }
         }
         let aw = self.0.p.aw;
         // The common windows get their width and stride as constants.

@@ -145,8 +145,9 @@ impl Plan {
 
 /// `(F, inside)` when `p` is an `F x F` window (`F` 2 or 3) of stride 2 and dilation 1
 /// over a problem that is not empty; `inside`: every output window lies inside the input.
+/// (Its users, the AVX2 and AVX-512 kernels, are x86-64 only.)
 #[cfg(target_arch = "x86_64")]
-fn s2_geometry(p: &Plan) -> Option<(usize, bool)> {
+pub(crate) fn s2_geometry(p: &Plan) -> Option<(usize, bool)> {
     let (ah, aw) = (p.ah, p.aw);
     let f = aw.kernel;
     let same = ah.kernel == f && ah.stride == 2 && aw.stride == 2 && ah.dilation == 1 && aw.dilation == 1;
@@ -161,11 +162,4 @@ fn s2_geometry(p: &Plan) -> Option<(usize, bool)> {
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn s2_window(p: &Plan) -> Option<usize> {
     s2_geometry(p).and_then(|(f, inside)| inside.then_some(f))
-}
-
-/// As [`s2_window`], but for the geometries where some output window touches the padding
-/// or runs past the input. (Its user, the AVX2 kernel, is x86-64 only.)
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn s2_padded_window(p: &Plan) -> Option<usize> {
-    s2_geometry(p).and_then(|(f, inside)| (!inside).then_some(f))
 }
