@@ -1,5 +1,6 @@
 """Per-call floor of each engine in run.py's Python harness: a one-op graph on 1 x 1 x 1 x 1
-(ONNX Runtime and OpenVINO: Relu; ncnn: a 1x1 pooling layer), timed the way run.py times a
+(ONNX Runtime and OpenVINO: Relu; ncnn: a 1x1 pooling layer; XNNPACK: a 1x1 max pooling
+through LiteRT's interpreter), timed the way run.py times a
 case. Run with the venv of setup.sh: `bench/engines/venv/bin/python bench/engines/overhead.py [threads]`.
 """
 import os
@@ -12,6 +13,9 @@ import onnx.helper as oh
 import onnxruntime as ort
 import openvino as ov
 import ncnn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import XnnEngine  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 T = int(sys.argv[1]) if len(sys.argv) > 1 else 1
@@ -53,7 +57,9 @@ def ncnn_call():
     return ex.extract("out")
 
 
-for name, f in [("ort", lambda: sess.run(None, feed)), ("ov", req.infer), ("ncnn", ncnn_call)]:
+xnn = XnnEngine(T, dict(kind="maxpool", cin=1, h=1, w=1, k=1, s=1), x, {}, False)
+
+for name, f in [("ort", lambda: sess.run(None, feed)), ("ov", req.infer), ("ncnn", ncnn_call), ("xnn", xnn.run)]:
     for _ in range(200):
         f()
     ts = []

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Anchor benchmark: established inference engines on this CPU, on the simdconv standard suite.
 
-Engines: ONNX Runtime (CPU EP), OpenVINO (CPU plugin, f32 forced), ncnn (Python wheel).
+Engines: ONNX Runtime (CPU EP), OpenVINO (CPU plugin, f32 forced), ncnn (Python wheel),
+XNNPACK (through LiteRT's interpreter, ai-edge-litert, whose default delegate it is).
 Each case is a one-op (or Conv+Relu) graph built in memory with onnx.helper
-(batch 1, float32, NCHW, weights as initializers, fixed seed).  Every engine's output is
-compared with ONNX Runtime's; ONNX Runtime itself is checked against a float64 numpy reference.
+(batch 1, float32, NCHW, weights as initializers, fixed seed); XNNPACK gets the same op as
+an NHWC TFLite flatbuffer (see `build_tflite`).  Every engine's output is compared with
+ONNX Runtime's; ONNX Runtime itself is checked against a float64 numpy reference.
 
 Usage:
-  python3 bench/engines/run.py --threads 1 [--cases a,b] [--engines ort,ov,ncnn]
+  python3 bench/engines/run.py --threads 1 [--cases a,b] [--engines ort,ov,ncnn,xnn]
                                   [--min-time 1.0] [--markdown out.md]
 """
 import os
@@ -356,6 +358,123 @@ class NcnnEngine:
         return np.array(self.run())
 
 
+class XnnEngine:
+    """XNNPACK, as LiteRT's interpreter runs it: the default delegate of a float model takes
+    every op of these graphs (the interpreter logs "Created TensorFlow Lite XNNPACK delegate
+    for CPU"). TFLite is NHWC: the input is transposed once before timing and the output
+    back for the check. Its padding is SAME or VALID only: a layer whose symmetric padding
+    is not SAME's (resnet_conv1, 7x7 stride 2 padding 3) gets an explicit zero PAD op before
+    a VALID convolution, which XNNPACK folds into the convolution (its subgraph rewrites
+    fuse a constant zero pad into the next convolution)."""
+    name = "xnn"
+
+    def __init__(self, threads, c, x, wts, details):
+        from ai_edge_litert.interpreter import Interpreter
+        self.it = Interpreter(model_content=build_tflite(c, wts), num_threads=threads)
+        self.it.allocate_tensors()
+        self.it.set_tensor(self.it.get_input_details()[0]["index"], np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+        self.out = self.it.get_output_details()[0]["index"]
+        self.info = ""
+        if details:
+            self.info = " -> ".join(op["op_name"] for op in self.it._get_ops_details())
+
+    def run(self):
+        self.it.invoke()
+
+    def output(self):
+        self.it.invoke()
+        return self.it.get_tensor(self.out).transpose(0, 3, 1, 2).copy()
+
+
+def build_tflite(c, wts):
+    """The case as a TFLite flatbuffer (NHWC input and output, filters OHWI, depthwise
+    filters [1, KH, KW, K]), built with the schema's object API that ai-edge-litert ships.
+    Convolutions always get a bias tensor (zeros when the case has none): TFLite's
+    convolutions take one, and XNNPACK packs it with the weights either way."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as S
+    m = S.ModelT()
+    m.version = 3
+    m.buffers = [S.BufferT()]  # buffer 0: the empty sentinel of tensors without data
+    m.operatorCodes = []
+    sg = S.SubGraphT()
+    sg.tensors, sg.operators = [], []
+
+    def opcode(op):
+        for i, oc in enumerate(m.operatorCodes):
+            if oc.builtinCode == op:
+                return i
+        oc = S.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = op, min(op, 127), 1
+        m.operatorCodes.append(oc)
+        return len(m.operatorCodes) - 1
+
+    def tensor(name, shape, data=None, dtype=S.TensorType.FLOAT32):
+        t = S.TensorT()
+        t.name, t.shape, t.type, t.buffer = name, list(shape), dtype, 0
+        if data is not None:
+            b = S.BufferT()
+            b.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            m.buffers.append(b)
+            t.buffer = len(m.buffers) - 1
+        sg.tensors.append(t)
+        return len(sg.tensors) - 1
+
+    def op(code, ins, outs, otype, opts):
+        o = S.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = opcode(code), ins, outs
+        o.builtinOptionsType, o.builtinOptions = otype, opts
+        sg.operators.append(o)
+
+    H, W, C = c["h"], c["w"], c["cin"]
+    oh, ow = out_hw(c)
+    co = out_channels(c)
+    x = tensor("x", [1, H, W, C])
+    y = tensor("y", [1, oh, ow, co])
+    if c["kind"] == "conv":
+        k, s, p, d, g = c["k"], c["s"], c["p"], c["d"], c["g"]
+        same = s == 1 and 2 * p == d * (k - 1)
+        src = x
+        if p and not same:
+            pads = tensor("pads", [4, 2], np.array([[0, 0], [p, p], [p, p], [0, 0]], np.int32), S.TensorType.INT32)
+            src = tensor("x_padded", [1, H + 2 * p, W + 2 * p, C])
+            op(S.BuiltinOperator.PAD, [x, pads], [src], S.BuiltinOptions.PadOptions, S.PadOptionsT())
+        b = tensor("b", [co], wts["B"] if c["bias"] else np.zeros(co, np.float32))
+        act = S.ActivationFunctionType.RELU if c["relu"] else S.ActivationFunctionType.NONE
+        pad = S.Padding.SAME if same else S.Padding.VALID
+        if g == 1:
+            w = tensor("w", [co, k, k, C], wts["W"].transpose(0, 2, 3, 1))
+            o = S.Conv2DOptionsT()
+            code, otype = S.BuiltinOperator.CONV_2D, S.BuiltinOptions.Conv2DOptions
+        elif g == C:
+            w = tensor("w", [1, k, k, co], wts["W"][:, 0].transpose(1, 2, 0))
+            o = S.DepthwiseConv2DOptionsT()
+            o.depthMultiplier = co // C
+            code, otype = S.BuiltinOperator.DEPTHWISE_CONV_2D, S.BuiltinOptions.DepthwiseConv2DOptions
+        else:
+            raise NotImplementedError("grouped convolution in TFLite")
+        o.padding, o.strideH, o.strideW = pad, s, s
+        o.dilationHFactor, o.dilationWFactor, o.fusedActivationFunction = d, d, act
+        op(code, [src, w, b], [y], otype, o)
+    elif c["kind"] in ("maxpool", "avgpool"):
+        o = S.Pool2DOptionsT()
+        o.padding, o.strideH, o.strideW = S.Padding.VALID, c["s"], c["s"]
+        o.filterHeight, o.filterWidth = c["k"], c["k"]
+        o.fusedActivationFunction = S.ActivationFunctionType.NONE
+        code = S.BuiltinOperator.MAX_POOL_2D if c["kind"] == "maxpool" else S.BuiltinOperator.AVERAGE_POOL_2D
+        op(code, [x], [y], S.BuiltinOptions.Pool2DOptions, o)
+    else:  # global average pooling: MEAN over H and W
+        axes = tensor("axes", [2], np.array([1, 2], np.int32), S.TensorType.INT32)
+        o = S.ReducerOptionsT()
+        o.keepDims = True
+        op(S.BuiltinOperator.MEAN, [x, axes], [y], S.BuiltinOptions.ReducerOptions, o)
+    sg.inputs, sg.outputs = [x], [y]
+    m.subgraphs = [sg]
+    bld = flatbuffers.Builder(1 << 20)
+    bld.Finish(m.Pack(bld), file_identifier=b"TFL3")
+    return bytes(bld.Output())
+
+
 # ----------------------------------------------------------------------------- timing
 
 def bench(fn, min_time, min_calls, warmup_time):
@@ -501,6 +620,12 @@ def versions(engines):
             v["openvino"] = ov.get_version()
         except Exception as e:  # pragma: no cover
             v["openvino"] = "unavailable (%s)" % e
+    if "xnn" in engines:
+        try:
+            import importlib.metadata
+            v["ai-edge-litert (XNNPACK)"] = importlib.metadata.version("ai-edge-litert")
+        except Exception as e:
+            v["ai-edge-litert (XNNPACK)"] = "unavailable (%s)" % e
     if "ncnn" in engines:
         try:
             import ncnn
@@ -516,7 +641,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
-    ap.add_argument("--engines", default="ort,ov,ncnn", help="comma-separated subset of ort,ov,ncnn")
+    ap.add_argument("--engines", default="ort,ov,ncnn,xnn", help="comma-separated subset of ort,ov,ncnn,xnn")
     ap.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per case/engine")
     ap.add_argument("--min-calls", type=int, default=10)
     ap.add_argument("--warmup", type=float, default=None,
@@ -544,7 +669,7 @@ def main():
     if bad:
         ap.error("unknown case(s): %s (known: %s)" % (",".join(bad), ",".join(CASES)))
     engines = [s.strip() for s in args.engines.split(",") if s.strip()]
-    bad = [e for e in engines if e not in ("ort", "ov", "ncnn")]
+    bad = [e for e in engines if e not in ("ort", "ov", "ncnn", "xnn")]
     if bad:
         ap.error("unknown engine(s): %s" % ",".join(bad))
     warmup = args.warmup if args.warmup is not None else min(0.5, max(0.1, 0.25 * args.min_time))
@@ -570,7 +695,7 @@ def main():
     emit("- ISA flags: %s" % isa_flags())
     emit("- versions: " + ", ".join("%s %s" % kv for kv in vers.items()))
     emit("- load average at start: %s%s" % (loadavg(), ("; " + idle_note) if idle_note else ""))
-    emit("- threads=%d, min-time=%.3gs, min-calls=%d, warm-up=%.3gs, batch 1, fp32, NCHW; "
+    emit("- threads=%d, min-time=%.3gs, min-calls=%d, warm-up=%.3gs, batch 1, fp32, NCHW (XNNPACK: NHWC); "
          "all engines run in this one process, one (case, engine) at a time" % (
              args.threads, args.min_time, args.min_calls, warmup))
     emit("- check: max|out-ref|/max|ref| < %g; ref = ORT output (ORT row: vs float64 numpy reference)" % TOL)
@@ -593,6 +718,8 @@ def main():
                     e = OrtEngine(args.threads, model_bytes, x, details)
                 elif eng == "ov":
                     e = OvEngine(args.threads, model_bytes, x, details)
+                elif eng == "xnn":
+                    e = XnnEngine(args.threads, c, x, wts, details)
                 else:
                     e = NcnnEngine(args.threads, name, c, x, wts, details)
                 y = e.output()
