@@ -590,6 +590,50 @@ fn stride2_padded_nchw_kernel() {
 }
 
 #[test]
+fn stride2_max_single_nan() {
+    // The AVX2 NCHW stride-2 max kernel folds with plain VMAXPS, which can drop a NaN, and
+    // runs a pass again with the NaN-propagating maximum when its check of the inputs
+    // finds one. A single NaN at every input position in turn (inside the blocks'
+    // checked columns, in the last column a 3x3 window reads, in masked short rows, in
+    // columns and rows no window reads) must reach exactly the outputs whose windows hold
+    // it, on every ISA and in both layouts.
+    let f2 = Pool2d::new(2, 2).stride(2);
+    let f3 = Pool2d::new(3, 3).stride(2);
+    let cases = [
+        (Dims::new(1, 1, 9, 17), f3),  // rows of 8 outputs: one block; column 16 read
+        (Dims::new(1, 2, 12, 36), f3), // 17 outputs, an overlapping last block; column 35 and row 11 unread
+        (Dims::new(1, 1, 5, 9), f3),   // 4 outputs a row: one masked block
+        (Dims::new(1, 1, 4, 35), f2),  // 17 outputs, column 34 unread
+        (Dims::new(1, 1, 3, 15), f2),  // 7 outputs: masked
+    ];
+    for (d, pool) in cases {
+        let g = PoolGeometry::new(d, pool).unwrap();
+        let (gi, go) = (g.input(), g.output());
+        let n = gi.count().unwrap();
+        let base = data(&mut Rng::new(7), n, 0);
+        for p in 0..n {
+            let mut x = base.clone();
+            x[p] = f32::NAN;
+            let mut y64 = vec![0.0; go.count().unwrap()];
+            r::max_pool2d(&g, nchw(&f64s(&x), gi), nchw_mut(&mut y64, go), None).unwrap();
+            // The reference's NaN: wherever some window reads position `p`.
+            let k = g.window().kernel()[0];
+            let read = |i: usize, o: usize| i < 2 * (o - 1) + k;
+            assert_eq!(y64.iter().any(|v| v.is_nan()), read(p % d.w, go.w) && read(p / d.w % d.h, go.h));
+            for isa in isas() {
+                for layout in LAYOUTS {
+                    let xb = Buf::new(&x, gi, layout, 0, 0.0);
+                    let mut yb = Buf::new(&vec![0.0f32; go.count().unwrap()], go, layout, 0, 0.0);
+                    simdconv::max_pool2d(&exec(isa), &g, xb.view(), yb.view_mut(), None).unwrap();
+                    exact(&yb.out().unwrap(), &y64)
+                        .unwrap_or_else(|m| panic!("{d:?} NaN at {p}, {isa} {layout:?}: {m}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn avx512_global_kernels() {
     // NHWC: 256- and 128-channel blocks, 16-channel blocks and a masked tail; NCHW: planes
     // of 16, 64 and 100 values (whole vectors only, the unrolled counts, the general loop),

@@ -14,7 +14,9 @@
 //! it (a full even/odd split would take two per row). 3x3 takes four output rows (nine
 //! input rows) per pass, so the input row two output rows share is folded once: 2.25
 //! horizontal folds an output row, not 3. A row of fewer than 8 outputs is one block of
-//! masked loads and stores.
+//! masked loads and stores. The maximum folds with plain `VMAXPS` under a NaN check of the
+//! inputs, a pass found to hold a NaN running again with the NaN-propagating fold
+//! ([`MaxUnchecked`]).
 //!
 //! Measured on an AVX2-only AMD EPYC (Zen 3), in-process A/B against the row-buffer path
 //! for 3x3 and the earlier in-register 2x2 kernel (medians of 500 interleaved calls, one
@@ -53,6 +55,14 @@ trait Op: Copy {
     /// # Safety
     /// As [`Op::fold`].
     unsafe fn fin_v(self, a: __m256, s: __m256) -> __m256;
+    /// Whether `fold` may drop a NaN, so that [`rows`] must look for NaN in the inputs it
+    /// reads and run its rows again with [`Max`] when it finds one ([`MaxUnchecked`]).
+    const CHECK: bool = false;
+    /// The reduction [`kernel`] runs for this one: the same, or for [`Max`] the plain
+    /// maximum under a NaN check.
+    type Kernel: Op;
+    /// See [`Op::Kernel`].
+    fn kernel(self) -> Self::Kernel;
 }
 
 /// NaN-propagating maximum: `max(a, b) | max(b, a)` (each `VMAXPS` returns its second
@@ -81,6 +91,53 @@ impl Op for Max {
     unsafe fn fin_v(self, a: __m256, _: __m256) -> __m256 {
         a
     }
+    type Kernel = MaxUnchecked;
+    #[inline(always)]
+    fn kernel(self) -> MaxUnchecked {
+        MaxUnchecked
+    }
+}
+
+/// Plain `VMAXPS`, which returns its second operand when either is NaN, so a NaN input
+/// may be lost: [`kernel`]'s maximum. Its rows OR a NaN check (`VCMPPS` unordered) of
+/// every input vector they load into a flag and run again with [`Max`] when it is set;
+/// without NaN both give the same outputs. The kernel is bound by its shuffles and folds,
+/// not by memory (a plane takes the same time with the input in L1, L2 or L3), and
+/// [`Max`]'s fold is three operations. On an AVX2-only AMD EPYC (Zen 3), in-process A/B
+/// (4000 interleaved calls, medians): 96 x 55 x 55 (the benchmark's maxpool_3x3_s2)
+/// 0.94-0.96x the time, 64 x 112 x 112 0.94x, 2x2 over 64 x 224 x 224 0.98x; convbench,
+/// alternating binaries, maxpool_3x3_s2 0.0371-0.0376 ms against 0.0391-0.0399. Plain
+/// maxima without the check would take 0.80x: the check costs two operations for every
+/// two vectors loaded.
+#[derive(Clone, Copy)]
+struct MaxUnchecked;
+
+impl Op for MaxUnchecked {
+    #[inline(always)]
+    unsafe fn fold(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the caller guarantees AVX.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fin(self, a: __m256) -> __m256 {
+        a
+    }
+    const SCALED: bool = false;
+    #[inline(always)]
+    unsafe fn pad(self, v: __m256, m: __m256i) -> __m256 {
+        // SAFETY: as `Max::pad`.
+        unsafe { Max.pad(v, m) }
+    }
+    #[inline(always)]
+    unsafe fn fin_v(self, a: __m256, _: __m256) -> __m256 {
+        a
+    }
+    const CHECK: bool = true;
+    type Kernel = MaxUnchecked;
+    #[inline(always)]
+    fn kernel(self) -> MaxUnchecked {
+        self
+    }
 }
 
 /// Sum, finished by a multiplication with the reciprocal divisor.
@@ -107,6 +164,11 @@ impl Op for Sum {
     unsafe fn fin_v(self, a: __m256, s: __m256) -> __m256 {
         // SAFETY: the caller guarantees AVX.
         unsafe { _mm256_mul_ps(a, s) }
+    }
+    type Kernel = Sum;
+    #[inline(always)]
+    fn kernel(self) -> Sum {
+        self
     }
 }
 
@@ -184,17 +246,28 @@ unsafe fn ld<const M: bool>(row: *const f32, s: usize, w: usize) -> __m256 {
 /// The horizontal fold of `F`-wide windows (`F` 2 or 3) of the input row at `row` for the
 /// 8 outputs whose windows start at column `c` (`c`, `c + 2`, .., `c + 14`), lanes in the
 /// order `0 1 4 5 2 3 6 7`. With `M`, columns from `w` on are not read (the lanes of
-/// outputs whose windows reach them are garbage).
+/// outputs whose windows reach them are garbage). With [`Op::CHECK`], a NaN among columns
+/// `c .. c + 16` sets lanes of `nan`.
 ///
 /// # Safety
 /// AVX; columns `c .. c + 2 * 8 + F - 2` of the row readable (with `M`, those below `w`).
 #[inline(always)]
-unsafe fn hrow<K: Op, const F: usize, const M: bool>(k: K, row: *const f32, c: usize, w: usize) -> __m256 {
+unsafe fn hrow<K: Op, const F: usize, const M: bool>(
+    k: K,
+    row: *const f32,
+    c: usize,
+    w: usize,
+    nan: &mut __m256,
+) -> __m256 {
     // SAFETY: as the caller guarantees: the loads read columns `c .. c + 16` and, for
     // `F == 3`, `c + 2 .. c + 10` and `c + 9 .. c + 17`.
     unsafe {
         let a = ld::<M>(row, c, w);
         let b = ld::<M>(row, c + 8, w);
+        if K::CHECK {
+            // Columns `c .. c + 16` (masked lanes hold 0); [`rows`] checks the rest.
+            *nan = _mm256_or_ps(*nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
+        }
         // Per 128-bit half: `[a0 a2 b0 b2]` and `[a1 a3 b1 b3]`: columns `0 2 8 10 | 4 6
         // 12 14` and one more.
         let v = k.fold(_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b));
@@ -250,11 +323,17 @@ struct Pass {
 /// those below `w`); the `RO` output rows writable at columns `ob .. ob + 8` (with `M`,
 /// `ob .. ob + n`), and every output stored a window inside the input.
 #[inline(always)]
-unsafe fn block<K: Op, const F: usize, const RO: usize, const M: bool>(k: K, q: Pass, ob: usize, n: usize) {
+unsafe fn block<K: Op, const F: usize, const RO: usize, const M: bool>(
+    k: K,
+    q: Pass,
+    ob: usize,
+    n: usize,
+    nan: &mut __m256,
+) {
     // SAFETY: as the caller guarantees.
     unsafe {
         let c = 2 * ob;
-        let h = |i: usize| hrow::<K, F, M>(k, q.x.add(i * q.xs), c, q.w);
+        let mut h = |i: usize| hrow::<K, F, M>(k, q.x.add(i * q.xs), c, q.w, nan);
         let out = |j: usize| q.y.add(j * q.ys + ob);
         if F == 2 {
             for j in 0..RO {
@@ -291,24 +370,38 @@ unsafe fn rows<K: Op, const F: usize, const RO: usize, const PF: bool>(
     // a masked block reads only columns below `w` and writes `0 .. ow`. Prefetches never
     // fault.
     unsafe {
+        let mut nan = _mm256_setzero_ps();
         if ow < 8 {
-            block::<K, F, RO, true>(k, q, 0, ow);
-            return;
-        }
-        let mut ob = 0;
-        while ob + 8 <= ow {
-            if PF {
-                // One line of each input row the next pass reads first.
-                let new_rows = if F == 2 { 0..2 } else { 1..2 * RO + 1 };
-                for i in new_rows {
-                    crate::simd_util::prefetch_l1(ahead.wrapping_add(2 * ob + i * q.xs));
+            // Columns `0 .. 16 > w - 1` all checked.
+            block::<K, F, RO, true>(k, q, 0, ow, &mut nan);
+        } else {
+            let mut ob = 0;
+            while ob + 8 <= ow {
+                if PF {
+                    // One line of each input row the next pass reads first.
+                    let new_rows = if F == 2 { 0..2 } else { 1..2 * RO + 1 };
+                    for i in new_rows {
+                        crate::simd_util::prefetch_l1(ahead.wrapping_add(2 * ob + i * q.xs));
+                    }
+                }
+                block::<K, F, RO, false>(k, q, ob, 8, &mut nan);
+                ob += 8;
+            }
+            if ob < ow {
+                block::<K, F, RO, false>(k, q, ow - 8, 8, &mut nan);
+            }
+            if K::CHECK && F == 3 {
+                // The blocks checked columns `0 .. 2 (ow - 8) + 16 = 2 ow`; 3x3 windows
+                // also read column `2 ow < w` (`w >= 2 ow + 1 >= 17`).
+                for i in 0..2 * RO + F - 2 {
+                    let v = _mm256_loadu_ps(q.x.add(i * q.xs + q.w - 8));
+                    nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
                 }
             }
-            block::<K, F, RO, false>(k, q, ob, 8);
-            ob += 8;
         }
-        if ob < ow {
-            block::<K, F, RO, false>(k, q, ow - 8, 8);
+        if K::CHECK && _mm256_movemask_ps(nan) != 0 {
+            // A NaN among the inputs: these rows again, propagating it.
+            rows::<Max, F, RO, false>(Max, q, ow, ahead);
         }
     }
 }
@@ -324,9 +417,9 @@ unsafe fn kernel<K: Op, const F: usize>(k: K, p: &Plan, io: Io<'_>) {
     // SAFETY: as the caller guarantees.
     unsafe {
         if p.h.saturating_mul(io.xs[2]) >= PREFETCH_PLANE {
-            planes::<K, F, true>(k, p, io);
+            planes::<K::Kernel, F, true>(k.kernel(), p, io);
         } else {
-            planes::<K, F, false>(k, p, io);
+            planes::<K::Kernel, F, false>(k.kernel(), p, io);
         }
     }
 }
