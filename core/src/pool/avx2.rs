@@ -353,7 +353,9 @@ unsafe fn block<K: Op, const F: usize, const RO: usize, const M: bool>(
 /// `RO` output rows of `q`, `ow` outputs each: whole blocks of 8, then one block ending
 /// at the row's end that overlaps the last whole one (storing the same values again); a
 /// row of fewer than 8 outputs is one masked block. With `PF`, each block first
-/// prefetches one line of every input row of the next pass, which starts at `ahead`.
+/// prefetches one line of every input row of the next pass, which starts at `ahead`. With
+/// [`Op::CHECK`], every input column a window reads is checked for NaN, and the rows run
+/// again with [`Max`] if one is found.
 ///
 /// # Safety
 /// AVX2; `ow >= 1`; the `2 RO + F - 2` input rows readable at columns below `w`, and every
@@ -372,7 +374,7 @@ unsafe fn rows<K: Op, const F: usize, const RO: usize, const PF: bool>(
     unsafe {
         let mut nan = _mm256_setzero_ps();
         if ow < 8 {
-            // Columns `0 .. 16 > w - 1` all checked.
+            // Columns `0 .. 16` checked, past every column a window reads (`2 ow <= 14`).
             block::<K, F, RO, true>(k, q, 0, ow, &mut nan);
         } else {
             let mut ob = 0;
@@ -392,9 +394,9 @@ unsafe fn rows<K: Op, const F: usize, const RO: usize, const PF: bool>(
             }
             if K::CHECK && F == 3 {
                 // The blocks checked columns `0 .. 2 (ow - 8) + 16 = 2 ow`; 3x3 windows
-                // also read column `2 ow < w` (`w >= 2 ow + 1 >= 17`).
+                // also read column `2 ow < w`: columns `2 ow - 7 ..= 2 ow` (`ow >= 8`).
                 for i in 0..2 * RO + F - 2 {
-                    let v = _mm256_loadu_ps(q.x.add(i * q.xs + q.w - 8));
+                    let v = _mm256_loadu_ps(q.x.add(i * q.xs + 2 * ow - 7));
                     nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
                 }
             }
