@@ -376,7 +376,12 @@ class XnnEngine:
         self.out = self.it.get_output_details()[0]["index"]
         self.info = ""
         if details:
-            self.info = " -> ".join(op["op_name"] for op in self.it._get_ops_details())
+            # The graph as the interpreter holds it (the delegated ops, then the XNNPACK
+            # delegate node); `_get_ops_details` is not public API, so only if present.
+            try:
+                self.info = " -> ".join(op["op_name"] for op in self.it._get_ops_details())
+            except AttributeError:
+                self.info = "(op details unavailable)"
 
     def run(self):
         self.it.invoke()
