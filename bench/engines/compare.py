@@ -34,11 +34,11 @@ names = {"ort": "ONNX Runtime", "ov": "OpenVINO", "ncnn": "ncnn", "xnn": "XNNPAC
 rounds = sorted({int(m.group(1)) for p in glob.glob(f"{OUT}/nhwc_t2_r*.md") for m in [re.search(r"_r(\d+)\.md", p)]})
 for t in (1, 2):
     print(f"\n### {t} thread{'s' if t > 1 else ''} (rounds {rounds}; ms are medians of the rounds' medians)\n")
+    E = [eng(t, r) for r in rounds]; N = [ours(t, r, "nchw") for r in rounds]; H = [ours(t, r, "nhwc") for r in rounds]
     # Engines in every round of this thread count (older runs have no XNNPACK rows).
-    have = [e for e in ENGINES if all(e in v for r in rounds for v in eng(t, r).values())]
+    have = [e for e in ENGINES if all(e in v for d in E for v in d.values())]
     print("| case | " + " | ".join(f"{names[e]} ms" for e in have) + " | best engine | simdconv NCHW ms | speed-up NCHW (rounds) | simdconv NHWC ms | speed-up NHWC (rounds) |")
     print("|---|" + "---:|" * len(have) + "---|---:|---|---:|---|")
-    E = [eng(t, r) for r in rounds]; N = [ours(t, r, "nchw") for r in rounds]; H = [ours(t, r, "nhwc") for r in rounds]
     for case in E[0]:
         em = {e: st.median(E[i][case][e][0] for i in range(len(rounds))) for e in have}
         best = min(em, key=em.get)

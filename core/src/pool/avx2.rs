@@ -268,19 +268,37 @@ unsafe fn hrow<K: Op, const F: usize, const M: bool>(
             // Columns `c .. c + 16` (masked lanes hold 0); [`rows`] checks the rest.
             *nan = _mm256_or_ps(*nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
         }
-        // Per 128-bit half: `[a0 a2 b0 b2]` and `[a1 a3 b1 b3]`: columns `0 2 8 10 | 4 6
-        // 12 14` and one more.
-        let v = k.fold(_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b));
+        let v = fold_pairs(k, a, b);
         if F == 2 {
             return v;
         }
-        // Columns `2 .. 10` and `9 .. 17`; `[a0 a2 b1 b3]` per half is `2 4 10 12 | 6 8
-        // 14 16`: each lane's third tap. (Starting the second load at 9, not 10, keeps
-        // it inside the row for the last block.)
-        let a2 = ld::<M>(row, c + 2, w);
-        let b2 = ld::<M>(row, c + 9, w);
-        k.fold(v, _mm256_shuffle_ps::<0xD8>(a2, b2))
+        // (Starting the second load at 9, not 10, keeps it inside the row for the last
+        // block.)
+        fold_third(k, v, ld::<M>(row, c + 2, w), ld::<M>(row, c + 9, w))
     }
+}
+
+/// The first two taps of the 8 windows starting at columns `0, 2, .., 14` of `a` (columns
+/// `0 .. 8`) and `b` (`8 .. 16`), folded: per 128-bit half `[a0 a2 b0 b2]` and `[a1 a3 b1
+/// b3]`, columns `0 2 8 10 | 4 6 12 14` and one more; lanes in the order `0 1 4 5 2 3 6 7`.
+///
+/// # Safety
+/// AVX.
+#[inline(always)]
+unsafe fn fold_pairs<K: Op>(k: K, a: __m256, b: __m256) -> __m256 {
+    // SAFETY: as the caller guarantees.
+    unsafe { k.fold(_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b)) }
+}
+
+/// [`fold_pairs`]'s `v` folded with each window's third tap, from `a2` (columns `2 .. 10`)
+/// and `b2` (`9 .. 17`): `[a0 a2 b1 b3]` per half is `2 4 10 12 | 6 8 14 16`.
+///
+/// # Safety
+/// AVX.
+#[inline(always)]
+unsafe fn fold_third<K: Op>(k: K, v: __m256, a2: __m256, b2: __m256) -> __m256 {
+    // SAFETY: as the caller guarantees.
+    unsafe { k.fold(v, _mm256_shuffle_ps::<0xD8>(a2, b2)) }
 }
 
 /// Reorders the 8 outputs `v` (lanes `0 1 4 5 2 3 6 7`, `VPERMPD`), finishes them and
@@ -518,15 +536,11 @@ unsafe fn ldp<K: Op, const M: bool>(k: K, row: *const f32, s: isize, w: usize) -
 unsafe fn hrowp<K: Op, const F: usize, const M: bool>(k: K, row: *const f32, c: isize, w: usize) -> __m256 {
     // SAFETY: as the caller guarantees; the loads are those of [`hrow`].
     unsafe {
-        let a = ldp::<K, M>(k, row, c, w);
-        let b = ldp::<K, M>(k, row, c + 8, w);
-        let v = k.fold(_mm256_shuffle_ps::<0x88>(a, b), _mm256_shuffle_ps::<0xDD>(a, b));
+        let v = fold_pairs(k, ldp::<K, M>(k, row, c, w), ldp::<K, M>(k, row, c + 8, w));
         if F == 2 {
             return v;
         }
-        let a2 = ldp::<K, M>(k, row, c + 2, w);
-        let b2 = ldp::<K, M>(k, row, c + 9, w);
-        k.fold(v, _mm256_shuffle_ps::<0xD8>(a2, b2))
+        fold_third(k, v, ldp::<K, M>(k, row, c + 2, w), ldp::<K, M>(k, row, c + 9, w))
     }
 }
 
