@@ -430,9 +430,9 @@ fn depthwise_nchw_stencil_edges() {
     depthwise_with_and_without_epilogue(cases);
 }
 
-/// The 3x3 stride-1 depthwise row blocks (4 output rows at a time; NCHW over column
-/// vectors on AVX-512, the stencil on narrower vectors; NHWC over pixels and channel
-/// vectors): heights leaving 1, 2, 3 and 4 rows for
+/// The 3x3 stride-1 depthwise row blocks (NCHW: 4 output rows at a time over column
+/// vectors on AVX-512, the stencil on narrower vectors; NHWC: 3 rows, 4 on AVX-512, over
+/// pixels and channel vectors): heights leaving 1, 2, 3 and 4 rows for
 /// the last block, whose window rows end inside the input or 1 or 2 rows past it, blocks
 /// wholly inside the input between blocks that touch the top and bottom padding, padding
 /// of 2 (a block's first rows all padding), rows of 2.5 and 4 vectors (interior vectors

@@ -2,9 +2,11 @@
 //! SIMD loops, no workspace.
 //!
 //! - NHWC 3x3, stride 1, dilation 1, multiplier 1: per output pixel and vector of
-//!   channels, 4 output rows at a time (each input vector loaded once for the up to 3
-//!   output rows it feeds, one accumulator per output row and tap row); on 128x56x56
-//!   1.3x faster than the pixel blocks below with AVX-512, 1.8x with AVX2.
+//!   channels, 3 output rows at a time (4 with 32 vector registers; each input vector
+//!   loaded once for the up to 3 output rows it feeds, one accumulator per output row),
+//!   the taps gathered tap-major into a stack tile per 128 channels whatever the filter
+//!   layout; blocks inside the input take a loop without bounds checks, edge blocks the
+//!   same loop with the padded rows and columns skipped.
 //! - NHWC, multiplier 1, otherwise: vectors over channels, a block of `NR` pixels of one
 //!   output row per vector of channels; 3x3 at stride 2 gets a loop specialised at
 //!   compile time.
@@ -141,94 +143,190 @@ fn dw_nhwc<S: Simd, const NR: usize>(simd: S, c: &Ctx<'_>, kh: usize, kw: usize,
 }
 
 /// NHWC depthwise 3x3, stride 1, dilation 1, multiplier 1: per output pixel and channel
-/// vector, `ROWS3` output rows at a time (the NCHW row blocks of [`dw_nchw_rows3`] over
-/// pixels instead of columns), so each input vector loaded feeds the up to 3 output rows
-/// whose windows hold its row. Taps come as vectors from the filter when its channel
-/// stride is 1 (HWIO), else from a tap-major tile gathered once per `CHUNK` channels.
+/// vector, [`nhwc3_rows`] output rows at a time (the NCHW row blocks of
+/// [`dw_nchw_rows3`] over pixels instead of columns), so each input vector loaded feeds
+/// the up to 3 output rows whose windows hold its row. Taps come from a tap-major tile
+/// gathered once per `CHUNK` channels (fixed offsets: one register addresses all nine).
 /// Padding is whole pixels: taps outside the input are skipped.
 #[inline(always)]
 fn dw_nhwc_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
+    if nhwc3_rows::<S>() == 4 {
+        dw_nhwc3::<S, 4>(simd, c);
+    } else {
+        dw_nhwc3::<S, 3>(simd, c);
+    }
+}
+
+/// Output rows of one [`dw_nhwc3`] block: 3 below 16 lanes, 4 with AVX-512. One
+/// accumulator per row, 9 taps and 3 input vectors live: 15 registers with 3 rows, which
+/// AVX2's 16 hold. With 4 rows and 3 accumulators per row (this kernel until 2026-11-30)
+/// they spilled; 128x56x56 NHWC took 0.22-0.32 ms on an AVX2 Zen 3 depending on the
+/// input's offset against the output within a 4 KiB page, against 0.16-0.23 now. Three
+/// rows also keep the lines of one L1 set (5 input rows and 3 output rows at the same
+/// offset when a row is a multiple of 4 KiB, as 56 pixels x 128 channels are) within its
+/// 8 ways, where 4 rows needed 10. The AVX-512 choice (32 registers) is not measured on
+/// that machine.
+const fn nhwc3_rows<S: Simd>() -> usize {
+    if S::F32_LANES >= 16 {
+        4
+    } else {
+        3
+    }
+}
+
+#[inline(always)]
+fn dw_nhwc3<S: Simd, const R: usize>(simd: S, c: &Ctx<'_>) {
+    // A local copy: the compiler then knows the output stores leave the strides alone
+    // and keeps them in registers.
+    let c = &{ *c };
     let lanes = S::F32_LANES;
     let [nb, ch, oh, ow] = c.yd;
     let [_, _, h, w] = c.xd;
-    let gather = !(c.sw[0] == 1 || ch == 1);
     let mut tile = [0.0f32; 9 * CHUNK];
     let mut cc = 0;
     while cc < ch {
-        let cn = if gather { (ch - cc).min(CHUNK) } else { ch };
-        if gather {
-            for t in 0..9 {
-                let wo = t / 3 * c.sw[2] + t % 3 * c.sw[3];
-                for (j, v) in tile[t * CHUNK..][..cn].iter_mut().enumerate() {
-                    // SAFETY: weight [cc + j, 0, t / 3, t % 3] is in range (cc + j < ch).
-                    *v = unsafe { *c.w.add((cc + j) * c.sw[0] + wo) };
-                }
+        // The chunk's taps, gathered tap-major (CHUNK floats a tap) whatever the filter's
+        // layout: tap `t` of channel `cc + j` at `tile[t * CHUNK + j]`, offsets the
+        // compiler knows, so one register addresses all nine.
+        let cn = (ch - cc).min(CHUNK);
+        for t in 0..9 {
+            let wo = t / 3 * c.sw[2] + t % 3 * c.sw[3];
+            for (j, v) in tile[t * CHUNK..][..cn].iter_mut().enumerate() {
+                // SAFETY: weight [cc + j, 0, t / 3, t % 3] is in range (cc + j < ch).
+                *v = unsafe { *c.w.add((cc + j) * c.sw[0] + wo) };
             }
         }
+        let wbase = tile.as_ptr();
+        let full = cn / lanes * lanes;
         for n in 0..nb {
             let mut oy = 0;
             while oy < oh {
-                let nr = (oh - oy).min(ROWS3);
-                let rows_in = oy >= c.pt && oy + ROWS3 + 2 <= h + c.pt;
+                let nr = (oh - oy).min(R);
+                // Padded rows oy + t inside the input: t in t_lo..t_hi.
+                let t_lo = c.pt.saturating_sub(oy);
+                let t_hi = (nr + 2).min((h + c.pt).saturating_sub(oy));
+                let rows_in = nr == R && t_lo == 0 && t_hi == R + 2;
                 for ox in 0..ow {
-                    let cols_in = ox >= c.pl && ox + 2 < w + c.pl;
-                    let mut c0 = cc;
-                    while c0 < cc + cn {
-                        let nl = (cc + cn - c0).min(lanes);
-                        // Tap `t` of channels c0..c0+nl: from the tile (CHUNK floats a tap)
-                        // or the filter (channel stride 1, or one channel).
-                        let (wp, wstep) = if gather {
-                            (tile[c0 - cc..].as_ptr(), [3 * CHUNK, CHUNK])
+                    // Padded columns ox + kx inside the input: kx in k_lo..k_hi.
+                    let k_lo = c.pl.saturating_sub(ox);
+                    let k_hi = 3.min((w + c.pl).saturating_sub(ox));
+                    let b = Nhwc3 {
+                        c,
+                        xb: c
+                            .x
+                            .wrapping_add(n * c.sx[0] + cc + oy * c.sx[2] + ox * c.sx[3])
+                            .wrapping_sub(c.pt * c.sx[2] + c.pl * c.sx[3]),
+                        yb: c.y.wrapping_add(n * c.sy[0] + cc + oy * c.sy[2] + ox * c.sy[3]),
+                        rb: (n * c.sr[0] + cc + oy * c.sr[2] + ox * c.sr[3], c.sr[2]),
+                        wbase,
+                        bias: c.bias.map(|b| b[cc..].as_ptr()),
+                    };
+                    // SAFETY: rows oy..oy+nr, pixel ox and channels cc..cc+cn are in range;
+                    // the bounds are those of the padded rows and columns in the input.
+                    unsafe {
+                        if rows_in && k_lo == 0 && k_hi == 3 {
+                            let mut j = 0;
+                            while j < full {
+                                b.run::<S, R>(simd, j, lanes, R, [0, R + 2, 0, 3]);
+                                j += lanes;
+                            }
                         } else {
-                            (c.w.wrapping_add(c0 * c.sw[0]), [c.sw[2], c.sw[3]])
-                        };
-                        let mut wv = [simd.splat_f32s(0.0); 9];
-                        for (t, v) in wv.iter_mut().enumerate() {
-                            // SAFETY: lanes 0..nl of tap t exist in the tile or filter.
-                            *v = unsafe {
-                                load_lanes(simd, wp.add(t / 3 * wstep[0] + t % 3 * wstep[1]), 0, nl)
-                            };
+                            let mut j = 0;
+                            while j < full {
+                                b.run::<S, R>(simd, j, lanes, nr, [t_lo, t_hi, k_lo, k_hi]);
+                                j += lanes;
+                            }
                         }
-                        let xb = c.x.wrapping_add(n * c.sx[0] + c0);
-                        let b = Rows3 { c, xb, wv, oy, ox };
-                        // SAFETY: rows oy..oy+nr, pixel ox and channels c0..c0+nl are in
-                        // range; `rows_in` and `cols_in` as `nhwc_block` needs them.
-                        let acc = unsafe {
-                            if rows_in && cols_in {
-                                b.nhwc_block::<S, false>(simd, nl)
-                            } else {
-                                b.nhwc_block::<S, true>(simd, nl)
-                            }
-                        };
-                        for r in 0..ROWS3 {
-                            if r >= nr {
-                                break;
-                            }
-                            let mut val = acc[r];
-                            if let Some(bias) = c.bias {
-                                // SAFETY: bias entries c0..c0+nl exist.
-                                val = simd
-                                    .add_f32s(val, unsafe { load_lanes(simd, bias.as_ptr().add(c0), 0, nl) });
-                            }
-                            if c.has_r {
-                                let ro = n * c.sr[0] + c0 + (oy + r) * c.sr[2] + ox * c.sr[3];
-                                // SAFETY: channels c0..c0+nl of an in-range residual pixel
-                                // (channel stride 1).
-                                val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
-                            }
-                            val = c.act.vec(simd, val);
-                            let yo = n * c.sy[0] + c0 + (oy + r) * c.sy[2] + ox * c.sy[3];
-                            // SAFETY: channels c0..c0+nl of an in-range output pixel (channel
-                            // stride 1).
-                            unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+                        if full < cn {
+                            b.run::<S, R>(simd, full, cn - full, nr, [t_lo, t_hi, k_lo, k_hi]);
                         }
-                        c0 += nl;
                     }
                 }
                 oy += nr;
             }
         }
         cc += cn;
+    }
+}
+
+/// One pixel of one row block of [`dw_nhwc3`], from its chunk's first channel: the input
+/// at padded row and column 0 of the block's window (`xb`, possibly outside the input:
+/// only offsets inside it are read), the output at the block's first row (`yb`), the
+/// residual's offset and row stride, the chunk's taps and bias.
+struct Nhwc3<'a, 'c> {
+    c: &'a Ctx<'c>,
+    xb: *const f32,
+    yb: *mut f32,
+    rb: (usize, usize),
+    wbase: *const f32,
+    bias: Option<*const f32>,
+}
+
+impl Nhwc3<'_, '_> {
+    /// Channels `j .. j + nl` (`nl <= lanes`) of output rows `0..nr` (`nr <= R`): padded
+    /// rows `t_lo..t_hi` (of `0..R + 2`) and columns `k_lo..k_hi` (of `0..3`) of the
+    /// window are read, the others are zero padding. Sums, bias, residual and activation,
+    /// then one store per row.
+    ///
+    /// # Safety
+    /// Those rows, columns, channels and output rows are in range.
+    #[inline(always)]
+    unsafe fn run<S: Simd, const R: usize>(
+        &self,
+        simd: S,
+        j: usize,
+        nl: usize,
+        nr: usize,
+        bounds: [usize; 4],
+    ) {
+        let [t_lo, t_hi, k_lo, k_hi] = bounds;
+        let c = self.c;
+        let wp = self.wbase.wrapping_add(j);
+        let mut wv = [simd.splat_f32s(0.0); 9];
+        for (t, v) in wv.iter_mut().enumerate() {
+            // SAFETY: lanes 0..nl of every tap exist in the tile or filter.
+            *v = unsafe { load_lanes(simd, wp.add(t * CHUNK), 0, nl) };
+        }
+        let xb = self.xb.wrapping_add(j);
+        let mut acc = [simd.splat_f32s(0.0); R];
+        for t in 0..R + 2 {
+            if t < t_lo || t >= t_hi {
+                continue;
+            }
+            let row = xb.wrapping_add(t * c.sx[2]);
+            let mut xv = [simd.splat_f32s(0.0); 3];
+            for (kx, v) in xv.iter_mut().enumerate() {
+                if kx >= k_lo && kx < k_hi {
+                    // SAFETY: channels j..j+nl of an in-range pixel of an in-range row.
+                    *v = unsafe { load_lanes(simd, row.add(kx * c.sx[3]), 0, nl) };
+                }
+            }
+            // Padded row t is tap row t - r of output row r.
+            for (r, a) in acc.iter_mut().enumerate() {
+                if t >= r && t - r < 3 {
+                    for kx in 0..3 {
+                        *a = simd.mul_add_e_f32s(wv[(t - r) * 3 + kx], xv[kx], *a);
+                    }
+                }
+            }
+        }
+        for (r, mut val) in acc.into_iter().enumerate() {
+            if r >= nr {
+                break;
+            }
+            if let Some(bias) = self.bias {
+                // SAFETY: bias entries j..j+nl of the chunk exist.
+                val = simd.add_f32s(val, unsafe { load_lanes(simd, bias.add(j), 0, nl) });
+            }
+            if c.has_r {
+                // SAFETY: channels j..j+nl of an in-range residual pixel (channel stride 1).
+                let z = unsafe { load_lanes(simd, c.r.add(self.rb.0 + j + r * self.rb.1), 0, nl) };
+                val = simd.add_f32s(val, z);
+            }
+            val = c.act.vec(simd, val);
+            // SAFETY: channels j..j+nl of an in-range output pixel (channel stride 1).
+            unsafe { store_lanes(simd, self.yb.add(j + r * c.sy[2]), nl, val) };
+        }
     }
 }
 
@@ -499,39 +597,6 @@ impl<V: Copy> Rows3<'_, '_, V> {
                     // SAFETY: every lane is an in-range column of an in-range row (caller).
                     None => unsafe { core::ptr::read_unaligned(p as *const V) },
                 };
-            }
-            add_row(simd, &mut acc, &wv, &xv, t);
-        }
-        acc.map(|[a, b, c]| simd.add_f32s(simd.add_f32s(a, b), c))
-    }
-
-    /// NHWC: the sums (no epilogue) of output rows `oy .. oy + ROWS3` at pixel `ox`,
-    /// channels `0..nl` from `xb` (the image's input at the block's first channel). With
-    /// `EDGE`, taps outside the input (rows or pixels) are skipped.
-    ///
-    /// # Safety
-    /// `xb` plus in-range row and pixel offsets holds `nl` readable channels (channel
-    /// stride 1). Without `EDGE`, `oy >= PT`, `oy + ROWS3 + 2 <= H + PT`, `ox >= PL` and
-    /// `ox + 2 < W + PL`.
-    #[inline(always)]
-    unsafe fn nhwc_block<S: Simd<f32s = V>, const EDGE: bool>(&self, simd: S, nl: usize) -> [V; ROWS3] {
-        let Rows3 { c, xb, wv, oy, ox } = *self;
-        let [_, _, h, w] = c.xd;
-        let mut acc = [[simd.splat_f32s(0.0); 3]; ROWS3];
-        for t in 0..ROWS3 + 2 {
-            let iy = (oy + t).wrapping_sub(c.pt);
-            if EDGE && (oy + t < c.pt || iy >= h) {
-                continue;
-            }
-            let row = xb.wrapping_add(iy * c.sx[2]);
-            let mut xv = [simd.splat_f32s(0.0); 3];
-            for kx in 0..3 {
-                let ix = (ox + kx).wrapping_sub(c.pl);
-                if EDGE && (ox + kx < c.pl || ix >= w) {
-                    continue;
-                }
-                // SAFETY: channels 0..nl of in-range pixel (iy, ix) (caller).
-                xv[kx] = unsafe { load_lanes(simd, row.add(ix * c.sx[3]), 0, nl) };
             }
             add_row(simd, &mut acc, &wv, &xv, t);
         }
