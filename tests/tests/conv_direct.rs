@@ -371,7 +371,8 @@ fn depthwise_with_and_without_epilogue(cases: impl IntoIterator<Item = Case>) {
 /// 8 and 16 columns (one AVX2 / AVX-512 vector) and one more (the last vector overlaps),
 /// kernels 1x3, 3x1, 2x2, one input row, padding past the kernel (columns and rows of
 /// padding only), asymmetric padding, a channel multiplier, rows just inside and just
-/// past the stencil's stack row buffer (1024 padded columns), and two images.
+/// past the stencil's stack row buffer (1024 padded columns; 3x3 and 1x3), and two
+/// images.
 #[test]
 fn depthwise_nchw_stencil_edges() {
     simdconv_tests::setup();
@@ -426,19 +427,22 @@ fn depthwise_nchw_stencil_edges() {
             ..base(Layout::Nchw, FilterLayout::Oihw)
         },
         Case { groups: 2, w: 1023, h: 3, residual: false, ..base(Layout::Nchw, FilterLayout::Oihw) },
+        // The same widths with a 1x3 window, which the stencil (not the 3x3 row blocks)
+        // takes: 1024 and 1025 padded columns.
+        Case { groups: 2, w: 1022, h: 3, k: [1, 3], ..base(Layout::Nchw, FilterLayout::Oihw) },
+        Case { groups: 2, w: 1023, h: 3, k: [1, 3], ..base(Layout::Nchw, FilterLayout::Oihw) },
     ];
     depthwise_with_and_without_epilogue(cases);
 }
 
-/// The 3x3 stride-1 depthwise row blocks (NCHW: 4 output rows at a time over column
-/// vectors on AVX-512, the stencil on narrower vectors; NHWC: 3 rows, 4 on AVX-512, over
-/// pixels and channel vectors): heights leaving 1, 2, 3 and 4 rows for
-/// the last block, whose window rows end inside the input or 1 or 2 rows past it, blocks
-/// wholly inside the input between blocks that touch the top and bottom padding, padding
-/// of 2 (a block's first rows all padding), rows of 2.5 and 4 vectors (interior vectors
-/// between the edge ones), a channel multiplier, every epilogue; in NHWC, filters gathered
-/// (OHWI) and read in place (HWIO), channel tails, and more channels than one gathered
-/// chunk (128).
+/// The 3x3 stride-1 depthwise row blocks (3 output rows at a time, 4 on AVX-512; NCHW
+/// over column vectors, NHWC over pixels and channel vectors): heights leaving 1, 2, 3
+/// and 4 rows for the last block, whose window rows end inside the input or 1 or 2 rows
+/// past it, blocks wholly inside the input between blocks that touch the top and bottom
+/// padding, padding of 2 (a block's first rows all padding), rows of 2.5 and 4 vectors
+/// (interior vectors between the edge ones), a channel multiplier, every epilogue; in
+/// NHWC, filters OHWI and HWIO (both gathered into the tile), channel tails, and more
+/// channels than one gathered chunk (128).
 #[test]
 fn depthwise_row_blocks() {
     simdconv_tests::setup();

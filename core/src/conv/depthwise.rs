@@ -15,14 +15,15 @@
 //!   or per tap (larger kernels).
 //! - NHWC, multiplier > 1 with output-channel stride 1: the direct kernel's
 //!   vectors-over-output-channels path (each group is one input channel).
-//! - NCHW 3x3, stride 1, dilation 1, AVX-512, output rows of at least one vector: the
-//!   taps in registers for the plane, 4 output rows at a time per column vector, each
-//!   input vector loaded once for the up to 3 output rows it feeds, one accumulator per
-//!   output row and tap row (short dependency chains); rows in the padding are skipped
-//!   and columns next to it loaded under masks built once per block. 1.45x faster than
-//!   the stencil below on 128x56x56.
-//! - NCHW, stride 1, dilation 1, kernels up to 3x3 (3x3 too below AVX-512), output rows
-//!   of at least one vector: a 2-D stencil per plane. The input rows a window needs are
+//! - NCHW 3x3, stride 1, dilation 1, output rows of at least one vector: the taps in
+//!   registers for the plane, a block of output rows at a time per column vector, each
+//!   input vector loaded once for the up to 3 output rows it feeds. AVX-512: 4 rows, one
+//!   accumulator per output row and tap row (short dependency chains), 1.45x faster than
+//!   the stencil below on 128x56x56. Narrower vectors: 3 rows, one accumulator per row
+//!   (15 live vectors), 0.76-0.79x the stencil's time there on AVX2. Rows in the padding
+//!   are skipped and columns next to it loaded under masks built once per block.
+//! - NCHW, stride 1, dilation 1, other kernels up to 3x3, output rows of at least one
+//!   vector: a 2-D stencil per plane. The input rows a window needs are
 //!   copied once into a ring of zero-padded stack rows, so every tap is one full
 //!   unaligned vector load (no masks at the borders), the taps sit in registers, and
 //!   each output vector is stored once (the last of a row overlaps its neighbour instead
@@ -434,11 +435,8 @@ impl WithSimd for DwNchw<'_> {
         if rows3_fits::<S>(c) {
             dw_nchw_rows3::<S>(simd, c);
         } else if stencil_fits::<S>(c) {
-            if c.kh == 3 && c.kw == 3 {
-                dw_nchw_stencil::<S>(simd, c, 3, 3);
-            } else {
-                dw_nchw_stencil::<S>(simd, c, c.kh, c.kw);
-            }
+            // 3x3 windows the stencil could take run the row blocks above.
+            dw_nchw_stencil::<S>(simd, c, c.kh, c.kw);
         } else if c.kh == 3 && c.kw == 3 {
             dw_nchw::<S>(simd, c, 3, 3);
         } else {
@@ -447,34 +445,39 @@ impl WithSimd for DwNchw<'_> {
     }
 }
 
-/// Whether [`dw_nchw_rows3`] runs `c`: vectors of at least 16 lanes (AVX-512), a 3x3
-/// window of stride 1 and dilation 1, and at least one vector of output columns. Its 24
-/// live vectors (12 sums, 9 taps, 3 inputs) fit AVX-512's 32 registers; with AVX2's 16
-/// they spilled and ran 2.5-3x slower than the stencil (128x56x56: 0.95-1.27 against
-/// 0.30-0.51 ms), so narrower vectors keep the stencil.
+/// Whether [`dw_nchw_rows3`] runs `c`: a 3x3 window of stride 1 and dilation 1, and at
+/// least one vector of output columns. With 16 lanes (AVX-512) its blocks hold 24 live
+/// vectors (12 sums, 9 taps, 3 inputs), which fit 32 registers; with AVX2's 16 that
+/// layout spilled and ran 2.5-3x slower than the stencil (128x56x56: 0.95-1.27 against
+/// 0.30-0.51 ms), so narrower vectors take 3 rows of one sum each (15 live vectors):
+/// 0.19-0.20 ms against the stencil's 0.24-0.25 in one in-process A/B.
 fn rows3_fits<S: Simd>(c: &Ctx<'_>) -> bool {
-    S::F32_LANES >= 16
-        && c.kh == 3
-        && c.kw == 3
-        && c.sh == 1
-        && c.sww == 1
-        && c.dh == 1
-        && c.dw == 1
-        && c.yd[3] >= S::F32_LANES
+    c.kh == 3 && c.kw == 3 && c.sh == 1 && c.sww == 1 && c.dh == 1 && c.dw == 1 && c.yd[3] >= S::F32_LANES
 }
 
-/// Output rows of one [`dw_nchw_rows3`] block.
+/// Output rows of one [`dw_nchw_rows3`] block with 16 lanes (3 below).
 const ROWS3: usize = 4;
 
 /// NCHW depthwise 3x3, stride 1, dilation 1 (`rows3_fits` holds): per plane the nine taps
-/// sit in registers, and `ROWS3` output rows are computed together one column vector at a
-/// time, so each input vector loaded (three per input row, one per horizontal tap) feeds
-/// the up to three output rows whose windows hold that row: 4.5 loads and 9 multiply-adds
-/// per output vector instead of 9 and 9. Rows outside the input are skipped (zero
+/// sit in registers, and `R` output rows (`ROWS3` with AVX-512, else 3) are computed
+/// together one column vector at a time, so each input vector loaded (three per input
+/// row, one per horizontal tap) feeds the up to three output rows whose windows hold that
+/// row: 4.5 loads (5 with 3 rows) and 9 multiply-adds per output vector instead of 9 and
+/// 9. `SPLIT` keeps one sum per output row and tap row (AVX-512), else one per row. Rows outside the input are skipped (zero
 /// padding); column vectors next to the left or right padding load only their in-range
 /// lanes. The last vector of a row overlaps its neighbour instead of being masked.
 #[inline(always)]
 fn dw_nchw_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
+    if S::F32_LANES >= 16 {
+        nchw_rows::<S, ROWS3, true>(simd, c);
+    } else {
+        nchw_rows::<S, 3, false>(simd, c);
+    }
+}
+
+#[inline(always)]
+fn nchw_rows<S: Simd, const R: usize, const SPLIT: bool>(simd: S, c: &Ctx<'_>) {
+    let c = &{ *c };
     let lanes = S::F32_LANES;
     let [nb, k, oh, ow] = c.yd;
     let [_, _, h, w] = c.xd;
@@ -492,9 +495,9 @@ fn dw_nchw_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
             }
             let mut oy = 0;
             while oy < oh {
-                let nr = (oh - oy).min(ROWS3);
+                let nr = (oh - oy).min(R);
                 // All `ROWS3 + 2` padded rows of the block inside the input.
-                let rows_in = oy >= c.pt && oy + ROWS3 + 2 <= h + c.pt;
+                let rows_in = oy >= c.pt && oy + R + 2 <= h + c.pt;
                 for j in 0..per_row {
                     // `ow >= lanes`: the last vector ends at the row's end.
                     let ox = (j * lanes).min(ow - lanes);
@@ -506,13 +509,13 @@ fn dw_nchw_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
                     // lanes <= ow`; `rows_in` and `cols_in` as `Rows3::block` needs them.
                     let acc = unsafe {
                         match (rows_in, cols_in) {
-                            (true, true) => b.block::<S, false, false>(simd),
-                            (true, false) => b.block::<S, false, true>(simd),
-                            (false, true) => b.block::<S, true, false>(simd),
-                            (false, false) => b.block::<S, true, true>(simd),
+                            (true, true) => b.block::<S, false, false, R, SPLIT>(simd),
+                            (true, false) => b.block::<S, false, true, R, SPLIT>(simd),
+                            (false, true) => b.block::<S, true, false, R, SPLIT>(simd),
+                            (false, false) => b.block::<S, true, true, R, SPLIT>(simd),
                         }
                     };
-                    for r in 0..ROWS3 {
+                    for r in 0..R {
                         if r >= nr {
                             break;
                         }
@@ -562,10 +565,16 @@ impl<V: Copy> Rows3<'_, '_, V> {
     /// Without `EDGE_ROWS`, `oy >= PT` and `oy + ROWS3 + 2 <= H + PT`; without
     /// `EDGE_COLS`, `ox >= PL` and `ox + 2 + lanes <= W + PL`.
     #[inline(always)]
-    unsafe fn block<S: Simd<f32s = V>, const EDGE_ROWS: bool, const EDGE_COLS: bool>(
+    unsafe fn block<
+        S: Simd<f32s = V>,
+        const EDGE_ROWS: bool,
+        const EDGE_COLS: bool,
+        const R: usize,
+        const SPLIT: bool,
+    >(
         &self,
         simd: S,
-    ) -> [V; ROWS3] {
+    ) -> [V; R] {
         let Rows3 { c, xb, wv, oy, ox } = *self;
         let lanes = S::F32_LANES;
         let [_, _, h, w] = c.xd;
@@ -579,8 +588,8 @@ impl<V: Copy> Rows3<'_, '_, V> {
         });
         // One accumulator per output row and tap row: chains of 3 dependent
         // multiply-adds (one chain of 9 per row left the FMA units waiting on latency).
-        let mut acc = [[simd.splat_f32s(0.0); 3]; ROWS3];
-        for t in 0..ROWS3 + 2 {
+        let mut acc = [[simd.splat_f32s(0.0); 3]; R];
+        for t in 0..R + 2 {
             // Padded row `oy + t` is input row `oy + t - pt`.
             let iy = (oy + t).wrapping_sub(c.pt);
             if EDGE_ROWS && (oy + t < c.pt || iy >= h) {
@@ -598,18 +607,32 @@ impl<V: Copy> Rows3<'_, '_, V> {
                     None => unsafe { core::ptr::read_unaligned(p as *const V) },
                 };
             }
-            add_row(simd, &mut acc, &wv, &xv, t);
+            if SPLIT {
+                add_row(simd, &mut acc, &wv, &xv, t);
+            } else {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    if t >= r && t - r < 3 {
+                        for kx in 0..3 {
+                            a[0] = simd.mul_add_e_f32s(wv[(t - r) * 3 + kx], xv[kx], a[0]);
+                        }
+                    }
+                }
+            }
         }
-        acc.map(|[a, b, c]| simd.add_f32s(simd.add_f32s(a, b), c))
+        let mut out = [simd.splat_f32s(0.0); R];
+        for (o, [a, b, c]) in out.iter_mut().zip(acc) {
+            *o = if SPLIT { simd.add_f32s(simd.add_f32s(a, b), c) } else { a };
+        }
+        out
     }
 }
 
 /// Adds padded row `oy + t` of a row block (its three tap columns `xv`) to the sums of
 /// the output rows `oy + r` that take it as their tap row `t - r < 3`.
 #[inline(always)]
-fn add_row<S: Simd>(
+fn add_row<S: Simd, const R: usize>(
     simd: S,
-    acc: &mut [[S::f32s; 3]; ROWS3],
+    acc: &mut [[S::f32s; 3]; R],
     wv: &[S::f32s; 9],
     xv: &[S::f32s; 3],
     t: usize,
