@@ -435,6 +435,46 @@ fn depthwise_nchw_stencil_edges() {
     depthwise_with_and_without_epilogue(cases);
 }
 
+/// NCHW depthwise on output rows narrower than one vector (the zero-padded flat plane):
+/// MobileNet's 7 x 7 (AVX2) and 14 x 14 (AVX-512) planes, 3 x 3 (narrower than NEON's 4
+/// lanes), a 2x3 and a 1x1 window, asymmetric padding and padding past the kernel (whole
+/// rows and columns of padding), a channel multiplier, two images, a tall plane, a plane
+/// whose padded copy fills the stack buffer (1024 floats) and ones past it (row loop).
+#[test]
+fn depthwise_nchw_narrow_planes() {
+    simdconv_tests::setup();
+    let l = Layout::Nchw;
+    let cases = [
+        Case { groups: 5, w: 7, h: 7, ..base(l, FilterLayout::Oihw) },
+        Case { groups: 3, w: 14, h: 14, n: 2, ..base(l, FilterLayout::Ohwi) },
+        Case { groups: 4, w: 3, h: 3, ..base(l, FilterLayout::Hwio) },
+        Case {
+            groups: 2,
+            w: 5,
+            h: 6,
+            k: [2, 3],
+            pad: Padding::new(0, 2, 1, 0),
+            ..base(l, FilterLayout::Oihw)
+        },
+        Case {
+            groups: 2,
+            w: 6,
+            h: 4,
+            k: [1, 1],
+            pad: Padding::new(1, 0, 0, 1),
+            ..base(l, FilterLayout::Oihw)
+        },
+        Case { groups: 3, cog: 2, w: 6, h: 4, pad: Padding::new(3, 1, 0, 2), ..base(l, FilterLayout::Ohwi) },
+        Case { groups: 2, w: 7, h: 40, ..base(l, FilterLayout::Oihw) },
+        // Padded planes of 1024 floats exactly (AVX2: 144 rows of 7 columns, +16 for the
+        // last vector's taps) and past it (150 rows; AVX-512: 68 rows of 15).
+        Case { groups: 2, w: 5, h: 144, ..base(l, FilterLayout::Oihw) },
+        Case { groups: 2, w: 5, h: 150, ..base(l, FilterLayout::Oihw) },
+        Case { groups: 2, w: 13, h: 68, ..base(l, FilterLayout::Oihw) },
+    ];
+    depthwise_with_and_without_epilogue(cases);
+}
+
 /// The 3x3 stride-1 depthwise row blocks (3 output rows at a time, 4 on AVX-512; NCHW
 /// over column vectors, NHWC over pixels and channel vectors): heights leaving 1, 2, 3
 /// and 4 rows for the last block, whose window rows end inside the input or 1 or 2 rows
