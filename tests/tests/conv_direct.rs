@@ -475,6 +475,71 @@ fn depthwise_nchw_narrow_planes() {
     depthwise_with_and_without_epilogue(cases);
 }
 
+/// NHWC depthwise on 7 x 7 planes whose input pixels lie a multiple of 4 KiB apart (the
+/// dense-copy path): 1024 and 2048 channels, and 1020 channels viewed inside a buffer of
+/// 1024 (its last block of 16 channels holds 12); padding 1 and 0, two images, with the
+/// epilogue (bias, residual, ReLU) and without.
+#[test]
+fn depthwise_nhwc_4k_pixels() {
+    simdconv_tests::setup();
+    for (c, total, pad, epilogue) in
+        [(1024, 1024, 1, true), (2048, 2048, 1, false), (1020, 1024, 1, true), (1020, 1024, 0, false)]
+    {
+        let n = 2;
+        let g = ConvGeometry::new(Dims::new(n, c, 7, 7), c, Conv2d::new(3, 3).pad(pad).groups(c)).unwrap();
+        let (din, dout, df) = (g.input(), g.output(), g.filter());
+        let xs = [49 * total, 1, 7 * total, total];
+        let mut rng = Rng::new(5);
+        let x = rng.vec(n * 49 * total);
+        let wt = rng.vec(df.count().unwrap());
+        let bias = rng.vec(c);
+        let res = rng.vec(dout.count().unwrap());
+        let reference = |xx: &[f64], ww: &[f64], bb: &[f64]| {
+            let mut out = vec![0.0f64; dout.count().unwrap()];
+            r::conv2d(
+                &g,
+                TensorView::with_strides(xx, din, xs).unwrap(),
+                FilterView::new(ww, df, FilterLayout::Ohwi).unwrap(),
+                epilogue.then_some(bb),
+                TensorViewMut::new(&mut out, dout, Layout::Nhwc).unwrap(),
+            )
+            .unwrap();
+            out
+        };
+        let mut want = reference(&to_f64(&x), &to_f64(&wt), &to_f64(&bias));
+        let mut mag = reference(&abs_f64(&x), &abs_f64(&wt), &abs_f64(&bias));
+        if epilogue {
+            for ((v, m), z) in want.iter_mut().zip(&mut mag).zip(&res) {
+                *v = (*v + f64::from(*z)).max(0.0);
+                *m += f64::from(*z).abs();
+            }
+        }
+        for isa in isas() {
+            let exec = Exec::new().with_isa(isa).unwrap();
+            let mut ep = Epilogue::new();
+            if epilogue {
+                ep = ep
+                    .bias(&bias)
+                    .residual(TensorView::new(&res, dout, Layout::Nhwc).unwrap())
+                    .activation(Activation::Relu);
+            }
+            let opts = Conv2dOptions { algorithm: Algorithm::Depthwise, epilogue: ep };
+            let mut y = vec![f32::NAN; dout.count().unwrap()];
+            conv2d(
+                &exec,
+                &g,
+                &opts,
+                TensorView::with_strides(&x, din, xs).unwrap(),
+                FilterView::new(&wt, df, FilterLayout::Ohwi).unwrap(),
+                TensorViewMut::new(&mut y, dout, Layout::Nhwc).unwrap(),
+                &mut [],
+            )
+            .unwrap();
+            check_close(&y, &want, &mag, 9).unwrap_or_else(|e| panic!("{isa} {c}/{total} pad {pad}: {e}"));
+        }
+    }
+}
+
 /// The 3x3 stride-1 depthwise row blocks (3 output rows at a time, 4 on AVX-512; NCHW
 /// over column vectors, NHWC over pixels and channel vectors): heights leaving 1, 2, 3
 /// and 4 rows for the last block, whose window rows end inside the input or 1 or 2 rows
