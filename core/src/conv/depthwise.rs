@@ -47,7 +47,7 @@
 
 use pulp::{Simd, WithSimd};
 
-use super::direct::{cols_interior, generic, lane_mask, load_lanes, store_lanes, Cols, Ctx};
+use super::direct::{cols_interior, finish_nhwc, generic, lane_mask, load_lanes, store_lanes, Cols, Ctx};
 use super::ConvArgs;
 use crate::error::{Error, Result, Unsupported};
 use crate::geometry::input_coord;
@@ -271,18 +271,9 @@ fn dw_nhwc_flat<S: Simd>(simd: S, c: &Ctx<'_>) {
                                 core::ptr::read_unaligned(bias.as_ptr().add(jb) as *const S::f32s)
                             });
                         }
-                        let c0 = cb + jb;
-                        if c.has_r {
-                            let ro = n * c.sr[0] + c0 + oy * c.sr[2] + ox * c.sr[3];
-                            // SAFETY: channels c0..c0+nl of an in-range residual pixel
-                            // (channel stride 1).
-                            val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
-                        }
-                        val = c.act.vec(simd, val);
-                        let yo = n * c.sy[0] + c0 + oy * c.sy[2] + ox * c.sy[3];
-                        // SAFETY: channels c0..c0+nl of an in-range output pixel (channel
-                        // stride 1).
-                        unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+                        // SAFETY: channels cb+jb..cb+jb+nl of an in-range output (and
+                        // residual) pixel.
+                        unsafe { finish_nhwc(simd, c, n, cb + jb, oy, ox, nl, val) };
                         jb += nl;
                     }
                 }
@@ -347,6 +338,7 @@ fn dw_nhwc3<S: Simd, const R: usize>(simd: S, c: &Ctx<'_>) {
             }
         }
         let wbase = tile.as_ptr();
+        let bias = c.bias.map(|b| b[cc..].as_ptr());
         let full = cn / lanes * lanes;
         for n in 0..nb {
             let mut oy = 0;
@@ -369,7 +361,7 @@ fn dw_nhwc3<S: Simd, const R: usize>(simd: S, c: &Ctx<'_>) {
                         yb: c.y.wrapping_add(n * c.sy[0] + cc + oy * c.sy[2] + ox * c.sy[3]),
                         rb: (n * c.sr[0] + cc + oy * c.sr[2] + ox * c.sr[3], c.sr[2]),
                         wbase,
-                        bias: c.bias.map(|b| b[cc..].as_ptr()),
+                        bias,
                     };
                     // SAFETY: rows oy..oy+nr, pixel ox and channels cc..cc+cn are in range;
                     // the bounds are those of the padded rows and columns in the input.
@@ -559,15 +551,8 @@ unsafe fn dw_nhwc_block<S: Simd, const NR: usize, const EDGE: bool>(
             // SAFETY: bias entries c0..c0+nl exist.
             val = simd.add_f32s(val, unsafe { load_lanes(simd, b.as_ptr().add(c0), 0, nl) });
         }
-        if c.has_r {
-            let ro = n * c.sr[0] + c0 + oy * c.sr[2] + px * c.sr[3];
-            // SAFETY: channels c0..c0+nl of an in-range residual pixel (c-stride 1).
-            val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
-        }
-        val = c.act.vec(simd, val);
-        let yo = n * c.sy[0] + c0 + oy * c.sy[2] + px * c.sy[3];
-        // SAFETY: channels c0..c0+nl of an in-range output pixel (c-stride 1).
-        unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+        // SAFETY: channels c0..c0+nl of an in-range output (and residual) pixel.
+        unsafe { finish_nhwc(simd, c, n, c0, oy, px, nl, val) };
     }
 }
 
@@ -727,9 +712,10 @@ const ROWS3: usize = 4;
 /// together one column vector at a time, so each input vector loaded (three per input
 /// row, one per horizontal tap) feeds the up to three output rows whose windows hold that
 /// row: 4.5 loads (5 with 3 rows) and 9 multiply-adds per output vector instead of 9 and
-/// 9. `SPLIT` keeps one sum per output row and tap row (AVX-512), else one per row. Rows outside the input are skipped (zero
-/// padding); column vectors next to the left or right padding load only their in-range
-/// lanes. The last vector of a row overlaps its neighbour instead of being masked.
+/// 9. `SPLIT` keeps one sum per output row and tap row (AVX-512), else one per row. Rows
+/// outside the input are skipped (zero padding); column vectors next to the left or right
+/// padding load only their in-range lanes. The last vector of a row overlaps its
+/// neighbour instead of being masked.
 #[inline(always)]
 fn dw_nchw_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
     if S::F32_LANES >= 16 {
@@ -760,7 +746,7 @@ fn nchw_rows<S: Simd, const R: usize, const SPLIT: bool>(simd: S, c: &Ctx<'_>) {
             let mut oy = 0;
             while oy < oh {
                 let nr = (oh - oy).min(R);
-                // All `ROWS3 + 2` padded rows of the block inside the input.
+                // All `R + 2` padded rows of the block inside the input.
                 let rows_in = oy >= c.pt && oy + R + 2 <= h + c.pt;
                 for j in 0..per_row {
                     // `ow >= lanes`: the last vector ends at the row's end.
@@ -808,8 +794,8 @@ fn nchw_rows<S: Simd, const R: usize, const SPLIT: bool>(simd: S, c: &Ctx<'_>) {
     }
 }
 
-/// One column vector of one row block of [`dw_nchw_rows3`]: output rows `oy .. oy +
-/// ROWS3`, columns `ox .. ox + lanes` of the plane whose input starts at `xb`, with the
+/// One column vector of one row block of [`dw_nchw_rows3`]: output rows `oy .. oy + R`,
+/// columns `ox .. ox + lanes` of the plane whose input starts at `xb`, with the
 /// row-major taps `wv`.
 struct Rows3<'a, 'c, V> {
     c: &'a Ctx<'c>,
@@ -820,13 +806,13 @@ struct Rows3<'a, 'c, V> {
 }
 
 impl<V: Copy> Rows3<'_, '_, V> {
-    /// The sums (no epilogue) of the block: padded row `oy + t` (`t < ROWS3 + 2`) feeds
-    /// output rows `oy + t - ky` for `ky < 3`. With `EDGE_ROWS`, padded rows outside the
+    /// The sums (no epilogue) of the block: padded row `oy + t` (`t < R + 2`) feeds output
+    /// rows `oy + t - ky` for `ky < 3` (one sum per output row and tap row with `SPLIT`). With `EDGE_ROWS`, padded rows outside the
     /// input are skipped; with `EDGE_COLS`, loads keep to the row's columns `0..W`.
     ///
     /// # Safety
     /// `xb` is the start of an in-range input plane (column stride 1); `ox + lanes <= OW`.
-    /// Without `EDGE_ROWS`, `oy >= PT` and `oy + ROWS3 + 2 <= H + PT`; without
+    /// Without `EDGE_ROWS`, `oy >= PT` and `oy + R + 2 <= H + PT`; without
     /// `EDGE_COLS`, `ox >= PL` and `ox + 2 + lanes <= W + PL`.
     #[inline(always)]
     unsafe fn block<

@@ -126,6 +126,36 @@ pub(super) unsafe fn store_lanes<S: Simd>(simd: S, p: *mut f32, n: usize, v: S::
     }
 }
 
+/// The rest of an NHWC output's epilogue for channels `c0..c0 + nl` of pixel
+/// `(n, oy, ox)` whose sums (bias included) are `val`: adds the residual, applies the
+/// activation, stores.
+///
+/// # Safety
+/// Those channels of that pixel are in range in the output and in the residual (when
+/// there is one), both of channel stride 1.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn finish_nhwc<S: Simd>(
+    simd: S,
+    c: &Ctx<'_>,
+    n: usize,
+    c0: usize,
+    oy: usize,
+    ox: usize,
+    nl: usize,
+    mut val: S::f32s,
+) {
+    if c.has_r {
+        let ro = n * c.sr[0] + c0 + oy * c.sr[2] + ox * c.sr[3];
+        // SAFETY: channels c0..c0+nl of an in-range residual pixel (caller).
+        val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
+    }
+    val = c.act.vec(simd, val);
+    let yo = n * c.sy[0] + c0 + oy * c.sy[2] + ox * c.sy[3];
+    // SAFETY: channels c0..c0+nl of an in-range output pixel (caller).
+    unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+}
+
 /// Everything a kernel needs, as raw pointers and strides. Built from validated views:
 /// every offset of an in-range logical index lies inside the matching slice.
 #[derive(Clone, Copy)]
@@ -997,15 +1027,8 @@ unsafe fn nhwc_oc_block<S: Simd, const MR: usize, const NR: usize, const EDGE: b
                 // SAFETY: bias has one entry per output channel; o..o+nl are in range.
                 val = simd.add_f32s(val, unsafe { load_lanes(simd, b.as_ptr().add(o), 0, nl) });
             }
-            if c.has_r {
-                let ro = n * c.sr[0] + o + oy * c.sr[2] + ox * c.sr[3];
-                // SAFETY: channels o..o+nl of an in-range residual pixel (c-stride 1).
-                val = simd.add_f32s(val, unsafe { load_lanes(simd, c.r.add(ro), 0, nl) });
-            }
-            val = c.act.vec(simd, val);
-            let yo = n * c.sy[0] + o + oy * c.sy[2] + ox * c.sy[3];
-            // SAFETY: channels o..o+nl of an in-range output pixel (c-stride 1).
-            unsafe { store_lanes(simd, c.y.add(yo), nl, val) };
+            // SAFETY: channels o..o+nl of an in-range output (and residual) pixel.
+            unsafe { finish_nhwc(simd, c, n, o, oy, ox, nl, val) };
         }
     }
 }
