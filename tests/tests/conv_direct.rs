@@ -540,6 +540,31 @@ fn depthwise_nhwc_4k_pixels() {
     }
 }
 
+/// The NHWC 3x3 stride-2 depthwise row blocks (3 output rows at a time, 4 on AVX-512,
+/// output row `r` reading padded rows `2r .. 2r + 3`): output heights leaving 1, 2, 3 and
+/// 4 rows for the last block, symmetric padding, TensorFlow's SAME padding for stride 2
+/// (none at the top and left, one at the bottom and right), padding of 2, ceil-mode
+/// windows past the padded input, odd and even widths, channel tails, more channels
+/// than one gathered chunk (128), two images, filters OHWI and HWIO, every epilogue.
+#[test]
+fn depthwise_nhwc_stride2_row_blocks() {
+    simdconv_tests::setup();
+    for filter in [FilterLayout::Ohwi, FilterLayout::Hwio] {
+        let dw = |groups, h, w, pad| Case { groups, h, w, pad, stride: [2, 2], ..base(Layout::Nhwc, filter) };
+        let cases = [
+            dw(3, 13, 12, Padding::uniform(1)),
+            dw(20, 15, 11, Padding::uniform(1)),
+            dw(9, 17, 16, Padding::uniform(1)),
+            dw(17, 19, 9, Padding::uniform(1)),
+            dw(12, 16, 16, Padding::new(0, 1, 0, 1)),
+            dw(5, 12, 13, Padding::uniform(2)),
+            Case { ceil: true, ..dw(7, 14, 14, Padding::uniform(0)) },
+            Case { n: 2, ..dw(130, 9, 10, Padding::uniform(1)) },
+        ];
+        depthwise_with_and_without_epilogue(cases);
+    }
+}
+
 /// The 3x3 stride-1 depthwise row blocks (3 output rows at a time, 4 on AVX-512; NCHW
 /// over column vectors, NHWC over pixels and channel vectors): heights leaving 1, 2, 3
 /// and 4 rows for the last block, whose window rows end inside the input or 1 or 2 rows

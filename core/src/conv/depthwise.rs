@@ -1,9 +1,10 @@
 //! Depthwise convolution (`groups == in_channels`, any channel multiplier): memory-bound
 //! SIMD loops, no workspace.
 //!
-//! - NHWC 3x3, stride 1, dilation 1, multiplier 1: per output pixel and vector of
+//! - NHWC 3x3, stride 1 or 2, dilation 1, multiplier 1: per output pixel and vector of
 //!   channels, 3 output rows at a time (4 with 32 vector registers; each input vector
-//!   loaded once for the up to 3 output rows it feeds, one accumulator per output row),
+//!   loaded once for the output rows it feeds, up to 3 at stride 1 and 2 at stride 2,
+//!   one accumulator per output row),
 //!   the taps gathered tap-major into a stack tile per 128 channels whatever the filter
 //!   layout; blocks inside the input take a loop without bounds checks, edge blocks the
 //!   same loop with the padded rows and columns skipped.
@@ -12,8 +13,7 @@
 //!   layers): 16 channels at a time copied into a dense zero-padded stack plane, where
 //!   the row blocks' taps would all share one L1 set.
 //! - NHWC, multiplier 1, otherwise: vectors over channels, a block of `NR` pixels of one
-//!   output row per vector of channels; 3x3 at stride 2 gets a loop specialised at
-//!   compile time.
+//!   output row per vector of channels.
 //!   Weights are loaded as vectors when the filter's output-channel stride is 1 (HWIO),
 //!   else gathered once per channel vector and row into a small stack tile (up to 9 taps)
 //!   or per tap (larger kernels).
@@ -83,9 +83,9 @@ impl WithSimd for DwNhwc<'_> {
             dw_nhwc_flat::<S>(simd, c);
         } else if c.kh == 3 && c.kw == 3 && c.dh == 1 && c.dw == 1 && c.sh == c.sww && c.sh <= 2 {
             if c.sh == 1 {
-                dw_nhwc_rows3::<S>(simd, c);
+                dw_nhwc_rows3::<S, 1>(simd, c);
             } else {
-                dw_nhwc::<S, 4>(simd, c, 3, 3, 2);
+                dw_nhwc_rows3::<S, 2>(simd, c);
             }
         } else {
             dw_nhwc::<S, 4>(simd, c, c.kh, c.kw, c.sww);
@@ -283,18 +283,20 @@ fn dw_nhwc_flat<S: Simd>(simd: S, c: &Ctx<'_>) {
     }
 }
 
-/// NHWC depthwise 3x3, stride 1, dilation 1, multiplier 1: per output pixel and channel
-/// vector, [`nhwc3_rows`] output rows at a time (the NCHW row blocks of
-/// [`dw_nchw_rows3`] over pixels instead of columns), so each input vector loaded feeds
-/// the up to 3 output rows whose windows hold its row. Taps come from a tap-major tile
+/// NHWC depthwise 3x3, stride `ST` (1 or 2, both axes), dilation 1, multiplier 1: per
+/// output pixel and channel vector, [`nhwc3_rows`] output rows at a time (the NCHW row
+/// blocks of [`dw_nchw_rows3`] over pixels instead of columns), so each input vector
+/// loaded feeds the output rows whose windows hold its row (up to 3 at stride 1, 2 at
+/// stride 2; stride 2 over 128 x 56 x 56 took 0.51-0.52x the time of the pixel blocks,
+/// 64 x 112 x 112 0.53x, 256 x 28 x 28 0.49x, 512 x 14 x 14 0.63x). Taps come from a tap-major tile
 /// gathered once per `CHUNK` channels (fixed offsets: one register addresses all nine).
 /// Padding is whole pixels: taps outside the input are skipped.
 #[inline(always)]
-fn dw_nhwc_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
+fn dw_nhwc_rows3<S: Simd, const ST: usize>(simd: S, c: &Ctx<'_>) {
     if nhwc3_rows::<S>() == 4 {
-        dw_nhwc3::<S, 4>(simd, c);
+        dw_nhwc3::<S, 4, ST>(simd, c);
     } else {
-        dw_nhwc3::<S, 3>(simd, c);
+        dw_nhwc3::<S, 3, ST>(simd, c);
     }
 }
 
@@ -316,7 +318,7 @@ const fn nhwc3_rows<S: Simd>() -> usize {
 }
 
 #[inline(always)]
-fn dw_nhwc3<S: Simd, const R: usize>(simd: S, c: &Ctx<'_>) {
+fn dw_nhwc3<S: Simd, const R: usize, const ST: usize>(simd: S, c: &Ctx<'_>) {
     // A local copy: the compiler then knows the output stores leave the strides alone
     // and keeps them in registers.
     let c = &{ *c };
@@ -344,19 +346,21 @@ fn dw_nhwc3<S: Simd, const R: usize>(simd: S, c: &Ctx<'_>) {
             let mut oy = 0;
             while oy < oh {
                 let nr = (oh - oy).min(R);
-                // Padded rows oy + t inside the input: t in t_lo..t_hi.
-                let t_lo = c.pt.saturating_sub(oy);
-                let t_hi = (nr + 2).min((h + c.pt).saturating_sub(oy));
-                let rows_in = nr == R && t_lo == 0 && t_hi == R + 2;
+                // Padded rows oy * ST + t inside the input: t in t_lo..t_hi.
+                let py = oy * ST;
+                let t_lo = c.pt.saturating_sub(py);
+                let t_hi = ((nr - 1) * ST + 3).min((h + c.pt).saturating_sub(py));
+                let rows_in = nr == R && t_lo == 0 && t_hi == (R - 1) * ST + 3;
                 for ox in 0..ow {
-                    // Padded columns ox + kx inside the input: kx in k_lo..k_hi.
-                    let k_lo = c.pl.saturating_sub(ox);
-                    let k_hi = 3.min((w + c.pl).saturating_sub(ox));
+                    // Padded columns ox * ST + kx inside the input: kx in k_lo..k_hi.
+                    let px = ox * ST;
+                    let k_lo = c.pl.saturating_sub(px);
+                    let k_hi = 3.min((w + c.pl).saturating_sub(px));
                     let b = Nhwc3 {
                         c,
                         xb: c
                             .x
-                            .wrapping_add(n * c.sx[0] + cc + oy * c.sx[2] + ox * c.sx[3])
+                            .wrapping_add(n * c.sx[0] + cc + py * c.sx[2] + px * c.sx[3])
                             .wrapping_sub(c.pt * c.sx[2] + c.pl * c.sx[3]),
                         yb: c.y.wrapping_add(n * c.sy[0] + cc + oy * c.sy[2] + ox * c.sy[3]),
                         rb: (n * c.sr[0] + cc + oy * c.sr[2] + ox * c.sr[3], c.sr[2]),
@@ -369,18 +373,18 @@ fn dw_nhwc3<S: Simd, const R: usize>(simd: S, c: &Ctx<'_>) {
                         if rows_in && k_lo == 0 && k_hi == 3 {
                             let mut j = 0;
                             while j < full {
-                                b.run::<S, R>(simd, j, lanes, R, [0, R + 2, 0, 3]);
+                                b.run::<S, R, ST>(simd, j, lanes, R, [0, (R - 1) * ST + 3, 0, 3]);
                                 j += lanes;
                             }
                         } else {
                             let mut j = 0;
                             while j < full {
-                                b.run::<S, R>(simd, j, lanes, nr, [t_lo, t_hi, k_lo, k_hi]);
+                                b.run::<S, R, ST>(simd, j, lanes, nr, [t_lo, t_hi, k_lo, k_hi]);
                                 j += lanes;
                             }
                         }
                         if full < cn {
-                            b.run::<S, R>(simd, full, cn - full, nr, [t_lo, t_hi, k_lo, k_hi]);
+                            b.run::<S, R, ST>(simd, full, cn - full, nr, [t_lo, t_hi, k_lo, k_hi]);
                         }
                     }
                 }
@@ -405,15 +409,16 @@ struct Nhwc3<'a, 'c> {
 }
 
 impl Nhwc3<'_, '_> {
-    /// Channels `j .. j + nl` (`nl <= lanes`) of output rows `0..nr` (`nr <= R`): padded
-    /// rows `t_lo..t_hi` (of `0..R + 2`) and columns `k_lo..k_hi` (of `0..3`) of the
+    /// Channels `j .. j + nl` (`nl <= lanes`) of output rows `0..nr` (`nr <= R`) at
+    /// stride `ST`: padded rows `t_lo..t_hi` (of `0..(R - 1) * ST + 3`; output row `r`
+    /// takes rows `r * ST .. r * ST + 3`) and columns `k_lo..k_hi` (of `0..3`) of the
     /// window are read, the others are zero padding. Sums, bias, residual and activation,
     /// then one store per row.
     ///
     /// # Safety
     /// Those rows, columns, channels and output rows are in range.
     #[inline(always)]
-    unsafe fn run<S: Simd, const R: usize>(
+    unsafe fn run<S: Simd, const R: usize, const ST: usize>(
         &self,
         simd: S,
         j: usize,
@@ -431,7 +436,7 @@ impl Nhwc3<'_, '_> {
         }
         let xb = self.xb.wrapping_add(j);
         let mut acc = [simd.splat_f32s(0.0); R];
-        for t in 0..R + 2 {
+        for t in 0..(R - 1) * ST + 3 {
             if t < t_lo || t >= t_hi {
                 continue;
             }
@@ -443,11 +448,11 @@ impl Nhwc3<'_, '_> {
                     *v = unsafe { load_lanes(simd, row.add(kx * c.sx[3]), 0, nl) };
                 }
             }
-            // Padded row t is tap row t - r of output row r.
+            // Padded row t is tap row t - r * ST of output row r.
             for (r, a) in acc.iter_mut().enumerate() {
-                if t >= r && t - r < 3 {
+                if t >= r * ST && t - r * ST < 3 {
                     for kx in 0..3 {
-                        *a = simd.mul_add_e_f32s(wv[(t - r) * 3 + kx], xv[kx], *a);
+                        *a = simd.mul_add_e_f32s(wv[(t - r * ST) * 3 + kx], xv[kx], *a);
                     }
                 }
             }
