@@ -191,14 +191,8 @@ fn dw_nhwc_flat<S: Simd>(simd: S, c: &Ctx<'_>) {
     let c = &{ *c };
     let lanes = S::F32_LANES;
     let [nb, ch, oh, ow] = c.yd;
-    let [_, _, h, w] = c.xd;
     let (kh, kw) = (c.kh, c.kw);
-    let pitch = ow + kw - 1;
-    let ph = oh + kh - 1;
-    // Padded rows pt..pt+h and columns pl..pl+w hold the input (as far as the padded
-    // plane reaches); the other pixels stay zero for every channel vector.
-    let rows = h.min(ph.saturating_sub(c.pt));
-    let cols = w.min(pitch.saturating_sub(c.pl));
+    let [pitch, rows, cols] = padded_plane(c);
     let mut buf = [0.0f32; NHWC_FLAT_PIX * 16];
     let bp = buf.as_mut_ptr();
     for n in 0..nb {
@@ -589,6 +583,18 @@ impl WithSimd for DwNchw<'_> {
 /// Floats of [`dw_nchw_flat`]'s zero-padded plane buffer (and of its output buffer): 4 KiB.
 const FLAT_BUF: usize = 1024;
 
+/// The zero-padded plane of the stack-copy paths ([`dw_nchw_flat`], [`dw_nhwc_flat`]):
+/// its pitch `OW + KW - 1` (stride 1), and the input rows and columns it holds, from
+/// padded row `PT` and column `PL`, as far as the plane's `OH + KH - 1` rows and pitch
+/// reach; the other positions stay zero for every plane.
+fn padded_plane(c: &Ctx<'_>) -> [usize; 3] {
+    let [_, _, oh, ow] = c.yd;
+    let [_, _, h, w] = c.xd;
+    let pitch = ow + c.kw - 1;
+    let rows = h.min((oh + c.kh - 1).saturating_sub(c.pt));
+    [pitch, rows, w.min(pitch.saturating_sub(c.pl))]
+}
+
 /// The padded pitch, output vectors and padded-plane floats [`dw_nchw_flat`] needs.
 fn flat_shape(c: &Ctx<'_>, lanes: usize) -> (usize, usize, usize) {
     let [_, _, oh, ow] = c.yd;
@@ -627,14 +633,9 @@ fn dw_nchw_flat<S: Simd>(simd: S, c: &Ctx<'_>) {
     let c = &{ *c };
     let lanes = S::F32_LANES;
     let [nb, k, oh, ow] = c.yd;
-    let [_, _, h, w] = c.xd;
     let (kh, kw) = (c.kh, c.kw);
-    let (pitch, nvec, _) = flat_shape(c, lanes);
-    let ph = oh + kh - 1;
-    // Padded rows pt..pt+h and columns pl..pl+w hold the input (as far as the padded
-    // plane reaches); the rest stays zero for every plane.
-    let rows = h.min(ph.saturating_sub(c.pt));
-    let cols = w.min(pitch.saturating_sub(c.pl));
+    let (_, nvec, _) = flat_shape(c, lanes);
+    let [pitch, rows, cols] = padded_plane(c);
     let mut buf = [0.0f32; FLAT_BUF];
     let mut out = [0.0f32; FLAT_BUF];
     for n in 0..nb {
