@@ -99,8 +99,8 @@ pub(crate) struct OutPtr {
 }
 
 // SAFETY: `OutPtr` is only created from a `TensorViewMut` that stays mutably borrowed for
-// as long as the pointer is used, and workers write disjoint pixel ranges of a view whose
-// elements never alias (checked when the view was made).
+// as long as the pointer is used, and workers write disjoint pixel ranges (or disjoint
+// channel ranges) of a view whose elements never alias (checked when the view was made).
 unsafe impl Send for OutPtr {}
 // SAFETY: as above; shared references only copy the pointer.
 unsafe impl Sync for OutPtr {}
@@ -216,10 +216,26 @@ pub(crate) fn epilogue_tile(
     q0: usize,
     q1: usize,
 ) {
-    if epilogue.is_identity() || q0 >= q1 {
+    epilogue_channels(exec, y, layout, epilogue, q0, q1, 0, y.dims.c);
+}
+
+/// Applies `epilogue` to channels `[c0, c1)` of output pixels `[q0, q1)`, on `exec`'s ISA.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn epilogue_channels(
+    exec: &Exec,
+    y: OutPtr,
+    layout: Layout,
+    epilogue: &Epilogue<'_>,
+    q0: usize,
+    q1: usize,
+    c0: usize,
+    c1: usize,
+) {
+    if epilogue.is_identity() || q0 >= q1 || c0 >= c1 {
         return;
     }
-    exec.dispatch(TileEpilogue { y, layout, epilogue, q0, q1 });
+    debug_assert!(c1 <= y.dims.c);
+    exec.dispatch(TileEpilogue { y, layout, epilogue, q0, q1, c0, c1 });
 }
 
 struct TileEpilogue<'a, 'b> {
@@ -228,20 +244,22 @@ struct TileEpilogue<'a, 'b> {
     epilogue: &'b Epilogue<'a>,
     q0: usize,
     q1: usize,
+    c0: usize,
+    c1: usize,
 }
 
 impl WithSimd for TileEpilogue<'_, '_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let TileEpilogue { y, layout, epilogue, q0, q1 } = self;
+        let TileEpilogue { y, layout, epilogue, q0, q1, c0, c1 } = self;
         let d = y.dims;
         let px = Pixels::of(d);
         let act = epilogue.activation;
         let res = epilogue.residual;
         match layout {
             Layout::Nchw => px.runs(q0, q1, Join::Row, |_, n, oh, ow, len| {
-                for c in 0..d.c {
+                for c in c0..c1 {
                     let bias = epilogue.bias.map_or(RunBias::None, |b| RunBias::Broadcast(b[c]));
                     // SAFETY: `w` has stride 1 in an NCHW view (or the run has length 1), so
                     // the run is `len` consecutive in-range elements; this worker owns these
@@ -255,16 +273,17 @@ impl WithSimd for TileEpilogue<'_, '_> {
                 }
             }),
             Layout::Nhwc => {
-                let bias = epilogue.bias.map_or(RunBias::None, RunBias::PerElement);
+                let bias = epilogue.bias.map_or(RunBias::None, |b| RunBias::PerElement(&b[c0..c1]));
+                let nc = c1 - c0;
                 px.runs(q0, q1, Join::Row, |_, n, oh, ow0, len| {
                     for ow in ow0..ow0 + len {
                         // SAFETY: `c` has stride 1 in an NHWC view (or there is one channel),
-                        // so a pixel's channels are `d.c` consecutive in-range elements owned
-                        // by this worker.
-                        let run = unsafe { core::slice::from_raw_parts_mut(y.at(n, 0, oh, ow), d.c) };
+                        // so a pixel's channels `c0..c1` are `nc` consecutive in-range
+                        // elements owned by this worker.
+                        let run = unsafe { core::slice::from_raw_parts_mut(y.at(n, c0, oh, ow), nc) };
                         let r = res.as_ref().map(|r| {
-                            let o = r.offset(n, 0, oh, ow);
-                            &r.data()[o..o + d.c]
+                            let o = r.offset(n, c0, oh, ow);
+                            &r.data()[o..o + nc]
                         });
                         apply_run(simd, run, bias, r, act);
                     }

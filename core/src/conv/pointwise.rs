@@ -6,19 +6,22 @@
 //! A stride `S > 1` subsamples the input: pixels along a row stay at one stride (`S`
 //! elements apart), so each output row is one GEMM; when the subsampled rows also line up
 //! (stride 1, or a strided view) a GEMM spans rows or the whole batch. No workspace.
+//! Threads split the output pixels, or, below `CHANNEL_SPLIT_MAX_PIXELS` pixels, the
+//! output channels (each thread then applies the epilogue to its own channels).
 //!
-//! On AVX-512 or AVX2 and one thread, NCHW-like runs (pixels contiguous in input and output)
-//! of reductions (no more output than input channels) skip `gemm` for [`Packed`]: input
-//! panels of 48 pixels x at most 128 channels (AVX2: 16 x 384) copied into a 24 KiB
-//! buffer on the stack, multiplied by register tiles of 8 output channels x 3 vectors
-//! (AVX2: 6 x 2; see [`packed_applies`] for the measurements).
+//! On AVX2 and one thread, long NCHW-like runs (pixels contiguous in input and output) of
+//! reductions (no more output than input channels) skip `gemm` for [`Packed`]: input
+//! panels of 16 pixels x at most 384 channels copied into a 24 KiB buffer on the stack,
+//! multiplied by register tiles of 6 output channels x 2 vectors (see [`packed_applies`]
+//! for the measurements).
 
 use super::im2col::MIN_WORKER_PIXELS;
-use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
+use super::matmul::{
+    epilogue_channels, epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels,
+};
 use super::ConvArgs;
 use crate::error::Result;
 use crate::isa::Isa;
-use crate::simd_util::prefetch_l2;
 use crate::tensor::TensorViewMut;
 use pulp::{Simd, WithSimd};
 
@@ -27,6 +30,16 @@ use pulp::{Simd, WithSimd};
 const EPILOGUE_CHUNK_ELEMS: usize = 1 << 18;
 /// Fewest pixels per chunk (narrower GEMMs would mostly repack the filters).
 const MIN_CHUNK_PIXELS: usize = 256;
+/// Threads split the output channels rather than the pixels below this many pixels, when
+/// each thread gets at least `MIN_WORKER_CHANNELS` channels of a group. Two threads on
+/// GoogLeNet's 480 -> 192 channels of 14 x 14 (2026-11-30, AVX-512, alternating runs):
+/// minima 0.099-0.103 ms against 0.111-0.113 split by pixels (NCHW), 0.092-0.096 against
+/// 0.099-0.107 (NHWC); 512 -> 512 of 14 x 14 NHWC 0.34-0.36 against 0.40; NCHW 512 -> 128
+/// and 512 -> 512 within noise. At 28 x 28 (784 pixels) NHWC was 10-20% slower split by
+/// channels, NCHW faster: left to the pixels.
+const CHANNEL_SPLIT_MAX_PIXELS: usize = 512;
+/// Fewest output channels per thread when threads split the channels.
+const MIN_WORKER_CHANNELS: usize = 32;
 
 /// The 1x1 convolution as per-group GEMMs over the input in place.
 pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Result<()> {
@@ -59,6 +72,32 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
 
     let y_out = OutPtr::new(&mut y);
     let (xd, wd) = (x.data(), w.data());
+    if workers > 1 && total < CHANNEL_SPLIT_MAX_PIXELS && kg >= MIN_WORKER_CHANNELS * workers {
+        // Each worker computes output channels `k0..k1` of every group for all pixels
+        // (a few hundred: one GEMM per run, then the epilogue on its own channels).
+        split(workers, kg, &mut [], |k0, k1, _| {
+            for grp in 0..groups {
+                let (c0, c1) = (grp * kg + k0, grp * kg + k1);
+                let w_off = w.offset(c0, 0, 0, 0);
+                let lhs = Mat { ptr: wd[w_off..].as_ptr(), rs: w_m.0, cs: w_m.1 };
+                px.runs(0, total, join, |_, n, oh, ow, run| {
+                    let dst = Mat { ptr: y_out.at(n, c0, oh, ow), rs: y_m.0, cs: y_m.1 };
+                    // In range: as for the pixel split below.
+                    let x_off = x.offset(n, grp * cg, oh * sh, ow * sw);
+                    let rhs = Mat { ptr: xd[x_off..].as_ptr(), rs: x_m.0, cs: x_m.1 };
+                    // SAFETY: dst covers output channels `c0..c1` (inside the group's
+                    // `grp*kg..(grp+1)*kg`) of output pixels `q..q+run`, at one stride
+                    // (`join`) inside `y`; the channels are this worker's alone, so the
+                    // elements alias nothing another worker writes; rhs covers channels
+                    // `grp*cg..(grp+1)*cg` of the input pixels they read, at one stride
+                    // inside `x`; lhs covers rows `c0..c1` of the filter inside `w`.
+                    unsafe { matmul(k1 - k0, run, cg, dst, lhs, rhs, gemm::Parallelism::None) };
+                });
+                epilogue_channels(exec, y_out, layout, epilogue, 0, total, c0, c1);
+            }
+        });
+        return Ok(());
+    }
     split(workers, total, &mut [], |q0, q1, _| {
         let mut t0 = q0;
         while t0 < q1 {
@@ -109,41 +148,41 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     Ok(())
 }
 
-/// Most pixel vectors of a packed panel.
-const PV: usize = 3;
-/// The widest panel: `PV` vectors of 16 lanes (AVX-512).
-const PANEL_MAX: usize = PV * 16;
-/// Most input channels per packed panel of `PANEL_MAX` pixels: `KC x 48` floats (24 KiB)
-/// stay in L1. Narrower panels take proportionally more channels (AVX2: 384 x 16).
-const KC: usize = 128;
-/// Output channels per register tile on AVX-512: `OB x PV` accumulators (24 of its 32
-/// registers).
-const OB: usize = 8;
-/// Output channels per register tile on AVX2: `OB_AVX2 x PV_AVX2` accumulators, 12 of its
-/// 16 registers (the 2 input vectors and the broadcast weight take 3 more; with 4 x 3
-/// tiles, all 16, the compiler spilled and the kernel ran at half `gemm`'s speed).
-const OB_AVX2: usize = 6;
-/// Pixel vectors of an AVX2 panel.
-const PV_AVX2: usize = 2;
+/// Pixel vectors of a packed panel (AVX2: 16 pixels).
+const PV: usize = 2;
+/// The widest panel: `PV` vectors of 8 lanes.
+const PANEL_MAX: usize = PV * 8;
+/// Most input channels per packed panel: `KC x PANEL_MAX` floats (24 KiB) stay in L1.
+const KC: usize = 384;
+/// Output channels per register tile: `OB x PV` accumulators, 12 of AVX2's 16 registers
+/// (the 2 input vectors and the broadcast weight take 3 more; with 4 x 3 tiles, all 16,
+/// the compiler spilled and the kernel ran at half `gemm`'s speed).
+const OB: usize = 6;
+/// Fewest pixels in a run that [`Packed`] takes: rows of at least 4 KiB.
+const PACKED_MIN_RUN: usize = 1024;
 
 /// Whether a run of `len` pixels at unit input and output pixel strides, `c` input and
 /// `k` output channels, goes through [`Packed`] on `isa` rather than through `gemm`:
-/// - only on AVX-512 (8 x 3 tiles) and AVX2 (6 x 2 tiles, no prefetch), not on NEON or
-///   scalar code;
-/// - only NCHW-like runs (pixels contiguous in input and output) of at least one full
-///   panel: there `gemm` reads the input rows in place, one channel per row 4 x H x W
-///   bytes apart (ResNet's 1x1 reduce: 256 rows 12.5 KB apart per tile), which misses
-///   the TLB and aliases in L1; NHWC runs (channels contiguous) already suit `gemm`;
-/// - only when `c >= k`, reductions such as ResNet's 1x1 reduce (256 -> 64: 0.72-0.76 ms
-///   against gemm's 0.76-0.80, minima of alternating runs); on the expansion 64 -> 256
-///   the output stores dominate and `gemm` stayed ahead (0.67 against 0.74 ms). On AVX2
-///   (built without `gemm-avx512`, so that `gemm` runs AVX2 too) the reduce took
-///   minima of 1.33-1.49 ms against gemm's 1.37-1.47 (9 alternating pairs, lower in 6),
-///   best medians 1.39-1.50 against 1.46-1.52; GoogLeNet's 0.418-0.468 against 0.431-0.48;
-///   the expansion again stayed with `gemm` (1.27-1.35 against 1.25-1.27);
-/// - only on one thread: with two, each splitting the pixels, `gemm` stayed ahead
-///   (medians of alternating runs: reduce 0.54-0.58 against 0.66-0.72 ms, GoogLeNet's
-///   480 -> 192 0.22-0.24 against 0.26-0.34).
+/// - only on AVX2 (6 x 2 tiles), not on AVX-512, NEON or scalar code. On AVX-512 an
+///   8 x 3 version with L2 prefetch beat `gemm` by about 5% on ResNet's 1x1 reduce on
+///   Sapphire Rapids (0.72-0.76 ms against 0.76-0.80), but on a later AVX-512 machine
+///   (2026-11-30, 2 MB L2, 48 KB L1D) `gemm` was ahead on every 1x1 shape timed, 3-5% on
+///   the reduce and 40% on 1024 -> 1024 channels of 7 x 7 (0.74-0.77 ms against
+///   1.25-1.35), where the panels re-read 4 MB of weights each; it was removed;
+/// - only NCHW-like runs (pixels contiguous in input and output) of at least
+///   `PACKED_MIN_RUN` pixels: there `gemm` reads the input rows in place, one channel per
+///   row 4 x H x W bytes apart (ResNet's 1x1 reduce: 256 rows 12.5 KB apart per tile),
+///   which misses the TLB and aliases in L1; NHWC runs (channels contiguous) already suit
+///   `gemm`, and so do short rows: on an Intel AVX2 path (2026-11-30, `gemm` built
+///   without `gemm-avx512`) the packed kernel was 9% ahead on the reduce (1.20 against
+///   1.31 ms) and 4% on 128 -> 128 channels of 56 x 56, but 18% behind on 1024 -> 1024 of
+///   7 x 7 and 3-4% on 28 x 28 and 14 x 14 planes, even with GoogLeNet's 196 pixels;
+/// - only when `c >= k`, reductions such as ResNet's 1x1 reduce (256 -> 64); on the
+///   expansion 64 -> 256 the output stores dominate and `gemm` stayed ahead. On an AMD
+///   Zen 3 the reduce took minima of 1.33-1.49 ms against gemm's 1.37-1.47 (9
+///   alternating pairs, lower in 6), best medians 1.39-1.50 against 1.46-1.52; the
+///   expansion stayed with `gemm` (1.27-1.35 against 1.25-1.27);
+/// - only on one thread: with two, each splitting the pixels, `gemm` stayed ahead.
 fn packed_applies(
     isa: Isa,
     threads: usize,
@@ -153,12 +192,7 @@ fn packed_applies(
     c: usize,
     k: usize,
 ) -> bool {
-    matches!(isa, Isa::Avx512 | Isa::Avx2)
-        && threads == 1
-        && xstep == 1
-        && ystep == 1
-        && len >= PANEL_MAX
-        && c >= k
+    isa == Isa::Avx2 && threads == 1 && xstep == 1 && ystep == 1 && len >= PACKED_MIN_RUN && c >= k
 }
 
 /// A 64-byte aligned panel buffer.
@@ -168,16 +202,15 @@ struct Panel([f32; KC * PANEL_MAX]);
 /// One run of `len >= PANEL_MAX` consecutive output pixels of `k` output channels of one
 /// group, pixels contiguous in input and output, computed from packed input panels.
 ///
-/// Panel by panel (`PV` vectors of pixels, `PV_AVX2` on AVX2; the last one of 1 to that
-/// many vectors ends at the run's end, overlapping its predecessor), input channels in
-/// blocks that fill at most `KC x PANEL_MAX` floats: the first tile of `OB` (`OB_AVX2`)
-/// output channels copies the block's input rows into an L1-resident buffer
-/// (`[channel][pixel]`) as it multiplies them, the others read the buffer. Each tile holds
-/// `channels x vectors` accumulators in registers, stored for the first channel block and
-/// added to the stored sums for the others; so an overlapping panel rewrites its
-/// predecessor's pixels with the same sums (its first block stores, it does not add).
-/// While a block is multiplied, the rows of the next one are prefetched into L2 (AVX-512
-/// only).
+/// Panel by panel (`PV` vectors of pixels; the last one of 1 to that many vectors ends at
+/// the run's end, overlapping its predecessor), input channels in blocks that fill at
+/// most `KC x PANEL_MAX` floats: the first tile of `OB` output channels copies the block's
+/// input rows into an L1-resident buffer (`[channel][pixel]`) as it multiplies them, the
+/// others read the buffer. Each tile holds `channels x vectors` accumulators in registers,
+/// stored for the first channel block and added to the stored sums for the others; so an
+/// overlapping panel rewrites its predecessor's pixels with the same sums (its first block
+/// stores, it does not add).
+/// Written for AVX2's 8 lanes (`packed_applies`); any other width computes the same.
 ///
 /// Invariants (checked by the caller, relied on by the unsafe accesses): for input channel
 /// `i < c`, output channel `o < k` and pixel `p < len`, `x_off + i * xs + p < x.len()`,
@@ -198,45 +231,20 @@ struct Packed<'a> {
     len: usize,
 }
 
-/// The input rows a tile prefetches while it runs: rows `0..rows` from `base` at stride
-/// `xs`, the lines holding `offs[i]` for `i` in `lines`.
-#[derive(Clone, Copy)]
-struct Prefetch {
-    base: *const f32,
-    xs: usize,
-    rows: usize,
-    offs: [usize; 4],
-    lines: (usize, usize),
-}
-
-impl Prefetch {
-    const NONE: Prefetch = Prefetch { base: core::ptr::null(), xs: 0, rows: 0, offs: [0; 4], lines: (0, 0) };
-
-    /// Prefetches the lines of row `r` (if `r < rows`).
-    #[inline(always)]
-    fn row(&self, r: usize) {
-        if r < self.rows {
-            for &o in &self.offs[self.lines.0..self.lines.1] {
-                // Address arithmetic only (a prefetch reads nothing): `wrapping_add`.
-                prefetch_l2(self.base.wrapping_add(r * self.xs + o));
-            }
-        }
-    }
-}
-
 impl WithSimd for Packed<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let lanes = S::F32_LANES;
-        // Register tile: 8 x 3 vectors on AVX-512 (32 registers), 6 x 2 on AVX2 (16).
-        let (ob, pv) = if lanes >= 16 { (OB, PV) } else { (OB_AVX2, PV_AVX2) };
+        // Register tiles of 6 x 2 vectors (12 of AVX2's 16 registers); `pv` vectors fit
+        // any width in the panel (on AVX2, 2).
+        let pv = (PANEL_MAX / lanes).clamp(1, PV);
         debug_assert!(pv * lanes <= PANEL_MAX && self.len >= pv * lanes);
         let mut panel = Panel([0.0; KC * PANEL_MAX]);
         // Near-equal channel blocks of at most `kc_max` rows of `pv x lanes` pixels.
         let kc_max = KC * PANEL_MAX / (pv * lanes);
         let kc = self.c.div_ceil(self.c.div_ceil(kc_max));
-        let blocks = self.k.div_ceil(ob);
+        let blocks = self.k.div_ceil(OB);
         // The panel after pixel `p < len`: `(first pixel, vectors)`.
         let panel_at = |p: usize| {
             let rem = self.len - p;
@@ -253,54 +261,12 @@ impl WithSimd for Packed<'_> {
             let mut k0 = 0;
             while k0 < self.c {
                 let kn = (self.c - k0).min(kc);
-                // The block packed next, whose rows the tiles prefetch.
-                let next = if k0 + kn < self.c {
-                    Some((p0, nv, k0 + kn))
-                } else if p0 + nv * lanes < self.len {
-                    let (np, nnv) = panel_at(p0 + nv * lanes);
-                    Some((np, nnv, 0))
-                } else {
-                    None
-                };
                 for b in 0..blocks {
-                    // On AVX2 no prefetch: the reduce ran 15-30% slower with it (even with
-                    // one tile per line), and as fast as `gemm` or faster without.
-                    let pf = next.filter(|_| lanes >= 16).map_or(Prefetch::NONE, |(np, nnv, nk)| {
-                        let last = nnv * lanes - 1;
-                        // The first float of each 64-byte line the next panel's row spans
-                        // lies within 16 floats of one of the first `n` of these (distinct:
-                        // 0, the multiples of 16 below `last`, then `last`; 2 for AVX2's
-                        // 16-float panels, 4 for AVX-512's 48).
-                        let offs = [0, 16.min(last), 32.min(last), last];
-                        let n = 1 + last.div_ceil(16);
-                        // With `n` or more tiles, tile b < n takes line b; else the first
-                        // tile takes all.
-                        let lines = if blocks >= n {
-                            (b.min(n), (b + 1).min(n))
-                        } else if b == 0 {
-                            (0, n)
-                        } else {
-                            (0, 0)
-                        };
-                        Prefetch {
-                            base: self.x.as_ptr().wrapping_add(self.x_off + nk * self.xs + np),
-                            xs: self.xs,
-                            rows: (self.c - nk).min(kc),
-                            offs,
-                            lines,
-                        }
-                    });
-                    let t = Tile { o0: b * ob, p0, k0, kn, pf };
+                    let t = Tile { o0: b * OB, p0, k0, kn };
                     // SAFETY: `kn <= kc_max` rows of `nv * lanes <= pv * lanes` floats fit
                     // the panel (`kc_max * pv * lanes <= KC * PANEL_MAX`); the pixels
-                    // `p0..p0 + nv * lanes` lie in the run (`panel_at`); `b * ob < k`.
-                    unsafe {
-                        if ob == OB {
-                            self.tile_of::<S, OB>(simd, &mut panel.0, t, nv, b == 0);
-                        } else {
-                            self.tile_of::<S, OB_AVX2>(simd, &mut panel.0, t, nv, b == 0);
-                        }
-                    }
+                    // `p0..p0 + nv * lanes` lie in the run (`panel_at`); `b * OB < k`.
+                    unsafe { self.tile_of::<S>(simd, &mut panel.0, t, nv, b == 0) };
                 }
                 k0 += kn;
             }
@@ -309,41 +275,31 @@ impl WithSimd for Packed<'_> {
     }
 }
 
-/// Where a register tile of `B` output channels works: channels `o0..o0 + B` (those below
-/// `k`), pixels `p0..p0 + N x lanes`, input channels `k0..k0 + kn`, prefetching `pf`.
+/// Where a register tile of `OB` output channels works: channels `o0..o0 + OB` (those
+/// below `k`), pixels `p0..p0 + N x lanes`, input channels `k0..k0 + kn`.
 #[derive(Clone, Copy)]
 struct Tile {
     o0: usize,
     p0: usize,
     k0: usize,
     kn: usize,
-    pf: Prefetch,
 }
 
 impl Packed<'_> {
-    /// [`Packed::tile`] with `B` output channels and `nv` (1 to `PV`) vectors of pixels,
-    /// packing the block if `first`.
+    /// [`Packed::tile`] with `nv` (1 to `PV`) vectors of pixels, packing the block if
+    /// `first`.
     ///
     /// # Safety
     /// As [`Packed::tile`] says, with `N = nv`.
     #[inline(always)]
-    unsafe fn tile_of<S: Simd, const B: usize>(
-        &self,
-        simd: S,
-        panel: &mut [f32],
-        t: Tile,
-        nv: usize,
-        first: bool,
-    ) {
+    unsafe fn tile_of<S: Simd>(&self, simd: S, panel: &mut [f32], t: Tile, nv: usize, first: bool) {
         // SAFETY: as the caller guarantees.
         unsafe {
             match (nv, first) {
-                (3, true) => self.tile::<S, B, 3, true>(simd, panel, t),
-                (3, false) => self.tile::<S, B, 3, false>(simd, panel, t),
-                (2, true) => self.tile::<S, B, 2, true>(simd, panel, t),
-                (2, false) => self.tile::<S, B, 2, false>(simd, panel, t),
-                (_, true) => self.tile::<S, B, 1, true>(simd, panel, t),
-                (_, false) => self.tile::<S, B, 1, false>(simd, panel, t),
+                (2, true) => self.tile::<S, OB, 2, true>(simd, panel, t),
+                (2, false) => self.tile::<S, OB, 2, false>(simd, panel, t),
+                (_, true) => self.tile::<S, OB, 1, true>(simd, panel, t),
+                (_, false) => self.tile::<S, OB, 1, false>(simd, panel, t),
             }
         }
     }
@@ -366,7 +322,7 @@ impl Packed<'_> {
     ) {
         let lanes = S::F32_LANES;
         let pitch = N * lanes;
-        let Tile { o0, p0, k0, kn, pf } = t;
+        let Tile { o0, p0, k0, kn } = t;
         debug_assert!(kn * pitch <= panel.len() && p0 + pitch <= self.len && o0 < self.k);
         let ob = (self.k - o0).min(B);
         let zero = simd.splat_f32s(0.0);
@@ -394,7 +350,6 @@ impl Packed<'_> {
             }
         }
         for i in 0..kn {
-            pf.row(i);
             let mut xv = [zero; N];
             for (j, v) in xv.iter_mut().enumerate() {
                 // SAFETY: `i < kn`, `(j + 1) lanes <= pitch`: inside the `kn x pitch`
@@ -419,9 +374,6 @@ impl Packed<'_> {
                     a[j] = simd.mul_add_e_f32s(wv, xv[j], a[j]);
                 }
             }
-        }
-        for i in kn..pf.rows {
-            pf.row(i);
         }
         for (o, a) in acc.iter().enumerate() {
             if o < ob {
