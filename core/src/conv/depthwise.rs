@@ -25,11 +25,10 @@
 //!   tap a fixed offset), no masks; 1024 x 7 x 7 on AVX2 0.36x the row loop's time.
 //! - NCHW 3x3, stride 1, dilation 1, output rows of at least one vector: the taps in
 //!   registers for the plane, a block of output rows at a time per column vector, each
-//!   input vector loaded once for the up to 3 output rows it feeds. AVX-512: 4 rows, one
-//!   accumulator per output row and tap row (short dependency chains), 1.45x faster than
-//!   the stencil below on 128x56x56. Narrower vectors: 3 rows, one accumulator per row
-//!   (15 live vectors), 0.76-0.79x the stencil's time there on AVX2. Rows in the padding
-//!   are skipped and columns next to it loaded under masks built once per block.
+//!   input vector loaded once for the up to 3 output rows it feeds: 3 rows, one
+//!   accumulator per row (15 live vectors), 0.76-0.79x the stencil's time on 128x56x56 on
+//!   AVX2. Rows in the padding are skipped and columns next to it loaded under masks
+//!   built once per block.
 //! - NCHW, stride 1, dilation 1, other kernels up to 3x3, output rows of at least one
 //!   vector: a 2-D stencil per plane. The input rows a window needs are
 //!   copied once into a ring of zero-padded stack rows, so every tap is one full
@@ -301,8 +300,9 @@ fn dw_nhwc_rows3<S: Simd, const ST: usize>(simd: S, c: &Ctx<'_>) {
 /// input's offset against the output within a 4 KiB page, against 0.16-0.23 now. Three
 /// rows also keep the lines of one L1 set (5 input rows and 3 output rows at the same
 /// offset when a row is a multiple of 4 KiB, as 56 pixels x 128 channels are) within its
-/// 8 ways, where 4 rows needed 10. The AVX-512 choice (32 registers) is not measured on
-/// that machine.
+/// 8 ways, where 4 rows needed 10. With AVX-512 (32 registers) 4 rows and 3 ran alike:
+/// convbench depthwise_3x3 NHWC 0.112-0.116 ms against 0.113-0.114 (Intel, 2026-11-30,
+/// three alternating pairs).
 const fn nhwc3_rows<S: Simd>() -> usize {
     if S::F32_LANES >= 16 {
         4
@@ -701,38 +701,31 @@ fn dw_nchw_flat<S: Simd>(simd: S, c: &Ctx<'_>) {
 }
 
 /// Whether [`dw_nchw_rows3`] runs `c`: a 3x3 window of stride 1 and dilation 1, and at
-/// least one vector of output columns. With 16 lanes (AVX-512) its blocks hold 24 live
-/// vectors (12 sums, 9 taps, 3 inputs), which fit 32 registers; with AVX2's 16 that
-/// layout spilled and ran 2.5-3x slower than the stencil (128x56x56: 0.95-1.27 against
-/// 0.30-0.51 ms), so narrower vectors take 3 rows of one sum each (15 live vectors):
-/// 0.19-0.20 ms against the stencil's 0.24-0.25 in one in-process A/B.
+/// least one vector of output columns. Its blocks of 3 rows of one sum each hold 15 live
+/// vectors (3 sums, 9 taps, 3 inputs). An earlier layout of 4 rows with one sum per row
+/// and tap row (24 live vectors) spilled on AVX2's 16 registers and ran 2.5-3x slower than
+/// the stencil (128x56x56: 0.95-1.27 against 0.30-0.51 ms), where 3 rows took 0.19-0.20
+/// ms against the stencil's 0.24-0.25 (AMD Zen 3, one in-process A/B). On AVX-512 it
+/// fitted 32 registers but was no faster: convbench depthwise_3x3 NCHW 0.141-0.144 ms
+/// against 0.134-0.144 with 3 rows of one sum, lower in 4 of 5 alternating pairs (4
+/// rows of one sum: 0.134-0.140; Intel, 2026-11-30), so every ISA takes 3 rows.
 fn rows3_fits<S: Simd>(c: &Ctx<'_>) -> bool {
     c.kh == 3 && c.kw == 3 && c.sh == 1 && c.sww == 1 && c.dh == 1 && c.dw == 1 && c.yd[3] >= S::F32_LANES
 }
 
-/// Output rows of one [`dw_nchw_rows3`] block with 16 lanes (3 below).
-const ROWS3: usize = 4;
+/// Output rows of one [`dw_nchw_rows3`] block.
+const ROWS3: usize = 3;
 
 /// NCHW depthwise 3x3, stride 1, dilation 1 (`rows3_fits` holds): per plane the nine taps
-/// sit in registers, and `R` output rows (`ROWS3` with AVX-512, else 3) are computed
-/// together one column vector at a time, so each input vector loaded (three per input
-/// row, one per horizontal tap) feeds the up to three output rows whose windows hold that
-/// row: 4.5 loads (5 with 3 rows) and 9 multiply-adds per output vector instead of 9 and
-/// 9. `SPLIT` keeps one sum per output row and tap row (AVX-512), else one per row. Rows
-/// outside the input are skipped (zero padding); column vectors next to the left or right
+/// sit in registers, and `ROWS3` output rows are computed together one column vector at
+/// a time, so each input vector loaded (three per input row, one per horizontal tap)
+/// feeds the up to three output rows whose windows hold that row: 5 loads and 9
+/// multiply-adds per output vector instead of 9 and 9, one sum per row. Rows outside the input are skipped (zero padding); column vectors next to the left or right
 /// padding load only their in-range lanes. The last vector of a row overlaps its
 /// neighbour instead of being masked.
 #[inline(always)]
 fn dw_nchw_rows3<S: Simd>(simd: S, c: &Ctx<'_>) {
-    if S::F32_LANES >= 16 {
-        nchw_rows::<S, ROWS3, true>(simd, c);
-    } else {
-        nchw_rows::<S, 3, false>(simd, c);
-    }
-}
-
-#[inline(always)]
-fn nchw_rows<S: Simd, const R: usize, const SPLIT: bool>(simd: S, c: &Ctx<'_>) {
+    const R: usize = ROWS3;
     let c = &{ *c };
     let lanes = S::F32_LANES;
     let [nb, k, oh, ow] = c.yd;
@@ -765,10 +758,10 @@ fn nchw_rows<S: Simd, const R: usize, const SPLIT: bool>(simd: S, c: &Ctx<'_>) {
                     // lanes <= ow`; `rows_in` and `cols_in` as `Rows3::block` needs them.
                     let acc = unsafe {
                         match (rows_in, cols_in) {
-                            (true, true) => b.block::<S, false, false, R, SPLIT>(simd),
-                            (true, false) => b.block::<S, false, true, R, SPLIT>(simd),
-                            (false, true) => b.block::<S, true, false, R, SPLIT>(simd),
-                            (false, false) => b.block::<S, true, true, R, SPLIT>(simd),
+                            (true, true) => b.block::<S, false, false, R>(simd),
+                            (true, false) => b.block::<S, false, true, R>(simd),
+                            (false, true) => b.block::<S, true, false, R>(simd),
+                            (false, false) => b.block::<S, true, true, R>(simd),
                         }
                     };
                     for r in 0..R {
@@ -813,21 +806,15 @@ struct Rows3<'a, 'c, V> {
 
 impl<V: Copy> Rows3<'_, '_, V> {
     /// The sums (no epilogue) of the block: padded row `oy + t` (`t < R + 2`) feeds output
-    /// rows `oy + t - ky` for `ky < 3` (one sum per output row and tap row with `SPLIT`). With `EDGE_ROWS`, padded rows outside the
-    /// input are skipped; with `EDGE_COLS`, loads keep to the row's columns `0..W`.
+    /// rows `oy + t - ky` for `ky < 3`. With `EDGE_ROWS`, padded rows outside the input are
+    /// skipped; with `EDGE_COLS`, loads keep to the row's columns `0..W`.
     ///
     /// # Safety
     /// `xb` is the start of an in-range input plane (column stride 1); `ox + lanes <= OW`.
     /// Without `EDGE_ROWS`, `oy >= PT` and `oy + R + 2 <= H + PT`; without
     /// `EDGE_COLS`, `ox >= PL` and `ox + 2 + lanes <= W + PL`.
     #[inline(always)]
-    unsafe fn block<
-        S: Simd<f32s = V>,
-        const EDGE_ROWS: bool,
-        const EDGE_COLS: bool,
-        const R: usize,
-        const SPLIT: bool,
-    >(
+    unsafe fn block<S: Simd<f32s = V>, const EDGE_ROWS: bool, const EDGE_COLS: bool, const R: usize>(
         &self,
         simd: S,
     ) -> [V; R] {
@@ -842,9 +829,9 @@ impl<V: Copy> Rows3<'_, '_, V> {
                 lane_mask(simd, lo, hi)
             })
         });
-        // One accumulator per output row and tap row: chains of 3 dependent
-        // multiply-adds (one chain of 9 per row left the FMA units waiting on latency).
-        let mut acc = [[simd.splat_f32s(0.0); 3]; R];
+        // One accumulator per output row (a chain of 9 dependent multiply-adds; the rows'
+        // chains interleave).
+        let mut acc = [simd.splat_f32s(0.0); R];
         for t in 0..R + 2 {
             // Padded row `oy + t` is input row `oy + t - pt`.
             let iy = (oy + t).wrapping_sub(c.pt);
@@ -863,44 +850,15 @@ impl<V: Copy> Rows3<'_, '_, V> {
                     None => unsafe { core::ptr::read_unaligned(p as *const V) },
                 };
             }
-            if SPLIT {
-                add_row(simd, &mut acc, &wv, &xv, t);
-            } else {
-                for (r, a) in acc.iter_mut().enumerate() {
-                    if t >= r && t - r < 3 {
-                        for kx in 0..3 {
-                            a[0] = simd.mul_add_e_f32s(wv[(t - r) * 3 + kx], xv[kx], a[0]);
-                        }
+            for (r, a) in acc.iter_mut().enumerate() {
+                if t >= r && t - r < 3 {
+                    for kx in 0..3 {
+                        *a = simd.mul_add_e_f32s(wv[(t - r) * 3 + kx], xv[kx], *a);
                     }
                 }
             }
         }
-        let mut out = [simd.splat_f32s(0.0); R];
-        for (o, [a, b, c]) in out.iter_mut().zip(acc) {
-            *o = if SPLIT { simd.add_f32s(simd.add_f32s(a, b), c) } else { a };
-        }
-        out
-    }
-}
-
-/// Adds padded row `oy + t` of a row block (its three tap columns `xv`) to the sums of
-/// the output rows `oy + r` that take it as their tap row `t - r < 3`.
-#[inline(always)]
-fn add_row<S: Simd, const R: usize>(
-    simd: S,
-    acc: &mut [[S::f32s; 3]; R],
-    wv: &[S::f32s; 9],
-    xv: &[S::f32s; 3],
-    t: usize,
-) {
-    for (r, a) in acc.iter_mut().enumerate() {
-        if t < r || t - r >= 3 {
-            continue;
-        }
-        let ky = t - r;
-        for kx in 0..3 {
-            a[ky] = simd.mul_add_e_f32s(wv[ky * 3 + kx], xv[kx], a[ky]);
-        }
+        acc
     }
 }
 
