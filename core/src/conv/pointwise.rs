@@ -33,10 +33,10 @@ const MIN_CHUNK_PIXELS: usize = 256;
 /// Threads split the output channels rather than the pixels below this many pixels, when
 /// each thread gets at least `MIN_WORKER_CHANNELS` channels of a group. Two threads on
 /// GoogLeNet's 480 -> 192 channels of 14 x 14 (2026-11-30, AVX-512, alternating runs):
-/// minima 0.099-0.103 ms against 0.111-0.113 split by pixels (NCHW), 0.092-0.096 against
-/// 0.099-0.107 (NHWC); 512 -> 512 of 14 x 14 NHWC 0.34-0.36 against 0.40; NCHW 512 -> 128
-/// and 512 -> 512 within noise. At 28 x 28 (784 pixels) NHWC was 10-20% slower split by
-/// channels, NCHW faster: left to the pixels.
+/// NHWC medians 0.117-0.120 ms against 0.126-0.132 split by pixels, NCHW alike
+/// (0.127-0.132 against 0.126-0.132); 512 -> 512 of 14 x 14 NHWC 0.37-0.38 against 0.44;
+/// NCHW 512 -> 128 and 512 -> 512 within noise. At 28 x 28 (784 pixels) NHWC was 10-20%
+/// slower split by channels: left to the pixels.
 const CHANNEL_SPLIT_MAX_PIXELS: usize = 512;
 /// Fewest output channels per thread when threads split the channels.
 const MIN_WORKER_CHANNELS: usize = 32;
