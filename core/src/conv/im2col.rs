@@ -378,7 +378,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &mu
                     }
                 });
             }
-            epilogue_tile(exec, y_out, layout, epilogue, t0, t1);
+            epilogue_tile(exec, y_out, layout, epilogue, t0..t1, 0..out.c);
             t0 = t1;
         }
     });
@@ -617,7 +617,7 @@ mod thin {
                     }
                     done += part;
                 }
-                epilogue_tile(exec, y_out, layout, epilogue, q, q + run);
+                epilogue_tile(exec, y_out, layout, epilogue, q..q + run, 0..out.c);
             });
         });
         Ok(())

@@ -6,6 +6,7 @@
 //! tile or a thread's share may cross rows and images. A GEMM needs its columns at one
 //! constant stride: [`Join`] says how far a run of consecutive pixels keeps one.
 
+use core::ops::Range;
 use pulp::{Simd, WithSimd};
 
 use super::store::{apply_run, RunBias};
@@ -207,30 +208,16 @@ where
     }
 }
 
-/// Applies `epilogue` to output pixels `[q0, q1)` (all channels), on `exec`'s ISA.
+/// Applies `epilogue` to channels `channels` of output pixels `pixels`, on `exec`'s ISA.
 pub(crate) fn epilogue_tile(
     exec: &Exec,
     y: OutPtr,
     layout: Layout,
     epilogue: &Epilogue<'_>,
-    q0: usize,
-    q1: usize,
+    pixels: Range<usize>,
+    channels: Range<usize>,
 ) {
-    epilogue_channels(exec, y, layout, epilogue, q0, q1, 0, y.dims.c);
-}
-
-/// Applies `epilogue` to channels `[c0, c1)` of output pixels `[q0, q1)`, on `exec`'s ISA.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn epilogue_channels(
-    exec: &Exec,
-    y: OutPtr,
-    layout: Layout,
-    epilogue: &Epilogue<'_>,
-    q0: usize,
-    q1: usize,
-    c0: usize,
-    c1: usize,
-) {
+    let (q0, q1, c0, c1) = (pixels.start, pixels.end, channels.start, channels.end);
     if epilogue.is_identity() || q0 >= q1 || c0 >= c1 {
         return;
     }

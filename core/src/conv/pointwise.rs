@@ -16,9 +16,7 @@
 //! for the measurements).
 
 use super::im2col::MIN_WORKER_PIXELS;
-use super::matmul::{
-    epilogue_channels, epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels,
-};
+use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
 use super::ConvArgs;
 use crate::error::Result;
 use crate::isa::Isa;
@@ -93,7 +91,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                     // inside `x`; lhs covers rows `c0..c1` of the filter inside `w`.
                     unsafe { matmul(k1 - k0, run, cg, dst, lhs, rhs, gemm::Parallelism::None) };
                 });
-                epilogue_channels(exec, y_out, layout, epilogue, 0, total, c0, c1);
+                epilogue_tile(exec, y_out, layout, epilogue, 0..total, c0..c1);
             }
         });
         return Ok(());
@@ -141,7 +139,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                     unsafe { matmul(kg, run, cg, dst, lhs, rhs, par) };
                 });
             }
-            epilogue_tile(exec, y_out, layout, epilogue, t0, t1);
+            epilogue_tile(exec, y_out, layout, epilogue, t0..t1, 0..out.c);
             t0 = t1;
         }
     });
