@@ -565,8 +565,8 @@ fn depthwise_nhwc_stride2_row_blocks() {
     }
 }
 
-/// The 3x3 stride-1 depthwise row blocks (3 output rows at a time, 4 on AVX-512; NCHW
-/// over column vectors, NHWC over pixels and channel vectors): heights leaving 1, 2, 3
+/// The 3x3 stride-1 depthwise row blocks (3 output rows at a time, 4 in NHWC on AVX-512;
+/// NCHW over column vectors, NHWC over pixels and channel vectors): heights leaving 1, 2, 3
 /// and 4 rows for the last block, whose window rows end inside the input or 1 or 2 rows
 /// past it, blocks wholly inside the input between blocks that touch the top and bottom
 /// padding, padding of 2 (a block's first rows all padding), rows of 2.5 and 4 vectors
