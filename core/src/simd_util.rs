@@ -165,6 +165,21 @@ pub(crate) fn is_avx2<S: Simd>() -> bool {
     }
 }
 
+/// Whether `S` is pulp's AVX-512 token (`V4`), which also enables AVX2. Always false off
+/// x86-64. (Its user, the thin-input stem kernel, needs `std`.)
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn is_avx512<S: Simd>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        core::any::TypeId::of::<S>() == core::any::TypeId::of::<pulp::x86::V4>()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A hint to fetch the line at `p` into L1; never faults (any address). (Its user, the
 /// AVX2 pooling kernel, is x86-64 only.)
 #[cfg(target_arch = "x86_64")]

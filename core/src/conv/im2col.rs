@@ -453,6 +453,12 @@ fn thin_input(g: &ConvGeometry) -> bool {
 /// ResNet's 0.96-0.97x and 0.95-0.97x (86% and 79% of the FMA peak before, 90% and 82%
 /// after, as fast as NHWC); in-process A/B (300 interleaved calls, outputs cold, no
 /// epilogue), AlexNet's 0.96-0.97x, ResNet's 0.96-0.99x (NHWC, unchanged, 0.99x).
+///
+/// AVX-512 does the same (each 16-channel vector as two 8-channel halves). Intel Xeon with
+/// AVX-512 (2026-12-01), convbench alternating binaries, four rounds, NCHW medians:
+/// AlexNet's conv1 1.22-1.26 ms against 1.28-1.38 through the row buffer on one thread,
+/// 0.665-0.675 against 0.713-0.738 on two; ResNet's conv1 1.50-1.56 against 1.49-1.61
+/// (noise). With the line prefetch kept, AlexNet's gain halved.
 mod thin {
     use pulp::{Simd, WithSimd};
 
@@ -582,14 +588,11 @@ mod thin {
         // buffer first, then one contiguous run per channel; storing each pixel's
         // channels straight into `K` planes touched `K` pages per pixel. The buffer holds
         // `chunk >= 16` pixels (`blocks * block <= THIN_MAX_OUT + BLOCK_SLACK` floats a
-        // pixel). On AVX2 the kernel transposes each pixel block in registers and stores
-        // every channel's run of pixels itself (`Row::store_nchw_avx2`; the dispatch then
+        // pixel). On AVX2 and AVX-512 the kernel transposes each pixel block in registers and stores
+        // every channel's run of pixels itself (`Row::store_nchw_direct`; the dispatch then
         // returns true and the buffer is unused).
         let kp = blocks * block;
         let chunk = if layout == Layout::Nchw { (ROW_BUF / kp).max(1) } else { usize::MAX };
-        // The row buffer's transpose runs 8x8 blocks in AVX registers when the kernel may
-        // use AVX2 (an `Exec` only holds an ISA this CPU supports).
-        let avx2 = cfg!(target_arch = "x86_64") && exec.isa() >= Isa::Avx2 && Isa::Avx2.is_supported();
         split(workers, total, &mut [], |q0, q1, _| {
             let mut buf = [0.0f32; ROW_BUF];
             let mut tabs = [Taps::new(), Taps::new()];
@@ -613,7 +616,7 @@ mod thin {
                         run: part,
                     });
                     if layout == Layout::Nchw && !direct {
-                        transpose_row(&buf[..part * kp], kp, y_out, n, out.c, oh, ow, part, avx2);
+                        transpose_row(&buf[..part * kp], kp, y_out, n, out.c, oh, ow, part);
                     }
                     done += part;
                 }
@@ -624,8 +627,8 @@ mod thin {
     }
 
     /// Writes the row buffer `buf[j * kp + o]` (pixels `ow0..ow0 + run`, channels
-    /// `0..k`, `kp >= k`) into the NCHW output: 8x8 blocks in AVX registers when `avx2`,
-    /// the rest four channels per pass over the buffer.
+    /// `0..k`, `kp >= k`) into the NCHW output, four channels per pass over the buffer
+    /// (NEON and scalar code; AVX2 and AVX-512 store straight into the planes).
     #[allow(clippy::too_many_arguments)]
     fn transpose_row(
         buf: &[f32],
@@ -636,36 +639,9 @@ mod thin {
         oh: usize,
         ow0: usize,
         run: usize,
-        avx2: bool,
     ) {
         assert!(k <= kp && buf.len() >= run * kp);
         let mut o = 0;
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            while o + 8 <= k {
-                // `w` has stride 1 in an NCHW view (or the run has length 1): channel
-                // `o + c` of pixels `ow0..ow0 + run` is `run` consecutive in-range elements,
-                // owned by this worker.
-                let dst: [*mut f32; 8] = core::array::from_fn(|c| y.at(n, o + c, oh, ow0));
-                let mut j = 0;
-                while j + 8 <= run {
-                    // SAFETY: AVX2 is supported (`avx2`); rows `j..j + 8 <= run` of the
-                    // buffer hold channels `o..o + 8 <= k <= kp` (asserted length), and
-                    // `dst[c] + j .. + 8` are outputs of this worker's run (above).
-                    unsafe { transpose8x8(buf.as_ptr().add(j * kp + o), kp, &dst, j) };
-                    j += 8;
-                }
-                for j in j..run {
-                    for (c, d) in dst.iter().enumerate() {
-                        // SAFETY: as above, `j < run`.
-                        unsafe { *d.add(j) = buf[j * kp + o + c] };
-                    }
-                }
-                o += 8;
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = avx2;
         while o < k {
             let m = (k - o).min(4);
             let mut dst = [core::ptr::null_mut::<f32>(); 4];
@@ -683,25 +659,6 @@ mod thin {
                 }
             }
             o += m;
-        }
-    }
-
-    /// Transposes 8 rows of 8 floats (`src + r * stride`, `r < 8`) into `dst[c] + j`
-    /// (`c < 8`: element `c` of every row, in row order).
-    ///
-    /// # Safety
-    /// AVX2 is available; the 64 source floats are readable and the 8 runs of 8
-    /// destination floats writable, disjoint from the source and from each other.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn transpose8x8(src: *const f32, stride: usize, dst: &[*mut f32; 8], j: usize) {
-        use core::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps};
-        // SAFETY: as the caller guarantees.
-        unsafe {
-            let r: [_; 8] = core::array::from_fn(|i| _mm256_loadu_ps(src.add(i * stride)));
-            for (d, v) in dst.iter().zip(crate::simd_util::transpose8(r)) {
-                _mm256_storeu_ps(d.add(j), v);
-            }
         }
     }
 
@@ -1036,19 +993,20 @@ mod thin {
             self.store::<S, NB, PB>(simd, &acc, b, ow, pb);
         }
 
-        /// Whether NCHW outputs go straight into the planes ([`Row::store_nchw_avx2`]):
-        /// on AVX2.
+        /// Whether NCHW outputs go straight into the planes ([`Row::store_nchw_direct`]):
+        /// on AVX2 and AVX-512.
         #[inline(always)]
         fn direct<S: Simd>() -> bool {
-            crate::simd_util::is_avx2::<S>()
+            crate::simd_util::is_avx2::<S>() || crate::simd_util::is_avx512::<S>()
         }
 
-        /// NCHW on AVX2: the block's accumulators (pixel-major, 8 channels a vector),
-        /// transposed in registers 8 pixels at a time and stored as each channel's run of
-        /// `pb` pixels, without the row buffer and its transpose.
+        /// NCHW on AVX2 and AVX-512: the block's accumulators (pixel-major, 8 or 16
+        /// channels a vector), each 8-channel half transposed in AVX registers 8 pixels at
+        /// a time and stored as each channel's run of `pb` pixels, without the row buffer
+        /// and its transpose.
         #[cfg(target_arch = "x86_64")]
         #[inline(always)]
-        fn store_nchw_avx2<S: Simd, const NB: usize, const PB: usize>(
+        fn store_nchw_direct<S: Simd, const NB: usize, const PB: usize>(
             &self,
             acc: &[[S::f32s; NB]; PB],
             b: usize,
@@ -1056,54 +1014,65 @@ mod thin {
             pb: usize,
         ) {
             use core::arch::x86_64::*;
-            use core::mem::transmute_copy;
-            assert!(Self::direct::<S>() && core::mem::size_of::<S::f32s>() == core::mem::size_of::<__m256>());
+            let halves = core::mem::size_of::<S::f32s>() / core::mem::size_of::<__m256>();
+            assert!(
+                Self::direct::<S>()
+                    && core::mem::size_of::<S::f32s>() == halves * core::mem::size_of::<__m256>()
+            );
             let k = self.geo.k;
+            // The 8-channel half `h` of vector `v`: `S::f32s` is `halves` (1 or 2, asserted)
+            // `__m256` of plain data, read unaligned.
+            let half = |v: &S::f32s, h: usize| -> __m256 {
+                debug_assert!(h < halves);
+                // SAFETY: see above; `h < halves`.
+                unsafe { (v as *const S::f32s).cast::<__m256>().add(h).read_unaligned() }
+            };
             // `j` picks one vector of every pixel's accumulators, not an element of `acc`.
             #[allow(clippy::needless_range_loop)]
             for j in 0..NB {
-                let o0 = (b * NB + j) * 8;
-                if o0 >= k {
-                    break;
-                }
-                let m = (k - o0).min(8);
-                if PB == 1 {
-                    // One pixel (a border pixel): its channels one by one.
-                    // SAFETY: `S::f32s` is an `__m256` of 8 floats (asserted), plain data.
-                    let v: [f32; 8] = unsafe { transmute_copy(&acc[0][j]) };
-                    for (c, &x) in v.iter().enumerate().take(m) {
-                        // SAFETY: channel `o0 + c < k` of pixel `ow` (`pb == 1`) is an
-                        // in-range element owned by this worker.
-                        unsafe { *self.y.at(self.n, o0 + c, self.oh, ow) = x };
+                for h in 0..halves {
+                    let o0 = ((b * NB + j) * halves + h) * 8;
+                    if o0 >= k {
+                        break;
                     }
-                    continue;
-                }
-                let mut p0 = 0;
-                while p0 < pb {
-                    let n = (pb - p0).min(8);
-                    // SAFETY: `S` is pulp's `V3` (asserted), so AVX2 is available and
-                    // enabled in this `with_simd` context, and `S::f32s` is an `__m256`
-                    // (same size, plain data).
-                    let cols = unsafe {
-                        let rows: [__m256; 8] = core::array::from_fn(|p| {
-                            if p0 + p < PB {
-                                transmute_copy(&acc[p0 + p][j])
-                            } else {
-                                _mm256_setzero_ps()
-                            }
-                        });
-                        crate::simd_util::transpose8(rows)
-                    };
-                    for (c, v) in cols.iter().enumerate().take(m) {
-                        // `w` has stride 1 in an NCHW view (or the run has length 1):
-                        // channel `o0 + c < k` of pixels `ow + p0 .. ow + p0 + n` (inside
-                        // the row segment, `p0 + n <= pb`) is `n` consecutive in-range
-                        // elements, owned by this worker.
-                        let dst = self.y.at(self.n, o0 + c, self.oh, ow + p0);
-                        // SAFETY: see above; AVX2 as above.
-                        unsafe { store_n(dst, *v, n) };
+                    let m = (k - o0).min(8);
+                    if PB == 1 {
+                        // One pixel (a border pixel): its channels one by one.
+                        // SAFETY: an `__m256` is 8 floats, plain data.
+                        let v: [f32; 8] = unsafe { core::mem::transmute(half(&acc[0][j], h)) };
+                        for (c, &x) in v.iter().enumerate().take(m) {
+                            // SAFETY: channel `o0 + c < k` of pixel `ow` (`pb == 1`) is an
+                            // in-range element owned by this worker.
+                            unsafe { *self.y.at(self.n, o0 + c, self.oh, ow) = x };
+                        }
+                        continue;
                     }
-                    p0 += n;
+                    let mut p0 = 0;
+                    while p0 < pb {
+                        let n = (pb - p0).min(8);
+                        // SAFETY: `S` is pulp's `V3` or `V4` (asserted), so AVX2 is available
+                        // and enabled in this `with_simd` context.
+                        let cols = unsafe {
+                            let rows: [__m256; 8] = core::array::from_fn(|p| {
+                                if p0 + p < PB {
+                                    half(&acc[p0 + p][j], h)
+                                } else {
+                                    _mm256_setzero_ps()
+                                }
+                            });
+                            crate::simd_util::transpose8(rows)
+                        };
+                        for (c, v) in cols.iter().enumerate().take(m) {
+                            // `w` has stride 1 in an NCHW view (or the run has length 1):
+                            // channel `o0 + c < k` of pixels `ow + p0 .. ow + p0 + n` (inside
+                            // the row segment, `p0 + n <= pb`) is `n` consecutive in-range
+                            // elements, owned by this worker.
+                            let dst = self.y.at(self.n, o0 + c, self.oh, ow + p0);
+                            // SAFETY: see above; AVX2 as above.
+                            unsafe { store_n(dst, *v, n) };
+                        }
+                        p0 += n;
+                    }
                 }
             }
         }
@@ -1119,7 +1088,7 @@ mod thin {
         ) {
             #[cfg(target_arch = "x86_64")]
             if self.layout == Layout::Nchw && Self::direct::<S>() {
-                self.store_nchw_avx2::<S, NB, PB>(acc, b, ow, pb);
+                self.store_nchw_direct::<S, NB, PB>(acc, b, ow, pb);
                 return;
             }
             let lanes = S::F32_LANES;
