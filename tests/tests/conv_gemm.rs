@@ -171,12 +171,13 @@ prop_compose! {
 
 prop_compose! {
     /// 1x1 convolutions without padding: any stride and dilation, groups, up to 20
-    /// input channels per group, up to 20 output channels per group or 64-72 (enough for
-    /// two threads to split them), planes from 1x1.
+    /// input channels per group or 512-530 (NHWC's dot products, with up to 128 pixels),
+    /// up to 20 output channels per group or 64-72 (enough for two threads to split
+    /// them), planes from 1x1.
     fn pointwise_case()(
         n in 1usize..=3,
         groups in 1usize..=3,
-        cg in 1usize..=20,
+        cg in prop_oneof![6 => 1usize..=20, 1 => 512usize..=530],
         kg in prop_oneof![3 => 1usize..=20, 1 => 64usize..=72],
         sh in 1usize..=3, sw in 1usize..=3,
         d in 1usize..=2,
@@ -357,6 +358,32 @@ fn pointwise_two_threads_split_channels() {
     let mut c = case(Dims::new(1, 40, 14, 14), 64, Conv2d::new(1, 1));
     c.threads = 2;
     c.act = Activation::Clamp { min: -0.5, max: 0.5 };
+    check_case(&c, Algorithm::Pointwise).unwrap();
+}
+
+#[test]
+fn pointwise_nhwc_dot_products() {
+    // At most 128 output pixels and 512+ input channels per group, with channels
+    // contiguous in input, filter and output (NHWC; or NCHW with 1 x 1 planes), the 1x1
+    // runs as dot products along the channels (conv/pointwise.rs `Dots`): 4-pixel x
+    // 6-channel tiles, so pixel and channel counts that are not multiples of them, input
+    // channels that are not whole vectors (515 = 32 x 16 + 3), two images (70 pixels),
+    // padded rows and channel slices (one run per row), stride 2 (pixels 2 C apart),
+    // groups, and two threads splitting the output channels.
+    for (pad_c, pad_w, stride) in [(0, 0, 1), (0, 1, 1), (3, 0, 1), (0, 0, 2)] {
+        let c = Case { pad_c, pad_w, ..case(Dims::new(2, 515, 5, 7), 13, Conv2d::new(1, 1).stride(stride)) };
+        check_case(&c, Algorithm::Pointwise).unwrap();
+    }
+    check_case(&case(Dims::new(1, 2 * 520, 3, 3), 2 * 7, Conv2d::new(1, 1).groups(2)), Algorithm::Pointwise)
+        .unwrap();
+    // 128 pixels (the most), and 129 (through gemm).
+    for (h, w) in [(8, 16), (3, 43)] {
+        check_case(&case(Dims::new(1, 512, h, w), 5, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
+    }
+    // A fully-connected layer as a 1x1 over 1 x 1 planes (NCHW too), batch 3.
+    check_case(&case(Dims::new(3, 600, 1, 1), 10, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
+    // Two threads: 70 output channels in shares of 35, each with its own epilogue.
+    let c = Case { threads: 2, ..case(Dims::new(1, 512, 7, 7), 70, Conv2d::new(1, 1)) };
     check_case(&c, Algorithm::Pointwise).unwrap();
 }
 

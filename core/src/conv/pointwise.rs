@@ -9,6 +9,11 @@
 //! Threads split the output pixels, or, below `CHANNEL_SPLIT_MAX_PIXELS` pixels, the
 //! output channels (each thread then applies the epilogue to its own channels).
 //!
+//! NHWC-like layers (channels contiguous in input, filter rows and output) of at most 128
+//! output pixels and 512+ input channels per group (ResNet's and MobileNet's last
+//! stages) skip `gemm` for [`Dots`]: dot products along the channels, 4 pixels x 6 output
+//! channels a register tile (see [`dots_applies`]).
+//!
 //! On AVX2 and one thread, long NCHW-like runs (pixels contiguous in input and output) of
 //! reductions (no more output than input channels) skip `gemm` for [`Packed`]: input
 //! panels of 16 pixels x at most 384 channels copied into a 24 KiB buffer on the stack,
@@ -70,6 +75,40 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
 
     let y_out = OutPtr::new(&mut y);
     let (xd, wd) = (x.data(), w.data());
+    if dots_applies(xs[1], fs[1], ys[1], total, cg) {
+        // Threads split the output channels (each at least `MIN_WORKER_CHANNELS`).
+        let workers = if threads > 1 { threads.min(kg / MIN_WORKER_CHANNELS).max(1) } else { 1 };
+        split(workers, kg, &mut [], |k0, k1, _| {
+            for grp in 0..groups {
+                let (c0, c1) = (grp * kg + k0, grp * kg + k1);
+                let w_off = w.offset(c0, 0, 0, 0);
+                px.runs(0, total, join, |_, n, oh, ow, run| {
+                    // In range: as for the pixel split below. The run's invariant (see
+                    // `Dots`): its pixels' `cg` channels from `x_off` (channel stride 1,
+                    // pixel stride `xstep`) lie inside `x`; filter rows `c0..c1` from
+                    // `w_off` (row stride `fs[0]`, channel stride 1) inside `w`; output
+                    // channels `c0..c1` of its pixels (channel stride 1, pixel stride
+                    // `ystep`) inside `y`, this worker's alone.
+                    let x_off = x.offset(n, grp * cg, oh * sh, ow * sw);
+                    exec.dispatch(Dots {
+                        x: xd,
+                        x_off,
+                        xp: xstep,
+                        w: wd,
+                        w_off,
+                        ws0: fs[0],
+                        y: y_out.at(n, c0, oh, ow),
+                        yp: ystep,
+                        k: k1 - k0,
+                        c: cg,
+                        len: run,
+                    });
+                });
+                epilogue_tile(exec, y_out, layout, epilogue, 0..total, c0..c1);
+            }
+        });
+        return Ok(());
+    }
     if workers > 1 && total < CHANNEL_SPLIT_MAX_PIXELS && kg >= MIN_WORKER_CHANNELS * workers {
         // Each worker computes output channels `k0..k1` of every group for all pixels
         // (a few hundred: one GEMM per run, then the epilogue on its own channels).
@@ -378,6 +417,116 @@ impl Packed<'_> {
                 for (j, v) in a.iter().enumerate() {
                     // SAFETY: as for the loads above.
                     unsafe { y.add(o * self.ys + j * lanes).cast::<S::f32s>().write_unaligned(*v) };
+                }
+            }
+        }
+    }
+}
+
+/// Output channels per [`Dots`] register tile.
+const DOT_K: usize = 6;
+/// Pixels per [`Dots`] register tile.
+const DOT_P: usize = 4;
+/// Most output pixels for [`Dots`].
+const DOTS_MAX_PIXELS: usize = 128;
+/// Fewest input channels per group for [`Dots`]: shorter dot products spend too much
+/// of their time summing lanes.
+const DOTS_MIN_CHANNELS: usize = 512;
+
+/// Whether the 1x1 goes through [`Dots`] rather than `gemm`: channels contiguous in the
+/// input, the filter rows and the output (NHWC with an OHWI or OIHW filter), at most
+/// `DOTS_MAX_PIXELS` output pixels, at least `DOTS_MIN_CHANNELS` input channels per group.
+/// There `gemm` spent most of its time packing the filter (NHWC ran at half NCHW's
+/// speed). Intel Xeon with AVX-512 (2026-12-01), convbench, alternating binaries,
+/// medians, one thread: 1024 -> 1024 of 7 x 7 0.75 ms against 1.30 through `gemm`,
+/// 512 -> 512 of 7 x 7 0.18 against 0.29, 2048 -> 512 and 512 -> 2048 of 7 x 7 0.83-0.85
+/// against 1.30-1.40, 512 -> 512 of 10 x 10 0.36 against 0.43; two threads (splitting the
+/// output channels) 0.19-0.42 ms against 0.42-1.50. Not with fewer channels (64 -> 64 of
+/// 7 x 7 twice `gemm`'s time, 256 -> 256 even) or more pixels (512 -> 512 of 14 x 14
+/// even, GoogLeNet's 480 -> 192 of 14 x 14 1.27x, 512 -> 128 of 28 x 28 1.6x).
+fn dots_applies(xc: usize, wc: usize, yc: usize, pixels: usize, c: usize) -> bool {
+    xc == 1 && wc == 1 && yc == 1 && pixels <= DOTS_MAX_PIXELS && c >= DOTS_MIN_CHANNELS
+}
+
+/// A run of `len` output pixels of `k` output channels of one group, computed as dot
+/// products along the input channels, which are contiguous in the input pixels, the
+/// filter rows and the output pixels (NHWC).
+///
+/// Register tiles of `DOT_P` pixels x `DOT_K` output channels hold one vector of partial
+/// sums each, summed across lanes at the end; output channels outside, so one tile's
+/// `DOT_K` filter rows stay in L1 while the run's pixels stream past them. `gemm`, given
+/// the same operands, packs the transposed filter on every call.
+///
+/// Invariants (checked by the caller, relied on by the unsafe accesses): for pixel
+/// `p < len`, input channel `i < c` and output channel `o < k`,
+/// `x_off + p * xp + i < x.len()`, `w_off + o * ws0 + i < w.len()`, and `y + p * yp + o`
+/// are in range of the output view, distinct, and written by no one else meanwhile.
+struct Dots<'a> {
+    x: &'a [f32],
+    x_off: usize,
+    xp: usize,
+    w: &'a [f32],
+    w_off: usize,
+    ws0: usize,
+    y: *mut f32,
+    yp: usize,
+    k: usize,
+    c: usize,
+    len: usize,
+}
+
+impl WithSimd for Dots<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let lanes = S::F32_LANES;
+        let heads = self.c / lanes;
+        let body = heads * lanes;
+        let zero = simd.splat_f32s(0.0);
+        debug_assert!(self.len == 0 || self.x_off + (self.len - 1) * self.xp + self.c <= self.x.len());
+        debug_assert!(self.k == 0 || self.w_off + (self.k - 1) * self.ws0 + self.c <= self.w.len());
+        for o0 in (0..self.k).step_by(DOT_K) {
+            let ob = (self.k - o0).min(DOT_K);
+            // Channels past `ob` repeat the last one (computed, never stored).
+            // SAFETY (pointer arithmetic): output channel `o0 + min(j, ob - 1) < k`: its
+            // row lies inside `w` by the run's invariant.
+            let wrow: [*const f32; DOT_K] = core::array::from_fn(|j| unsafe {
+                self.w.as_ptr().add(self.w_off + (o0 + j.min(ob - 1)) * self.ws0)
+            });
+            for p0 in (0..self.len).step_by(DOT_P) {
+                let pb = (self.len - p0).min(DOT_P);
+                // Pixels past `pb` repeat the last one (computed, never stored).
+                // SAFETY (pointer arithmetic): pixel `p0 + min(r, pb - 1) < len`: its
+                // channels lie inside `x` by the run's invariant.
+                let xrow: [*const f32; DOT_P] = core::array::from_fn(|r| unsafe {
+                    self.x.as_ptr().add(self.x_off + (p0 + r.min(pb - 1)) * self.xp)
+                });
+                let mut acc = [[zero; DOT_K]; DOT_P];
+                for h in 0..heads {
+                    // SAFETY: channels `h * lanes..(h + 1) * lanes <= c` of rows inside
+                    // `w` and `x` (above); unaligned reads of plain data.
+                    let wv: [S::f32s; DOT_K] = core::array::from_fn(|j| unsafe {
+                        wrow[j].add(h * lanes).cast::<S::f32s>().read_unaligned()
+                    });
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        // SAFETY: as above.
+                        let xv = unsafe { xrow[r].add(h * lanes).cast::<S::f32s>().read_unaligned() };
+                        for j in 0..DOT_K {
+                            a[j] = simd.mul_add_e_f32s(xv, wv[j], a[j]);
+                        }
+                    }
+                }
+                for (r, a) in acc.iter().enumerate().take(pb) {
+                    for (j, v) in a.iter().enumerate().take(ob) {
+                        let mut sum = simd.reduce_sum_f32s(*v);
+                        for i in body..self.c {
+                            // SAFETY: channel `i < c` of rows inside `x` and `w` (above).
+                            sum += unsafe { *xrow[r].add(i) * *wrow[j].add(i) };
+                        }
+                        // SAFETY: output channel `o0 + j < k` of pixel `p0 + r < len`: in
+                        // range and this worker's alone, by the run's invariant.
+                        unsafe { *self.y.add((p0 + r) * self.yp + o0 + j) = sum };
+                    }
                 }
             }
         }
