@@ -205,7 +205,13 @@ const PACKED_MIN_RUN: usize = 1024;
 ///   Sapphire Rapids (0.72-0.76 ms against 0.76-0.80), but on a later AVX-512 machine
 ///   (2026-11-30, 2 MB L2, 48 KB L1D) `gemm` was ahead on every 1x1 shape timed, 3-5% on
 ///   the reduce and 40% on 1024 -> 1024 channels of 7 x 7 (0.74-0.77 ms against
-///   1.25-1.35), where the panels re-read 4 MB of weights each; it was removed;
+///   1.25-1.35), where the panels re-read 4 MB of weights each; it was removed. On that
+///   machine (2026-12-01) a 12 x 2 version (32-pixel panels of up to 256 channels, the
+///   channels shared out in tiles of 8 to 12, the next block prefetched into L2) was even
+///   with `gemm` on the reduce and GoogLeNet's layer and 5-10% behind on the expansion,
+///   66-73% of the FMA peak like `gemm`, 128- and 192-channel panels no better; filters
+///   packed per tile first (to test a pre-packed filter) 70-73%. A kernel of the same
+///   register tiles on L1-resident data reached 82-89%;
 /// - only NCHW-like runs (pixels contiguous in input and output) of at least
 ///   `PACKED_MIN_RUN` pixels: there `gemm` reads the input rows in place, one channel per
 ///   row 4 x H x W bytes apart (ResNet's 1x1 reduce: 256 rows 12.5 KB apart per tile),
