@@ -700,8 +700,9 @@ fn regression_one_output_channel_nhwc_with_residual() {
 
 #[test]
 fn pointwise_nchw_packed_panels() {
-    // On AVX2 and one thread, NCHW 1x1 runs of at least 1024 contiguous pixels with no
-    // more output than input channels go through the packed kernel (conv/pointwise.rs):
+    // On one thread, NCHW 1x1 runs of at least 1024 contiguous pixels with no more output
+    // than input channels (AVX2), or 128 with at least twice as many input channels as
+    // output (AVX-512), go through the packed kernel (conv/pointwise.rs). On AVX2:
     // panels of 2 vectors, the last of 1-2 vectors ending at the run's end (overlapping
     // the one before), at most 384 input channels per block, tiles of 6 output channels.
     // 1073 pixels per image: 67 panels, then one vector over pixels 1065..1073. 11 output
@@ -725,17 +726,26 @@ fn pointwise_nchw_packed_panels() {
     // 64 -> 64 channels: 11 tiles per block.
     let c = case(Dims::new(1, 64, 2, 515), 64, Conv2d::new(1, 1));
     check_case(&c, Algorithm::Pointwise).unwrap();
+    // AVX-512 (runs of 128+ pixels, `c >= 2 k`): 32-pixel panels, output channels in
+    // near-equal tiles of 8 to 12 (23: 12 + 11; 50: five of 10; 7: one narrower tile),
+    // 300 channels in two blocks of 150 (the second adds to the first's sums, the next
+    // block prefetched), 143 pixels (4 panels, then 1 vector over pixels 127..143).
+    for (c, k, h, w) in [(48, 23, 11, 13), (100, 50, 4, 37), (300, 7, 11, 13), (16, 8, 1, 128)] {
+        check_case(&case(Dims::new(1, c, h, w), k, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
+    }
     // Exactly 64 panels, 8 output channels, no epilogue, through Auto; the kernel
-    // dispatches on AVX2 (nothing else here does without an epilogue).
+    // dispatches on AVX2 and AVX-512 (nothing else here does without an epilogue).
     let mut c = case(Dims::new(1, 40, 32, 32), 8, Conv2d::new(1, 1));
     c.bias = false;
     c.residual = false;
     c.act = Activation::Identity;
-    let before = simdconv::dispatch_count(simdconv::Isa::Avx2);
+    let before = [simdconv::Isa::Avx2, simdconv::Isa::Avx512].map(simdconv::dispatch_count);
     check_case(&c, Algorithm::Auto).unwrap();
-    if isas().contains(&simdconv::Isa::Avx2) {
-        // 3 filter layouts, one run each.
-        let ran = simdconv::dispatch_count(simdconv::Isa::Avx2) - before;
-        assert!(ran >= 3, "the packed kernel never ran on AVX2");
+    for (isa, b) in [simdconv::Isa::Avx2, simdconv::Isa::Avx512].into_iter().zip(before) {
+        if isas().contains(&isa) {
+            // 3 filter layouts, one run each.
+            let ran = simdconv::dispatch_count(isa) - b;
+            assert!(ran >= 3, "the packed kernel never ran on {isa}");
+        }
     }
 }

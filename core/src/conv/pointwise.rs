@@ -14,17 +14,18 @@
 //! stages) skip `gemm` for [`Dots`]: dot products along the channels, 4 pixels x 6 output
 //! channels a register tile (see [`dots_applies`]).
 //!
-//! On AVX2 and one thread, long NCHW-like runs (pixels contiguous in input and output) of
-//! reductions (no more output than input channels) skip `gemm` for [`Packed`]: input
-//! panels of 16 pixels x at most 384 channels copied into a 24 KiB buffer on the stack,
-//! multiplied by register tiles of 6 output channels x 2 vectors (see [`packed_applies`]
-//! for the measurements).
+//! On AVX-512 and AVX2 and one thread, long NCHW-like runs (pixels contiguous in input and
+//! output) of reductions skip `gemm` for [`Packed`]: input panels of 32 pixels x at most
+//! 256 channels (AVX2: 16 x 384) copied into a 32 KiB buffer on the stack, multiplied by
+//! register tiles of 8 to 12 output channels x 2 vectors (AVX2: 6 x 2; see
+//! [`packed_applies`] for the rules and measurements).
 
 use super::im2col::MIN_WORKER_PIXELS;
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
 use super::ConvArgs;
 use crate::error::Result;
 use crate::isa::Isa;
+use crate::simd_util::prefetch_l2;
 use crate::tensor::TensorViewMut;
 use pulp::{Simd, WithSimd};
 
@@ -185,47 +186,56 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     Ok(())
 }
 
-/// Pixel vectors of a packed panel (AVX2: 16 pixels).
+/// Pixel vectors of a packed panel: 2 (AVX2: 16 pixels, AVX-512: 32).
 const PV: usize = 2;
-/// The widest panel: `PV` vectors of 8 lanes.
-const PANEL_MAX: usize = PV * 8;
-/// Most input channels per packed panel: `KC x PANEL_MAX` floats (24 KiB) stay in L1.
+/// Floats of the panel buffer (32 KiB): `KC x 16` on AVX2, `KC_WIDE x 32` on AVX-512.
+const PANEL_FLOATS: usize = 8192;
+/// Most input channels per packed AVX2 panel: `KC x 16` floats (24 KiB) stay in L1.
 const KC: usize = 384;
-/// Output channels per register tile: `OB x PV` accumulators, 12 of AVX2's 16 registers
+/// Most input channels per packed AVX-512 panel: `KC_WIDE x 32` floats (32 KiB).
+const KC_WIDE: usize = 256;
+/// Output channels per AVX2 register tile: `OB x PV` accumulators, 12 of AVX2's 16 registers
 /// (the 2 input vectors and the broadcast weight take 3 more; with 4 x 3 tiles, all 16,
 /// the compiler spilled and the kernel ran at half `gemm`'s speed).
 const OB: usize = 6;
-/// Fewest pixels in a run that [`Packed`] takes: rows of at least 4 KiB.
+/// Most output channels per AVX-512 register tile (`OB_WIDE x PV`, 24 of its 32
+/// registers); the output channels are shared out in near-equal tiles of 8 to 12.
+const OB_WIDE: usize = 12;
+/// Fewest pixels in a run that [`Packed`] takes on AVX2: rows of at least 4 KiB.
 const PACKED_MIN_RUN: usize = 1024;
+/// Fewest pixels in a run that [`Packed`] takes on AVX-512 (4 panels).
+const PACKED_MIN_RUN_WIDE: usize = 128;
 
 /// Whether a run of `len` pixels at unit input and output pixel strides, `c` input and
 /// `k` output channels, goes through [`Packed`] on `isa` rather than through `gemm`:
-/// - only on AVX2 (6 x 2 tiles), not on AVX-512, NEON or scalar code. On AVX-512 an
-///   8 x 3 version with L2 prefetch beat `gemm` by about 5% on ResNet's 1x1 reduce on
-///   Sapphire Rapids (0.72-0.76 ms against 0.76-0.80), but on a later AVX-512 machine
-///   (2026-11-30, 2 MB L2, 48 KB L1D) `gemm` was ahead on every 1x1 shape timed, 3-5% on
-///   the reduce and 40% on 1024 -> 1024 channels of 7 x 7 (0.74-0.77 ms against
-///   1.25-1.35), where the panels re-read 4 MB of weights each; it was removed. On that
-///   machine (2026-12-01) a 12 x 2 version (32-pixel panels of up to 256 channels, the
-///   channels shared out in tiles of 8 to 12, the next block prefetched into L2) was even
-///   with `gemm` on the reduce and GoogLeNet's layer and 5-10% behind on the expansion,
-///   66-73% of the FMA peak like `gemm`, 128- and 192-channel panels no better; filters
-///   packed per tile first (to test a pre-packed filter) 70-73%. A kernel of the same
-///   register tiles on L1-resident data reached 82-89%;
-/// - only NCHW-like runs (pixels contiguous in input and output) of at least
-///   `PACKED_MIN_RUN` pixels: there `gemm` reads the input rows in place, one channel per
-///   row 4 x H x W bytes apart (ResNet's 1x1 reduce: 256 rows 12.5 KB apart per tile),
-///   which misses the TLB and aliases in L1; NHWC runs (channels contiguous) already suit
-///   `gemm`, and so do short rows: on an Intel AVX2 path (2026-11-30, `gemm` built
-///   without `gemm-avx512`) the packed kernel was 9% ahead on the reduce (1.20 against
-///   1.31 ms) and 4% on 128 -> 128 channels of 56 x 56, but 18% behind on 1024 -> 1024 of
-///   7 x 7 and 3-4% on 28 x 28 and 14 x 14 planes, even with GoogLeNet's 196 pixels;
-/// - only when `c >= k`, reductions such as ResNet's 1x1 reduce (256 -> 64); on the
+/// - only NCHW-like runs (pixels contiguous in input and output): there `gemm` reads the
+///   input rows in place, one channel per row 4 x H x W bytes apart (ResNet's 1x1
+///   reduce: 256 rows 12.5 KB apart per tile), which misses the TLB and aliases in L1;
+///   NHWC runs (channels contiguous) already suit `gemm`;
+/// - on AVX-512 (tiles of 8 to 12 output channels x 2 vectors, the next block prefetched
+///   into L2), runs of at least `PACKED_MIN_RUN_WIDE` pixels of reductions by 2 or more
+///   (`c >= 2 k`). Intel Xeon (2026-12-01, 2 MB L2, 48 KB L1D, quiet host, convbench
+///   alternating binaries, medians): GoogLeNet's 480 -> 192 of 14 x 14 0.1806-0.1809 ms
+///   against 0.186-0.188 (81% of the FMA peak against 79%), ResNet's reduce 256 -> 64 of
+///   56 x 56 0.546-0.550 against 0.555, 512 -> 128 of 28 x 28 0.498-0.502 against
+///   0.528-0.531; 128 -> 128 of 28 x 28 even; behind on the expansion 64 -> 256 (0.54-0.55
+///   against 0.49), 512 -> 512 of 14 x 14 (0.54 against 0.52-0.56), 832 -> 256 of 7 x 7
+///   (0.127-0.129 against 0.122) and 1024 -> 1024 of 7 x 7 (0.78-0.84 against 0.60-0.61,
+///   the panels re-reading 4 MB of weights). With the weights packed per tile first,
+///   the reduce took 0.524-0.536 (a pre-packed filter would make that the rule). An
+///   earlier 8 x 3 version had lost to `gemm` on every shape on this machine (noisy
+///   host) and won 5% on the reduce on Sapphire Rapids;
+/// - on AVX2 (6 x 2 tiles, no prefetch), runs of at least `PACKED_MIN_RUN` pixels of
+///   reductions (`c >= k`): on an Intel AVX2 path (2026-11-30, `gemm` built without
+///   `gemm-avx512`) the packed kernel was 9% ahead on the reduce (1.20 against 1.31 ms)
+///   and 4% on 128 -> 128 channels of 56 x 56, but 18% behind on 1024 -> 1024 of 7 x 7
+///   and 3-4% on 28 x 28 and 14 x 14 planes, even with GoogLeNet's 196 pixels. On the
 ///   expansion 64 -> 256 the output stores dominate and `gemm` stayed ahead. On an AMD
 ///   Zen 3 the reduce took minima of 1.33-1.49 ms against gemm's 1.37-1.47 (9
 ///   alternating pairs, lower in 6), best medians 1.39-1.50 against 1.46-1.52; the
 ///   expansion stayed with `gemm` (1.27-1.35 against 1.25-1.27);
-/// - only on one thread: with two, each splitting the pixels, `gemm` stayed ahead.
+/// - not on NEON or scalar code, and only on one thread: with two, each splitting the
+///   pixels, `gemm` stayed ahead.
 fn packed_applies(
     isa: Isa,
     threads: usize,
@@ -235,25 +245,33 @@ fn packed_applies(
     c: usize,
     k: usize,
 ) -> bool {
-    isa == Isa::Avx2 && threads == 1 && xstep == 1 && ystep == 1 && len >= PACKED_MIN_RUN && c >= k
+    let (min_run, reduction) = match isa {
+        Isa::Avx2 => (PACKED_MIN_RUN, c >= k),
+        Isa::Avx512 => (PACKED_MIN_RUN_WIDE, c >= 2 * k),
+        _ => return false,
+    };
+    threads == 1 && xstep == 1 && ystep == 1 && len >= min_run && reduction
 }
 
 /// A 64-byte aligned panel buffer.
 #[repr(C, align(64))]
-struct Panel([f32; KC * PANEL_MAX]);
+struct Panel([f32; PANEL_FLOATS]);
 
-/// One run of `len >= PANEL_MAX` consecutive output pixels of `k` output channels of one
+/// One run of `len >= PV x lanes` consecutive output pixels of `k` output channels of one
 /// group, pixels contiguous in input and output, computed from packed input panels.
 ///
 /// Panel by panel (`PV` vectors of pixels; the last one of 1 to that many vectors ends at
-/// the run's end, overlapping its predecessor), input channels in blocks that fill at
-/// most `KC x PANEL_MAX` floats: the first tile of `OB` output channels copies the block's
-/// input rows into an L1-resident buffer (`[channel][pixel]`) as it multiplies them, the
-/// others read the buffer. Each tile holds `channels x vectors` accumulators in registers,
-/// stored for the first channel block and added to the stored sums for the others; so an
+/// the run's end, overlapping its predecessor), input channels in near-equal blocks of at
+/// most `KC` (AVX-512: `KC_WIDE`): the first tile of output channels copies the block's
+/// input rows into an L1-resident buffer (`[channel][pixel]`) as it multiplies them, and
+/// on AVX-512 prefetches the rows of the block packed next into L2; the others read the
+/// buffer. Output channels go in tiles of `OB` (AVX-512: near-equal tiles of at most
+/// `OB_WIDE`). Each tile holds `channels x vectors` accumulators in registers, stored for
+/// the first channel block and added to the stored sums for the others; so an
 /// overlapping panel rewrites its predecessor's pixels with the same sums (its first block
 /// stores, it does not add).
-/// Written for AVX2's 8 lanes (`packed_applies`); any other width computes the same.
+/// Written for AVX2's 8 and AVX-512's 16 lanes (`packed_applies`); any other width
+/// computes the same.
 ///
 /// Invariants (checked by the caller, relied on by the unsafe accesses): for input channel
 /// `i < c`, output channel `o < k` and pixel `p < len`, `x_off + i * xs + p < x.len()`,
@@ -279,15 +297,19 @@ impl WithSimd for Packed<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let lanes = S::F32_LANES;
-        // Register tiles of 6 x 2 vectors (12 of AVX2's 16 registers); `pv` vectors fit
-        // any width in the panel (on AVX2, 2).
-        let pv = (PANEL_MAX / lanes).clamp(1, PV);
-        debug_assert!(pv * lanes <= PANEL_MAX && self.len >= pv * lanes);
-        let mut panel = Panel([0.0; KC * PANEL_MAX]);
+        let wide = lanes >= 16;
+        // Register tiles of up to 12 x 2 vectors on AVX-512, 6 x 2 on AVX2.
+        let pv = PV;
+        debug_assert!(pv * lanes * KC_WIDE <= PANEL_FLOATS && self.len >= pv * lanes);
+        let mut panel = Panel([0.0; PANEL_FLOATS]);
         // Near-equal channel blocks of at most `kc_max` rows of `pv x lanes` pixels.
-        let kc_max = KC * PANEL_MAX / (pv * lanes);
+        let kc_max = if wide { KC_WIDE } else { KC }.min(PANEL_FLOATS / (pv * lanes));
         let kc = self.c.div_ceil(self.c.div_ceil(kc_max));
-        let blocks = self.k.div_ceil(OB);
+        // Output channel tiles: `blocks` of `base` or `base + 1` channels (the first
+        // `extra`), at most `OB_WIDE` on AVX-512; `OB` on AVX2 (the last one narrower).
+        let ob_max = if wide { OB_WIDE } else { OB };
+        let blocks = self.k.div_ceil(ob_max);
+        let (base, extra) = if wide { (self.k / blocks, self.k % blocks) } else { (OB, 0) };
         // The panel after pixel `p < len`: `(first pixel, vectors)`.
         let panel_at = |p: usize| {
             let rem = self.len - p;
@@ -304,12 +326,19 @@ impl WithSimd for Packed<'_> {
             let mut k0 = 0;
             while k0 < self.c {
                 let kn = (self.c - k0).min(kc);
+                // The block packed next: the next channels of this panel, or the first of
+                // the next panel (prefetched on AVX-512 only).
+                let (pf_p, pf_k) = if k0 + kn < self.c { (p0, k0 + kn) } else { (p0 + nv * lanes, 0) };
+                let pf_rows = if wide && pf_p < self.len { (self.c - pf_k).min(kc) } else { 0 };
+                let pf = self.x.as_ptr().wrapping_add(self.x_off + pf_k * self.xs + pf_p);
                 for b in 0..blocks {
-                    let t = Tile { o0: b * OB, p0, k0, kn };
+                    let o0 = b * base + b.min(extra);
+                    let ob = (base + usize::from(b < extra)).min(self.k - o0);
+                    let t = Tile { o0, ob, pf, pf_rows, p0, k0, kn };
                     // SAFETY: `kn <= kc_max` rows of `nv * lanes <= pv * lanes` floats fit
-                    // the panel (`kc_max * pv * lanes <= KC * PANEL_MAX`); the pixels
-                    // `p0..p0 + nv * lanes` lie in the run (`panel_at`); `b * OB < k`.
-                    unsafe { self.tile_of::<S>(simd, &mut panel.0, t, nv, b == 0) };
+                    // the panel (`kc_max * pv * lanes <= PANEL_FLOATS`); the pixels
+                    // `p0..p0 + nv * lanes` lie in the run (`panel_at`); `o0 < k`.
+                    unsafe { self.tile_of::<S>(simd, &mut panel.0, t, nv, b == 0, ob) };
                 }
                 k0 += kn;
             }
@@ -323,6 +352,11 @@ impl WithSimd for Packed<'_> {
 #[derive(Clone, Copy)]
 struct Tile {
     o0: usize,
+    ob: usize,
+    /// The first input row of the block packed next (prefetched into L2 by the packing
+    /// tile), and its row count (0: none).
+    pf: *const f32,
+    pf_rows: usize,
     p0: usize,
     k0: usize,
     kn: usize,
@@ -335,14 +369,37 @@ impl Packed<'_> {
     /// # Safety
     /// As [`Packed::tile`] says, with `N = nv`.
     #[inline(always)]
-    unsafe fn tile_of<S: Simd>(&self, simd: S, panel: &mut [f32], t: Tile, nv: usize, first: bool) {
+    unsafe fn tile_of<S: Simd>(
+        &self,
+        simd: S,
+        panel: &mut [f32],
+        t: Tile,
+        nv: usize,
+        first: bool,
+        ob: usize,
+    ) {
+        macro_rules! tiles {
+            ($w:expr; $($b:literal)*) => {
+                match (ob, nv, first) {
+                    $(
+                        ($b, 2, true) => self.tile::<S, $b, 2, true>(simd, panel, t),
+                        ($b, 2, false) => self.tile::<S, $b, 2, false>(simd, panel, t),
+                        ($b, _, true) => self.tile::<S, $b, 1, true>(simd, panel, t),
+                        ($b, _, false) => self.tile::<S, $b, 1, false>(simd, panel, t),
+                    )*
+                    (_, 2, true) => self.tile::<S, $w, 2, true>(simd, panel, t),
+                    (_, 2, false) => self.tile::<S, $w, 2, false>(simd, panel, t),
+                    (_, _, true) => self.tile::<S, $w, 1, true>(simd, panel, t),
+                    (_, _, false) => self.tile::<S, $w, 1, false>(simd, panel, t),
+                }
+            };
+        }
         // SAFETY: as the caller guarantees.
         unsafe {
-            match (nv, first) {
-                (2, true) => self.tile::<S, OB, 2, true>(simd, panel, t),
-                (2, false) => self.tile::<S, OB, 2, false>(simd, panel, t),
-                (_, true) => self.tile::<S, OB, 1, true>(simd, panel, t),
-                (_, false) => self.tile::<S, OB, 1, false>(simd, panel, t),
+            if S::F32_LANES >= 16 {
+                tiles!(OB_WIDE; 8 9 10 11 12)
+            } else {
+                tiles!(OB;)
             }
         }
     }
@@ -365,9 +422,9 @@ impl Packed<'_> {
     ) {
         let lanes = S::F32_LANES;
         let pitch = N * lanes;
-        let Tile { o0, p0, k0, kn } = t;
+        let Tile { o0, ob, p0, k0, kn, .. } = t;
         debug_assert!(kn * pitch <= panel.len() && p0 + pitch <= self.len && o0 < self.k);
-        let ob = (self.k - o0).min(B);
+        debug_assert!(ob >= 1 && ob <= B && o0 + ob <= self.k);
         let zero = simd.splat_f32s(0.0);
         let panel = panel.as_mut_ptr();
         // SAFETY (pointer arithmetic): channel `o0 < k`, pixel `p0 < len`, channel
@@ -401,6 +458,9 @@ impl Packed<'_> {
                 unsafe {
                     let at = panel.add(i * pitch + j * lanes).cast::<S::f32s>();
                     if PACK {
+                        if i < t.pf_rows {
+                            prefetch_l2(t.pf.wrapping_add(i * self.xs + j * lanes));
+                        }
                         *v = src.add(i * self.xs + j * lanes).cast::<S::f32s>().read_unaligned();
                         at.write_unaligned(*v);
                     } else {
