@@ -97,8 +97,9 @@ pub use local::{
 pub use lrn::{lrn, lrn_backward, lrn_backward_workspace_len, lrn_workspace_len};
 pub use params::{Activation, AvgPoolOptions, Epilogue};
 pub use pool::{
-    avg_pool2d, avg_pool2d_backward, global_avg_pool, global_max_pool, l2_pool2d, l2_pool2d_backward,
-    max_pool2d, max_pool2d_backward, max_pool2d_backward_recompute,
+    avg_pool2d, avg_pool2d_backward, global_avg_pool, global_avg_pool_backward, global_max_pool,
+    global_max_pool_backward, l2_pool2d, l2_pool2d_backward, max_pool2d, max_pool2d_backward,
+    max_pool2d_backward_recompute,
 };
 pub use tensor::{
     repack_filter, repack_tensor, FilterLayout, FilterView, FilterViewMut, Layout, TensorView, TensorViewMut,

@@ -388,6 +388,19 @@ fn check_global_threads(d: Dims, seed: u64, mode: u8, extra: usize, threads: usi
     let mut rng = Rng::new(seed);
     let x = data(&mut rng, d.count().unwrap(), mode);
     let [ymax, yavg, mag] = global_reference(&x, d);
+    // Backward: the reference's pooling with one window over the whole plane.
+    let gp = PoolGeometry::new(d, Pool2d::new(d.h, d.w)).unwrap();
+    let dy = data(&mut rng, go.count().unwrap(), 0);
+    let back = |dy: &[f64]| {
+        let mut avg = vec![0.0; d.count().unwrap()];
+        r::avg_pool2d_backward(&gp, nchw(dy, go), nchw_mut(&mut avg, d), AvgPoolOptions::PYTORCH).unwrap();
+        let (mut y, mut idx) = (vec![0.0; go.count().unwrap()], vec![0usize; go.count().unwrap()]);
+        r::max_pool2d(&gp, nchw(&f64s(&x), d), nchw_mut(&mut y, go), Some(nchw_mut(&mut idx, go))).unwrap();
+        let mut max = vec![0.0; d.count().unwrap()];
+        r::max_pool2d_backward(&gp, nchw(dy, go), nchw(&idx, go), nchw_mut(&mut max, d)).unwrap();
+        (avg, max)
+    };
+    let ((davg, dmax), (mavg, mmax)) = (back(&f64s(&dy)), back(&abs64(&dy)));
     for isa in isas() {
         let e = exec_threads(isa, threads);
         for layout in LAYOUTS {
@@ -399,6 +412,14 @@ fn check_global_threads(d: Dims, seed: u64, mode: u8, extra: usize, threads: usi
             simdconv::global_avg_pool(&e, xb.view(), yb.view_mut()).map_err(|e| e.to_string())?;
             close(&yb.out().map_err(|m| tag("global avg", m))?, &yavg, &mag, d.h * d.w)
                 .map_err(|m| tag("global avg", m))?;
+            let dyb = Buf::new(&dy, go, layout, extra, f32::NAN);
+            let mut dxb = Buf::new(&vec![f32::NAN; d.count().unwrap()], d, layout, extra, f32::NAN);
+            simdconv::global_avg_pool_backward(&e, dyb.view(), dxb.view_mut()).map_err(|e| e.to_string())?;
+            close(&dxb.values(), &davg, &mavg, 1).map_err(|m| tag("global avg backward", m))?;
+            let mut dxb = Buf::new(&vec![f32::NAN; d.count().unwrap()], d, layout, extra, f32::NAN);
+            simdconv::global_max_pool_backward(&e, xb.view(), dyb.view(), dxb.view_mut())
+                .map_err(|e| e.to_string())?;
+            close(&dxb.values(), &dmax, &mmax, 1).map_err(|m| tag("global max backward", m))?;
         }
     }
     Ok(())

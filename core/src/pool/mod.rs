@@ -398,6 +398,63 @@ pub fn global_avg_pool(exec: &Exec, x: TensorView<'_, f32>, y: TensorViewMut<'_,
     global(exec, x, y, AvgR(AvgPoolOptions::PYTORCH))
 }
 
+/// Global average pooling backward: every input of plane `(n, c)` receives
+/// `dy[n, c] / (H * W)`. `dy` is `[n, c, 1, 1]`, `dx` has the input's shape and is
+/// overwritten. The same as [`avg_pool2d_backward`] with one window over the whole plane.
+///
+/// ```
+/// use simdconv::{global_avg_pool_backward, Dims, Exec, Layout, TensorView, TensorViewMut};
+/// let dy = [6.0f32, -3.0]; // 2 channels
+/// let mut dx = [0.0f32; 2 * 2 * 3];
+/// global_avg_pool_backward(&Exec::new(),
+///     TensorView::new(&dy, Dims::new(1, 2, 1, 1), Layout::Nchw)?,
+///     TensorViewMut::new(&mut dx, Dims::new(1, 2, 2, 3), Layout::Nchw)?)?;
+/// assert_eq!(dx, [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -0.5, -0.5, -0.5, -0.5, -0.5, -0.5]);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+///
+/// Errors: an empty plane ([`Error::Zero`] or the geometry's error), shapes
+/// ([`Error::ShapeMismatch`]) and layouts ([`Error::Unsupported`]).
+pub fn global_avg_pool_backward(
+    exec: &Exec,
+    dy: TensorView<'_, f32>,
+    dx: TensorViewMut<'_, f32>,
+) -> Result<()> {
+    let d = dx.dims();
+    let g = PoolGeometry::new(d, Pool2d::new(d.h, d.w))?;
+    avg_pool2d_backward(exec, &g, dy, dx, AvgPoolOptions::PYTORCH)
+}
+
+/// Global max pooling backward, recomputed from `x`: each plane's gradient `dy[n, c]`
+/// goes to the plane's maximum, the first in scan order on ties (NaN as in
+/// [`max_pool2d`]); every other input gets 0. `dy` is `[n, c, 1, 1]`, `dx` has `x`'s
+/// shape and is overwritten. The same as [`max_pool2d_backward_recompute`] with one
+/// window over the whole plane.
+///
+/// ```
+/// use simdconv::{global_max_pool_backward, Dims, Exec, Layout, TensorView, TensorViewMut};
+/// let x = [1.0f32, 5.0, 5.0, 2.0]; // one 2x2 plane, two tied maxima
+/// let mut dx = [9.0f32; 4];
+/// global_max_pool_backward(&Exec::new(),
+///     TensorView::new(&x, Dims::new(1, 1, 2, 2), Layout::Nchw)?,
+///     TensorView::new(&[3.0f32], Dims::new(1, 1, 1, 1), Layout::Nchw)?,
+///     TensorViewMut::new(&mut dx, Dims::new(1, 1, 2, 2), Layout::Nchw)?)?;
+/// assert_eq!(dx, [0.0, 3.0, 0.0, 0.0]);
+/// # Ok::<(), simdconv::Error>(())
+/// ```
+///
+/// Errors: as [`global_avg_pool_backward`].
+pub fn global_max_pool_backward(
+    exec: &Exec,
+    x: TensorView<'_, f32>,
+    dy: TensorView<'_, f32>,
+    dx: TensorViewMut<'_, f32>,
+) -> Result<()> {
+    let d = x.dims();
+    let g = PoolGeometry::new(d, Pool2d::new(d.h, d.w))?;
+    max_pool2d_backward_recompute(exec, &g, x, dy, dx)
+}
+
 /// Max pooling backward from saved switches: each output gradient goes to the input its
 /// index names, accumulating where overlapping windows chose the same input. `dx` is
 /// overwritten.
