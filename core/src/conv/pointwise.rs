@@ -338,7 +338,7 @@ impl WithSimd for Packed<'_> {
                     // SAFETY: `kn <= kc_max` rows of `nv * lanes <= pv * lanes` floats fit
                     // the panel (`kc_max * pv * lanes <= PANEL_FLOATS`); the pixels
                     // `p0..p0 + nv * lanes` lie in the run (`panel_at`); `o0 < k`.
-                    unsafe { self.tile_of::<S>(simd, &mut panel.0, t, nv, b == 0, ob) };
+                    unsafe { self.tile_of::<S>(simd, &mut panel.0, t, nv, b == 0) };
                 }
                 k0 += kn;
             }
@@ -347,8 +347,8 @@ impl WithSimd for Packed<'_> {
     }
 }
 
-/// Where a register tile of `OB` output channels works: channels `o0..o0 + OB` (those
-/// below `k`), pixels `p0..p0 + N x lanes`, input channels `k0..k0 + kn`.
+/// Where a register tile works: output channels `o0..o0 + ob`, pixels
+/// `p0..p0 + N x lanes`, input channels `k0..k0 + kn`.
 #[derive(Clone, Copy)]
 struct Tile {
     o0: usize,
@@ -363,24 +363,17 @@ struct Tile {
 }
 
 impl Packed<'_> {
-    /// [`Packed::tile`] with `nv` (1 to `PV`) vectors of pixels, packing the block if
-    /// `first`.
+    /// [`Packed::tile`] with `nv` (1 to `PV`) vectors of pixels and `t.ob` output channels
+    /// (on AVX-512 a tile of exactly that many, 8 to 12; else `OB_WIDE` or `OB`, with the
+    /// channels past `t.ob` computed, never stored), packing the block if `first`.
     ///
     /// # Safety
     /// As [`Packed::tile`] says, with `N = nv`.
     #[inline(always)]
-    unsafe fn tile_of<S: Simd>(
-        &self,
-        simd: S,
-        panel: &mut [f32],
-        t: Tile,
-        nv: usize,
-        first: bool,
-        ob: usize,
-    ) {
+    unsafe fn tile_of<S: Simd>(&self, simd: S, panel: &mut [f32], t: Tile, nv: usize, first: bool) {
         macro_rules! tiles {
             ($w:expr; $($b:literal)*) => {
-                match (ob, nv, first) {
+                match (t.ob, nv, first) {
                     $(
                         ($b, 2, true) => self.tile::<S, $b, 2, true>(simd, panel, t),
                         ($b, 2, false) => self.tile::<S, $b, 2, false>(simd, panel, t),
