@@ -76,52 +76,49 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
 
     let y_out = OutPtr::new(&mut y);
     let (xd, wd) = (x.data(), w.data());
-    if dots_applies(xs[1], fs[1], ys[1], total, cg) {
-        // Threads split the output channels (each at least `MIN_WORKER_CHANNELS`).
-        let workers = if threads > 1 { threads.min(kg / MIN_WORKER_CHANNELS).max(1) } else { 1 };
+    // Threads split the output channels (at least `MIN_WORKER_CHANNELS` each) for the dot
+    // products, and for `gemm` below `CHANNEL_SPLIT_MAX_PIXELS` pixels; each worker then
+    // computes its channels of every group for all pixels (a few hundred: one product per
+    // run) and applies the epilogue to them.
+    let dots = dots_applies(xs[1], fs[1], ys[1], total, cg);
+    if dots || (workers > 1 && total < CHANNEL_SPLIT_MAX_PIXELS && kg >= MIN_WORKER_CHANNELS * workers) {
+        let workers = match (dots, threads > 1) {
+            (true, true) => threads.min(kg / MIN_WORKER_CHANNELS).max(1),
+            (true, false) => 1,
+            (false, _) => workers,
+        };
         split(workers, kg, &mut [], |k0, k1, _| {
             for grp in 0..groups {
                 let (c0, c1) = (grp * kg + k0, grp * kg + k1);
                 let w_off = w.offset(c0, 0, 0, 0);
                 px.runs(0, total, join, |_, n, oh, ow, run| {
-                    // In range: as for the pixel split below. The run's invariant (see
-                    // `Dots`): its pixels' `cg` channels from `x_off` (channel stride 1,
-                    // pixel stride `xstep`) lie inside `x`; filter rows `c0..c1` from
-                    // `w_off` (row stride `fs[0]`, channel stride 1) inside `w`; output
-                    // channels `c0..c1` of its pixels (channel stride 1, pixel stride
-                    // `ystep`) inside `y`, this worker's alone.
-                    let x_off = x.offset(n, grp * cg, oh * sh, ow * sw);
-                    exec.dispatch(Dots {
-                        x: xd,
-                        x_off,
-                        xp: xstep,
-                        w: wd,
-                        w_off,
-                        ws0: fs[0],
-                        y: y_out.at(n, c0, oh, ow),
-                        yp: ystep,
-                        k: k1 - k0,
-                        c: cg,
-                        len: run,
-                    });
-                });
-                epilogue_tile(exec, y_out, layout, epilogue, 0..total, c0..c1);
-            }
-        });
-        return Ok(());
-    }
-    if workers > 1 && total < CHANNEL_SPLIT_MAX_PIXELS && kg >= MIN_WORKER_CHANNELS * workers {
-        // Each worker computes output channels `k0..k1` of every group for all pixels
-        // (a few hundred: one GEMM per run, then the epilogue on its own channels).
-        split(workers, kg, &mut [], |k0, k1, _| {
-            for grp in 0..groups {
-                let (c0, c1) = (grp * kg + k0, grp * kg + k1);
-                let w_off = w.offset(c0, 0, 0, 0);
-                let lhs = Mat { ptr: wd[w_off..].as_ptr(), rs: w_m.0, cs: w_m.1 };
-                px.runs(0, total, join, |_, n, oh, ow, run| {
-                    let dst = Mat { ptr: y_out.at(n, c0, oh, ow), rs: y_m.0, cs: y_m.1 };
                     // In range: as for the pixel split below.
                     let x_off = x.offset(n, grp * cg, oh * sh, ow * sw);
+                    let y_at = y_out.at(n, c0, oh, ow);
+                    if dots {
+                        // The run's invariant (see `Dots`): its pixels' `cg` channels from
+                        // `x_off` (channel stride 1, pixel stride `xstep`) lie inside `x`;
+                        // filter rows `c0..c1` from `w_off` (row stride `fs[0]`, channel
+                        // stride 1) inside `w`; output channels `c0..c1` of its pixels
+                        // (channel stride 1, pixel stride `ystep`) inside `y`, this
+                        // worker's alone.
+                        exec.dispatch(Dots {
+                            x: xd,
+                            x_off,
+                            xp: xstep,
+                            w: wd,
+                            w_off,
+                            ws0: fs[0],
+                            y: y_at,
+                            yp: ystep,
+                            k: k1 - k0,
+                            c: cg,
+                            len: run,
+                        });
+                        return;
+                    }
+                    let lhs = Mat { ptr: wd[w_off..].as_ptr(), rs: w_m.0, cs: w_m.1 };
+                    let dst = Mat { ptr: y_at, rs: y_m.0, cs: y_m.1 };
                     let rhs = Mat { ptr: xd[x_off..].as_ptr(), rs: x_m.0, cs: x_m.1 };
                     // SAFETY: dst covers output channels `c0..c1` (inside the group's
                     // `grp*kg..(grp+1)*kg`) of output pixels `q..q+run`, at one stride
