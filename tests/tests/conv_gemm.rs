@@ -733,6 +733,15 @@ fn pointwise_nchw_packed_panels() {
     for (c, k, h, w) in [(48, 23, 11, 13), (100, 50, 4, 37), (300, 7, 11, 13), (16, 8, 1, 128)] {
         check_case(&case(Dims::new(1, c, h, w), k, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
     }
+    // AVX-512 runs of 1024+ pixels with at most 32768 weights: the weights are packed
+    // first, tile by tile (`Packed::pack_weights`). 23 output channels (tiles of 12 and
+    // 11) of 300 input channels (two blocks of 150, each tile's weights at its own
+    // offset), 1035 pixels (32 panels, then 1 vector over pixels 1019..1035); 128 x 256
+    // channels, exactly the buffer, seven tiles of 12 and four of 11, in one block. Every filter layout
+    // (`check_case`), so the packing reads every filter stride.
+    for (c, k, h, w) in [(300, 23, 45, 23), (256, 128, 1, 1024)] {
+        check_case(&case(Dims::new(1, c, h, w), k, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
+    }
     // Exactly 64 panels, 8 output channels, no epilogue, through Auto; the kernel
     // dispatches on AVX2 and AVX-512 (nothing else here does without an epilogue).
     let mut c = case(Dims::new(1, 40, 32, 32), 8, Conv2d::new(1, 1));

@@ -18,7 +18,9 @@
 //! output) of reductions skip `gemm` for [`Packed`]: input panels of 32 pixels x at most
 //! 256 channels (AVX2: 16 x 384) copied into a 32 KiB buffer on the stack, multiplied by
 //! register tiles of 8 to 12 output channels x 2 vectors (AVX2: 6 x 2; see
-//! [`packed_applies`] for the rules and measurements).
+//! [`packed_applies`] for the rules and measurements). On AVX-512, runs of at least
+//! `WPACK_MIN_RUN` pixels with at most `WPACK_FLOATS` weights per group first copy the
+//! weights into a 128 KiB stack buffer in the order the tiles read them.
 
 use super::im2col::MIN_WORKER_PIXELS;
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
@@ -218,8 +220,8 @@ const PACKED_MIN_RUN_WIDE: usize = 128;
 ///   0.528-0.531; 128 -> 128 of 28 x 28 even; behind on the expansion 64 -> 256 (0.54-0.55
 ///   against 0.49), 512 -> 512 of 14 x 14 (0.54 against 0.52-0.56), 832 -> 256 of 7 x 7
 ///   (0.127-0.129 against 0.122) and 1024 -> 1024 of 7 x 7 (0.78-0.84 against 0.60-0.61,
-///   the panels re-reading 4 MB of weights). With the weights packed per tile first,
-///   the reduce took 0.524-0.536 (a pre-packed filter would make that the rule). An
+///   the panels re-reading 4 MB of weights). Runs of 1024+ pixels now pack the weights
+///   first (`WPACK_MIN_RUN`): the reduce then takes 0.516-0.523 ms. An
 ///   earlier 8 x 3 version had lost to `gemm` on every shape on this machine (noisy
 ///   host) and won 5% on the reduce on Sapphire Rapids;
 /// - on AVX2 (6 x 2 tiles, no prefetch), runs of at least `PACKED_MIN_RUN` pixels of
@@ -254,6 +256,27 @@ fn packed_applies(
 #[repr(C, align(64))]
 struct Panel([f32; PANEL_FLOATS]);
 
+/// Most weights (`k x c`, one group) [`Packed`] packs first: a buffer of 128 KiB on the
+/// stack (with the 32 KiB panel, 160 KiB in all).
+const WPACK_FLOATS: usize = 32768;
+/// Fewest pixels in a run for which [`Packed`] packs the weights first (AVX-512 only).
+///
+/// Read in place, a tile's weights come from `ob` filter rows, `ob` lines per 16 input
+/// channels, which the next panel reads again from L2; packed (`[channel block][tile]
+/// [input channel][ob]`) they are one sequential stream, 48 bytes per input channel.
+/// The copy costs about 2% of the reduce's time (the filter comes cold from L3), so
+/// only long runs pay it back. Intel Xeon with AVX-512 (2026-12-01, convbench,
+/// alternating binaries, one thread, minima of noisy medians; medians where the host was
+/// quiet): ResNet's reduce 256 -> 64 of 56 x 56 0.516-0.523 ms against 0.528-0.541
+/// (80% of the FMA peak against 76-78%), 256 -> 128 of 56 x 56 0.966-0.981 against
+/// 0.999-1.013 (85% against 82%), 128 -> 32 of 56 x 56 even; behind at 784 pixels
+/// (256 -> 64 and 192 -> 64 of 28 x 28: 0.123 and 0.093 ms against 0.120 and 0.090).
+const WPACK_MIN_RUN: usize = 1024;
+
+/// A 64-byte aligned buffer of packed weights.
+#[repr(C, align(64))]
+struct WeightBuf([f32; WPACK_FLOATS]);
+
 /// One run of `len >= PV x lanes` consecutive output pixels of `k` output channels of one
 /// group, pixels contiguous in input and output, computed from packed input panels.
 ///
@@ -266,7 +289,9 @@ struct Panel([f32; PANEL_FLOATS]);
 /// `OB_WIDE`). Each tile holds `channels x vectors` accumulators in registers, stored for
 /// the first channel block and added to the stored sums for the others; so an
 /// overlapping panel rewrites its predecessor's pixels with the same sums (its first block
-/// stores, it does not add).
+/// stores, it does not add). On AVX-512, runs of at least `WPACK_MIN_RUN` pixels with
+/// at most `WPACK_FLOATS` weights first copy them tile by tile
+/// ([`Packed::pack_weights`]), and the tiles read that copy.
 /// Written for AVX2's 8 and AVX-512's 16 lanes (`packed_applies`); any other width
 /// computes the same.
 ///
@@ -298,7 +323,6 @@ impl WithSimd for Packed<'_> {
         // Register tiles of up to 12 x 2 vectors on AVX-512, 6 x 2 on AVX2.
         let pv = PV;
         debug_assert!(pv * lanes * KC_WIDE <= PANEL_FLOATS && self.len >= pv * lanes);
-        let mut panel = Panel([0.0; PANEL_FLOATS]);
         // Near-equal channel blocks of at most `kc_max` rows of `pv x lanes` pixels.
         let kc_max = if wide { KC_WIDE } else { KC }.min(PANEL_FLOATS / (pv * lanes));
         let kc = self.c.div_ceil(self.c.div_ceil(kc_max));
@@ -307,6 +331,70 @@ impl WithSimd for Packed<'_> {
         let ob_max = if wide { OB_WIDE } else { OB };
         let blocks = self.k.div_ceil(ob_max);
         let (base, extra) = if wide { (self.k / blocks, self.k % blocks) } else { (OB, 0) };
+        let plan = Plan { kc, blocks, base, extra };
+        if wide && self.k * self.c <= WPACK_FLOATS && self.len >= WPACK_MIN_RUN {
+            let mut wb = WeightBuf([0.0; WPACK_FLOATS]);
+            self.pack_weights(&mut wb.0, plan);
+            self.panels(simd, plan, Some(&wb.0));
+        } else {
+            self.panels(simd, plan, None);
+        }
+    }
+}
+
+/// How [`Packed`] blocks a run: input channels in blocks of `kc` (the last shorter),
+/// output channels in `blocks` tiles of `base` or `base + 1` channels (the first `extra`;
+/// on AVX2 tiles of `OB`, the last narrower).
+#[derive(Clone, Copy)]
+struct Plan {
+    kc: usize,
+    blocks: usize,
+    base: usize,
+    extra: usize,
+}
+
+impl Plan {
+    /// Output channels `o0..o0 + ob` of tile `b`, of `k`.
+    fn tile(&self, b: usize, k: usize) -> (usize, usize) {
+        let o0 = b * self.base + b.min(self.extra);
+        (o0, (self.base + usize::from(b < self.extra)).min(k - o0))
+    }
+}
+
+impl Packed<'_> {
+    /// Copies the weights into `buf` (`k x c` floats at most) in the order the tiles
+    /// read them: channel block by channel block, tile by tile, input channel by input
+    /// channel, the tile's `ob` output channels contiguous. The tile of channels `o0..`
+    /// in the block of input channels `k0..k0 + kn` starts at `k0 x k + o0 x kn`.
+    fn pack_weights(&self, buf: &mut [f32], plan: Plan) {
+        let mut k0 = 0;
+        while k0 < self.c {
+            let kn = (self.c - k0).min(plan.kc);
+            for b in 0..plan.blocks {
+                let (o0, ob) = plan.tile(b, self.k);
+                let dst = &mut buf[k0 * self.k + o0 * kn..][..kn * ob];
+                let src = self.w[self.w_off + o0 * self.ws0 + k0 * self.ws1..].as_ptr();
+                for (i, row) in dst.chunks_exact_mut(ob).enumerate() {
+                    for (o, v) in row.iter_mut().enumerate() {
+                        // SAFETY: output channel `o0 + o < k`, input channel `k0 + i < c`:
+                        // inside `w` by the run's invariant.
+                        *v = unsafe { *src.add(o * self.ws0 + i * self.ws1) };
+                    }
+                }
+            }
+            k0 += kn;
+        }
+    }
+
+    /// The run, panel by panel (see [`Packed`]), with the weights read from `wpack`
+    /// (packed by [`Packed::pack_weights`]) if given, else from the filter in place.
+    #[inline(always)]
+    fn panels<S: Simd>(&self, simd: S, plan: Plan, wpack: Option<&[f32]>) {
+        let lanes = S::F32_LANES;
+        let pv = PV;
+        let wide = lanes >= 16;
+        let Plan { kc, blocks, .. } = plan;
+        let mut panel = Panel([0.0; PANEL_FLOATS]);
         // The panel after pixel `p < len`: `(first pixel, vectors)`.
         let panel_at = |p: usize| {
             let rem = self.len - p;
@@ -329,9 +417,18 @@ impl WithSimd for Packed<'_> {
                 let pf_rows = if wide && pf_p < self.len { (self.c - pf_k).min(kc) } else { 0 };
                 let pf = self.x.as_ptr().wrapping_add(self.x_off + pf_k * self.xs + pf_p);
                 for b in 0..blocks {
-                    let o0 = b * base + b.min(extra);
-                    let ob = (base + usize::from(b < extra)).min(self.k - o0);
-                    let t = Tile { o0, ob, pf, pf_rows, p0, k0, kn };
+                    let (o0, ob) = plan.tile(b, self.k);
+                    // The tile's weight for output channel `o0 + o` and input channel
+                    // `k0 + i`: at `o x wo + i x wi` from `wb`.
+                    let (wb, wo, wi) = match wpack {
+                        Some(buf) => (buf[k0 * self.k + o0 * kn..].as_ptr(), 1, ob),
+                        None => (
+                            self.w[self.w_off + o0 * self.ws0 + k0 * self.ws1..].as_ptr(),
+                            self.ws0,
+                            self.ws1,
+                        ),
+                    };
+                    let t = Tile { o0, ob, wb, wo, wi, pf, pf_rows, p0, k0, kn };
                     // SAFETY: `kn <= kc_max` rows of `nv * lanes <= pv * lanes` floats fit
                     // the panel (`kc_max * pv * lanes <= PANEL_FLOATS`); the pixels
                     // `p0..p0 + nv * lanes` lie in the run (`panel_at`); `o0 < k`.
@@ -350,6 +447,11 @@ impl WithSimd for Packed<'_> {
 struct Tile {
     o0: usize,
     ob: usize,
+    /// The weight of output channel `o0 + o` and input channel `k0 + i` is at
+    /// `wb + o x wo + i x wi` (in the filter, or in the packed weights).
+    wb: *const f32,
+    wo: usize,
+    wi: usize,
     /// The first input row of the block packed next (prefetched into L2 by the packing
     /// tile), and its row count (0: none).
     pf: *const f32,
@@ -422,10 +524,9 @@ impl Packed<'_> {
         let (y, src) =
             unsafe { (self.y.add(o0 * self.ys + p0), self.x.as_ptr().add(self.x_off + k0 * self.xs + p0)) };
         // Channels past `ob` repeat the last one (computed, never stored).
-        let mut wrow = [0usize; B];
-        for (o, r) in wrow.iter_mut().enumerate() {
-            *r = self.w_off + (o0 + o.min(ob - 1)) * self.ws0 + k0 * self.ws1;
-        }
+        // SAFETY (pointer arithmetic): channel `o0 + min(o, ob - 1) < k`: a weight of the
+        // tile (`Tile::wb`).
+        let wrow: [*const f32; B] = core::array::from_fn(|o| unsafe { t.wb.add(o.min(ob - 1) * t.wo) });
         // Loops of constant count with a test inside (not `take(ob)`): unrolled, they keep
         // the accumulators in registers.
         let mut acc = [[zero; N]; B];
@@ -459,10 +560,10 @@ impl Packed<'_> {
                 }
             }
             for (o, a) in acc.iter_mut().enumerate() {
-                debug_assert!(wrow[o] + i * self.ws1 < self.w.len());
                 // SAFETY: channel `o0 + min(o, ob - 1) < k`, input channel `k0 + i < c`:
-                // inside `w` by the run's invariant.
-                let wv = simd.splat_f32s(unsafe { *self.w.as_ptr().add(wrow[o] + i * self.ws1) });
+                // a weight of the tile, inside `w` by the run's invariant or inside the
+                // packed weights (`Packed::pack_weights`).
+                let wv = simd.splat_f32s(unsafe { *wrow[o].add(i * t.wi) });
                 for j in 0..N {
                     a[j] = simd.mul_add_e_f32s(wv, xv[j], a[j]);
                 }
