@@ -712,8 +712,8 @@ fn pointwise_nchw_packed_panels() {
     c.pad_c = 1;
     check_case(&c, Algorithm::Pointwise).unwrap();
     // Padded rows: runs are single 1030-pixel rows (the last panel two vectors over
-    // pixels 1014..1030); two groups of 150 channels. (On two threads `gemm` runs:
-    // `check_case` does the same case there too.)
+    // pixels 1014..1030); two groups of 150 channels. On two threads AVX-512 runs the
+    // packed kernel on each thread's row, AVX2 runs `gemm`.
     let mut c = case(Dims::new(1, 300, 2, 1030), 18, Conv2d::new(1, 1).groups(2));
     c.pad_w = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
@@ -742,6 +742,12 @@ fn pointwise_nchw_packed_panels() {
     for (c, k, h, w) in [(300, 23, 45, 23), (256, 128, 1, 1024)] {
         check_case(&case(Dims::new(1, c, h, w), k, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
     }
+    // Two threads on AVX-512: each runs the packed kernel over its half of one
+    // contiguous plane (2115 pixels: 1058 and 1057, split mid-row), weights packed by
+    // each; on AVX2 `gemm` splits them.
+    let mut c = case(Dims::new(1, 256, 45, 47), 64, Conv2d::new(1, 1));
+    c.threads = 2;
+    check_case(&c, Algorithm::Pointwise).unwrap();
     // Exactly 64 panels, 8 output channels, no epilogue, through Auto; the kernel
     // dispatches on AVX2 and AVX-512 (nothing else here does without an epilogue).
     let mut c = case(Dims::new(1, 40, 32, 32), 8, Conv2d::new(1, 1));

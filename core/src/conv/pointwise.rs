@@ -14,7 +14,8 @@
 //! stages) skip `gemm` for [`Dots`]: dot products along the channels, 4 pixels x 6 output
 //! channels a register tile (see [`dots_applies`]).
 //!
-//! On AVX-512 and AVX2 and one thread, long NCHW-like runs (pixels contiguous in input and
+//! On AVX-512 (each thread over its share of the pixels) and on AVX2 with one thread,
+//! long NCHW-like runs (pixels contiguous in input and
 //! output) of reductions skip `gemm` for [`Packed`]: input panels of 32 pixels x at most
 //! 256 channels (AVX2: 16 x 384) copied into a 32 KiB buffer on the stack, multiplied by
 //! register tiles of 8 to 12 output channels x 2 vectors (AVX2: 6 x 2; see
@@ -233,8 +234,12 @@ const PACKED_MIN_RUN_WIDE: usize = 128;
 ///   Zen 3 the reduce took minima of 1.33-1.49 ms against gemm's 1.37-1.47 (9
 ///   alternating pairs, lower in 6), best medians 1.39-1.50 against 1.46-1.52; the
 ///   expansion stayed with `gemm` (1.27-1.35 against 1.25-1.27);
-/// - not on NEON or scalar code, and only on one thread: with two, each splitting the
-///   pixels, `gemm` stayed ahead.
+/// - on AVX-512 whatever the threads, each over its share of the pixels (packing its
+///   own panels and weights); two threads (2026-12-01, same machine, medians): the
+///   reduce 0.295-0.299 ms against `gemm`'s 0.322-0.337, 256 -> 128 of 56 x 56
+///   0.561-0.575 against 0.596-0.611, 512 -> 128 of 28 x 28 0.308-0.318 against
+///   0.314-0.333; on AVX2 only on one thread (with two, each splitting the pixels,
+///   `gemm` stayed ahead); not on NEON or scalar code.
 fn packed_applies(
     isa: Isa,
     threads: usize,
@@ -245,11 +250,11 @@ fn packed_applies(
     k: usize,
 ) -> bool {
     let (min_run, reduction) = match isa {
-        Isa::Avx2 => (PACKED_MIN_RUN, c >= k),
+        Isa::Avx2 if threads == 1 => (PACKED_MIN_RUN, c >= k),
         Isa::Avx512 => (PACKED_MIN_RUN_WIDE, c >= 2 * k),
         _ => return false,
     };
-    threads == 1 && xstep == 1 && ystep == 1 && len >= min_run && reduction
+    xstep == 1 && ystep == 1 && len >= min_run && reduction
 }
 
 /// A 64-byte aligned panel buffer.
