@@ -748,6 +748,12 @@ fn pointwise_nchw_packed_panels() {
     let mut c = case(Dims::new(1, 256, 45, 47), 64, Conv2d::new(1, 1));
     c.threads = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
+    // Two threads below 512 pixels split the output channels: on AVX-512 each runs the
+    // packed kernel on its 33 output channels (three tiles of 11), 130 input channels,
+    // 143 pixels.
+    let mut c = case(Dims::new(1, 130, 13, 11), 66, Conv2d::new(1, 1));
+    c.threads = 2;
+    check_case(&c, Algorithm::Pointwise).unwrap();
     // Exactly 64 panels, 8 output channels, no epilogue, through Auto; the kernel
     // dispatches on AVX2 and AVX-512 (nothing else here does without an epilogue).
     let mut c = case(Dims::new(1, 40, 32, 32), 8, Conv2d::new(1, 1));

@@ -120,6 +120,27 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                         });
                         return;
                     }
+                    if packed_applies(exec.isa(), threads, xstep, ystep, run, cg, k1 - k0) {
+                        // The run's invariant (see `Packed`): its pixels' `cg` input
+                        // channels from `x_off` (pixel stride 1) lie inside `x`, filter
+                        // rows `c0..c1` from `w_off` inside `w`, output channels `c0..c1`
+                        // of its pixels (pixel stride 1) inside `y`, this worker's alone.
+                        exec.dispatch(Packed {
+                            x: xd,
+                            x_off,
+                            xs: xs[1],
+                            w: wd,
+                            w_off,
+                            ws0: fs[0],
+                            ws1: fs[1],
+                            y: y_at,
+                            ys: ys[1],
+                            k: k1 - k0,
+                            c: cg,
+                            len: run,
+                        });
+                        return;
+                    }
                     let lhs = Mat { ptr: wd[w_off..].as_ptr(), rs: w_m.0, cs: w_m.1 };
                     let dst = Mat { ptr: y_at, rs: y_m.0, cs: y_m.1 };
                     let rhs = Mat { ptr: xd[x_off..].as_ptr(), rs: x_m.0, cs: x_m.1 };
@@ -235,10 +256,12 @@ const PACKED_MIN_RUN_WIDE: usize = 128;
 ///   alternating pairs, lower in 6), best medians 1.39-1.50 against 1.46-1.52; the
 ///   expansion stayed with `gemm` (1.27-1.35 against 1.25-1.27);
 /// - on AVX-512 whatever the threads, each over its share of the pixels (packing its
-///   own panels and weights); two threads (2026-12-01, same machine, medians): the
-///   reduce 0.295-0.299 ms against `gemm`'s 0.322-0.337, 256 -> 128 of 56 x 56
-///   0.561-0.575 against 0.596-0.611, 512 -> 128 of 28 x 28 0.308-0.318 against
-///   0.314-0.333; on AVX2 only on one thread (with two, each splitting the pixels,
+///   own panels and weights) or, below `CHANNEL_SPLIT_MAX_PIXELS`, its share of the
+///   output channels; two threads (2026-12-01, same machine, medians): the reduce
+///   0.295-0.299 ms against `gemm`'s 0.322-0.337, 256 -> 128 of 56 x 56 0.561-0.575
+///   against 0.596-0.611, 512 -> 128 of 28 x 28 0.308-0.318 against 0.314-0.333;
+///   GoogLeNet's 480 -> 192 of 14 x 14 0.113-0.118 against 0.118-0.128, 512 -> 128 of
+///   14 x 14 0.082-0.085 against 0.087-0.094 (96 and 64 channels a thread); on AVX2 only on one thread (with two, each splitting the pixels,
 ///   `gemm` stayed ahead); not on NEON or scalar code.
 fn packed_applies(
     isa: Isa,
