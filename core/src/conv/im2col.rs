@@ -561,18 +561,20 @@ mod thin {
         let wpk = &mut ws[..blocks * taps * block];
         wpk.fill(0.0);
         let wd = w.data();
-        for b in 0..blocks {
-            for kh in 0..f.kh {
-                for kw in 0..f.kw {
-                    for i in 0..f.i {
-                        let r = (kh * f.kw + kw) * f.i + i;
-                        let dst = &mut wpk[(b * taps + r) * block..(b * taps + r + 1) * block];
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            let o = b * block + j;
-                            if o < out.c {
-                                *d = wd[w.offset(o, i, kh, kw)];
-                            }
-                        }
+        let fs = w.strides();
+        // Filter by filter, each read in memory order (OIHW: `kw` innermost), so the
+        // reads stream; weight `[o, i, kh, kw]` goes to row `(kh * KW + kw) * C + i` of
+        // block `o / block`, column `o % block`.
+        let dstep = f.i * block;
+        for o in 0..out.c {
+            let (b, j) = (o / block, o % block);
+            for i in 0..f.i {
+                for kh in 0..f.kh {
+                    let src = w.offset(o, i, kh, 0);
+                    let dst = (b * taps + kh * f.kw * f.i + i) * block + j;
+                    // Row `r` steps by `C` per `kw`, i.e. `C * block` floats.
+                    for kw in 0..f.kw {
+                        wpk[dst + kw * dstep] = wd[src + kw * fs[3]];
                     }
                 }
             }

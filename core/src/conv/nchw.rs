@@ -366,13 +366,24 @@ pub(crate) fn thin(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>, ws: &m
                     let (mid, tail) = rest.split_at_mut(j1 - j0);
                     head.fill(0.0);
                     tail.fill(0.0);
-                    if sw * xs[3] == 1 {
+                    let step = sw * xs[3];
+                    if step == 1 {
                         mid.copy_from_slice(&xd[base..base + mid.len()]);
-                    } else {
-                        let step = sw * xs[3];
-                        for (j, d) in mid.iter_mut().enumerate() {
-                            *d = xd[base + j * step];
+                    } else if !mid.is_empty() {
+                        // Every `step`-th float from `base`: the chunks' first floats.
+                        let src = &xd[base..base + (mid.len() - 1) * step + 1];
+                        let (body, last) = mid.split_at_mut(mid.len() - 1);
+                        if step == 2 {
+                            // Whole pairs (vectorised by the compiler).
+                            for (d, c) in body.iter_mut().zip(src.chunks_exact(2)) {
+                                *d = c[0];
+                            }
+                        } else {
+                            for (d, c) in body.iter_mut().zip(src.chunks_exact(step)) {
+                                *d = c[0];
+                            }
                         }
+                        last[0] = src[src.len() - 1];
                     }
                 }
             }
