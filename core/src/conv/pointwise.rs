@@ -79,6 +79,13 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
 
     let y_out = OutPtr::new(&mut y);
     let (xd, wd) = (x.data(), w.data());
+    // A run of `len` pixels of `k` output channels through [`Packed`]: the input from
+    // `x_off`, the filter rows from `w_off`, the outputs from `y` (the caller states the
+    // run's invariant).
+    let packed = |x_off: usize, w_off: usize, y: *mut f32, k: usize, len: usize| {
+        let (xs, ws0, ws1, ys) = (xs[1], fs[0], fs[1], ys[1]);
+        exec.dispatch(Packed { x: xd, x_off, xs, w: wd, w_off, ws0, ws1, y, ys, k, c: cg, len });
+    };
     // Threads split the output channels (at least `MIN_WORKER_CHANNELS` each) for the dot
     // products, and for `gemm` below `CHANNEL_SPLIT_MAX_PIXELS` pixels; each worker then
     // computes its channels of every group for all pixels (a few hundred: one product per
@@ -125,20 +132,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                         // channels from `x_off` (pixel stride 1) lie inside `x`, filter
                         // rows `c0..c1` from `w_off` inside `w`, output channels `c0..c1`
                         // of its pixels (pixel stride 1) inside `y`, this worker's alone.
-                        exec.dispatch(Packed {
-                            x: xd,
-                            x_off,
-                            xs: xs[1],
-                            w: wd,
-                            w_off,
-                            ws0: fs[0],
-                            ws1: fs[1],
-                            y: y_at,
-                            ys: ys[1],
-                            k: k1 - k0,
-                            c: cg,
-                            len: run,
-                        });
+                        packed(x_off, w_off, y_at, k1 - k0, run);
                         return;
                     }
                     let lhs = Mat { ptr: wd[w_off..].as_ptr(), rs: w_m.0, cs: w_m.1 };
@@ -174,20 +168,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                         // `run` pixels (unit stride) lie inside `x` from `x_off`, its
                         // `kg x cg` filter block inside `w` from `w_off`, and its outputs
                         // (unit stride) are this worker's, inside `y`.
-                        exec.dispatch(Packed {
-                            x: xd,
-                            x_off,
-                            xs: xs[1],
-                            w: wd,
-                            w_off,
-                            ws0: fs[0],
-                            ws1: fs[1],
-                            y: y_at,
-                            ys: ys[1],
-                            k: kg,
-                            c: cg,
-                            len: run,
-                        });
+                        packed(x_off, w_off, y_at, kg, run);
                         return;
                     }
                     let dst = Mat { ptr: y_at, rs: y_m.0, cs: y_m.1 };
