@@ -14,14 +14,14 @@
 //! stages) skip `gemm` for [`Dots`]: dot products along the channels, 4 pixels x 6 output
 //! channels a register tile (see [`dots_applies`]).
 //!
-//! On AVX-512 (each thread over its share of the pixels) and on AVX2 with one thread,
-//! long NCHW-like runs (pixels contiguous in input and
-//! output) of reductions skip `gemm` for [`Packed`]: input panels of 32 pixels x at most
-//! 256 channels (AVX2: 16 x 384) copied into a 32 KiB buffer on the stack, multiplied by
-//! register tiles of 8 to 12 output channels x 2 vectors (AVX2: 6 x 2; see
-//! [`packed_applies`] for the rules and measurements). On AVX-512, runs of at least
-//! `WPACK_MIN_RUN` pixels with at most `WPACK_FLOATS` weights per group first copy the
-//! weights into a 128 KiB stack buffer in the order the tiles read them.
+//! On AVX-512 (each thread over its share of the pixels or channels) and on AVX2 with one
+//! thread, long NCHW-like runs (pixels contiguous in input and output) of reductions skip
+//! `gemm` for [`Packed`]: input panels of 32 pixels x at most 256 channels (AVX2: 16 x
+//! 384) copied into a 32 KiB buffer on the stack, multiplied by register tiles of 8 to 12
+//! output channels x 2 vectors (AVX2: 6 x 2; see [`packed_applies`] for the rules and
+//! measurements). On AVX-512, runs of at least `WPACK_MIN_RUN` pixels with at most
+//! `WPACK_FLOATS` weights per group first copy the weights into a 128 KiB stack buffer
+//! in the order the tiles read them.
 
 use super::im2col::MIN_WORKER_PIXELS;
 use super::matmul::{epilogue_tile, gemm_parallelism, istride, matmul, split, Mat, OutPtr, Pixels};
@@ -242,8 +242,9 @@ const PACKED_MIN_RUN_WIDE: usize = 128;
 ///   0.295-0.299 ms against `gemm`'s 0.322-0.337, 256 -> 128 of 56 x 56 0.561-0.575
 ///   against 0.596-0.611, 512 -> 128 of 28 x 28 0.308-0.318 against 0.314-0.333;
 ///   GoogLeNet's 480 -> 192 of 14 x 14 0.113-0.118 against 0.118-0.128, 512 -> 128 of
-///   14 x 14 0.082-0.085 against 0.087-0.094 (96 and 64 channels a thread); on AVX2 only on one thread (with two, each splitting the pixels,
-///   `gemm` stayed ahead); not on NEON or scalar code.
+///   14 x 14 0.082-0.085 against 0.087-0.094 (96 and 64 channels a thread); on AVX2
+///   only on one thread (with two, each splitting the pixels, `gemm` stayed ahead); not
+///   on NEON or scalar code.
 fn packed_applies(
     isa: Isa,
     threads: usize,
@@ -273,8 +274,8 @@ const WPACK_FLOATS: usize = 32768;
 /// Read in place, a tile's weights come from `ob` filter rows, `ob` lines per 16 input
 /// channels, which the next panel reads again from L2; packed (`[channel block][tile]
 /// [input channel][ob]`) they are one sequential stream, 48 bytes per input channel.
-/// The copy costs about 2% of the reduce's time (the filter comes cold from L3), so
-/// only long runs pay it back. Intel Xeon with AVX-512 (2026-12-01, convbench,
+/// The copy costs about 1.4% of the reduce's time in a profile (the filter comes cold
+/// from L3), so only long runs pay it back. Intel Xeon with AVX-512 (2026-12-01, convbench,
 /// alternating binaries, one thread, minima of noisy medians; medians where the host was
 /// quiet): ResNet's reduce 256 -> 64 of 56 x 56 0.516-0.523 ms against 0.528-0.541
 /// (80% of the FMA peak against 76-78%), 256 -> 128 of 56 x 56 0.966-0.981 against
