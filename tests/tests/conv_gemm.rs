@@ -700,9 +700,9 @@ fn regression_one_output_channel_nhwc_with_residual() {
 
 #[test]
 fn pointwise_nchw_packed_panels() {
-    // On one thread, NCHW 1x1 runs of at least 1024 contiguous pixels with no more output
-    // than input channels (AVX2), or 128 with at least twice as many input channels as
-    // output (AVX-512), go through the packed kernel (conv/pointwise.rs). On AVX2:
+    // NCHW 1x1 runs of at least 1024 contiguous pixels with no more output than input
+    // channels (AVX2, one thread), or 128 with at least twice as many input channels as
+    // output (AVX-512, any threads), go through the packed kernel (conv/pointwise.rs). On AVX2:
     // panels of 2 vectors, the last of 1-2 vectors ending at the run's end (overlapping
     // the one before), at most 384 input channels per block, tiles of 6 output channels.
     // 1073 pixels per image: 67 panels, then one vector over pixels 1065..1073. 11 output
@@ -737,8 +737,8 @@ fn pointwise_nchw_packed_panels() {
     // first, tile by tile (`Packed::pack_weights`). 23 output channels (tiles of 12 and
     // 11) of 300 input channels (two blocks of 150, each tile's weights at its own
     // offset), 1035 pixels (32 panels, then 1 vector over pixels 1019..1035); 128 x 256
-    // channels, exactly the buffer, seven tiles of 12 and four of 11, in one block. Every filter layout
-    // (`check_case`), so the packing reads every filter stride.
+    // channels, exactly the buffer, seven tiles of 12 and four of 11, in one block. Every
+    // filter layout (`check_case`), so the packing reads every filter stride.
     for (c, k, h, w) in [(300, 23, 45, 23), (256, 128, 1, 1024)] {
         check_case(&case(Dims::new(1, c, h, w), k, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
     }

@@ -92,11 +92,8 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     // run) and applies the epilogue to them.
     let dots = dots_applies(xs[1], fs[1], ys[1], total, cg);
     if dots || (workers > 1 && total < CHANNEL_SPLIT_MAX_PIXELS && kg >= MIN_WORKER_CHANNELS * workers) {
-        let workers = match (dots, threads > 1) {
-            (true, true) => threads.min(kg / MIN_WORKER_CHANNELS).max(1),
-            (true, false) => 1,
-            (false, _) => workers,
-        };
+        let workers =
+            if dots && threads > 1 { threads.min(kg / MIN_WORKER_CHANNELS).max(1) } else { workers };
         split(workers, kg, &mut [], |k0, k1, _| {
             for grp in 0..groups {
                 let (c0, c1) = (grp * kg + k0, grp * kg + k1);
