@@ -700,31 +700,38 @@ fn regression_one_output_channel_nhwc_with_residual() {
 
 #[test]
 fn pointwise_nchw_packed_panels() {
-    // NCHW 1x1 runs of at least 1024 contiguous pixels with no more output than input
-    // channels (AVX2, one thread), or 128 with at least twice as many input channels as
-    // output (AVX-512, any threads), go through the packed kernel (conv/pointwise.rs). On AVX2:
-    // panels of 2 vectors, the last of 1-2 vectors ending at the run's end (overlapping
-    // the one before), at most 384 input channels per block, tiles of 6 output channels.
-    // 1073 pixels per image: 67 panels, then one vector over pixels 1065..1073. 11 output
-    // channels: a tile of 6 then one of 5. Batch 2, channel-slice views, every filter
-    // layout (`check_case`).
+    // NCHW 1x1 runs of at least 16 contiguous pixels with at most 2^18 weights (AVX2, any
+    // threads), or 128 with at least twice as many input channels as output (AVX-512, any
+    // threads), go through the packed kernel (conv/pointwise.rs). On AVX2: copies of three
+    // 16-pixel panels, then panels of 2 vectors for the rest, the last of 1-2 vectors
+    // ending at the run's end (overlapping the one before), at most 170 input channels per
+    // block, tiles of 6 output channels. 1073 pixels per image: 22 copies of 48 pixels,
+    // one panel, then one vector over pixels 1065..1073. 11 output channels: a tile of 6
+    // then one of 5. Batch 2, channel-slice views, every filter layout (`check_case`).
     let mut c = case(Dims::new(2, 130, 29, 37), 11, Conv2d::new(1, 1));
     c.pad_c = 1;
     check_case(&c, Algorithm::Pointwise).unwrap();
     // Padded rows: runs are single 1030-pixel rows (the last panel two vectors over
     // pixels 1014..1030); two groups of 150 channels. On two threads AVX-512 runs the
-    // packed kernel on each thread's row, AVX2 runs `gemm`.
+    // packed kernel on each thread's row, AVX2 too.
     let mut c = case(Dims::new(1, 300, 2, 1030), 18, Conv2d::new(1, 1).groups(2));
     c.pad_w = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
     c.threads = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
-    // 400 input channels: two blocks of 200 (the second adds to the first's sums, also
-    // where panels overlap).
+    // 400 input channels: two blocks of 200 (AVX2: three of 134; the later blocks add to
+    // the first's sums, also where panels overlap).
     let c = case(Dims::new(1, 400, 2, 515), 7, Conv2d::new(1, 1));
     check_case(&c, Algorithm::Pointwise).unwrap();
     // 64 -> 64 channels: 11 tiles per block.
     let c = case(Dims::new(1, 64, 2, 515), 64, Conv2d::new(1, 1));
+    check_case(&c, Algorithm::Pointwise).unwrap();
+    // AVX2 short runs: a 7 x 7 plane (one copy of three panels, then one vector over
+    // pixels 41..49) of 171 channels (two blocks of 86) into 13 (tiles of 6, 6 and 1);
+    // padded rows of 20 pixels (one panel, then one vector over pixels 12..20), batch 2.
+    check_case(&case(Dims::new(1, 171, 7, 7), 13, Conv2d::new(1, 1)), Algorithm::Pointwise).unwrap();
+    let mut c = case(Dims::new(2, 9, 3, 20), 4, Conv2d::new(1, 1));
+    c.pad_w = 3;
     check_case(&c, Algorithm::Pointwise).unwrap();
     // AVX-512 (runs of 128+ pixels, `c >= 2 k`): 32-pixel panels, output channels in
     // near-equal tiles of 8 to 12 (23: 12 + 11; 50: five of 10; 7: one narrower tile),
@@ -744,13 +751,14 @@ fn pointwise_nchw_packed_panels() {
     }
     // Two threads on AVX-512: each runs the packed kernel over its half of one
     // contiguous plane (2115 pixels: 1058 and 1057, split mid-row), weights packed by
-    // each; on AVX2 `gemm` splits them.
+    // each; AVX2 alike.
     let mut c = case(Dims::new(1, 256, 45, 47), 64, Conv2d::new(1, 1));
     c.threads = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
-    // Two threads below 512 pixels split the output channels: on AVX-512 each runs the
-    // packed kernel on its 33 output channels (three tiles of 11), 130 input channels,
-    // 143 pixels.
+    // Two threads below 512 pixels split the output channels: each runs the packed
+    // kernel on its 33 output channels (AVX-512: three tiles of 11; AVX2: 6 tiles, the
+    // last of 3), 130 input channels, 143 pixels (AVX2: two copies, then a panel over
+    // pixels 96..112, another over 112..128 and one over 127..143).
     let mut c = case(Dims::new(1, 130, 13, 11), 66, Conv2d::new(1, 1));
     c.threads = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();

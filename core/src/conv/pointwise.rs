@@ -14,11 +14,12 @@
 //! stages) skip `gemm` for [`Dots`]: dot products along the channels, 4 pixels x 6 output
 //! channels a register tile (see [`dots_applies`]).
 //!
-//! On AVX-512 (each thread over its share of the pixels or channels) and on AVX2 with one
-//! thread, long NCHW-like runs (pixels contiguous in input and output) of reductions skip
-//! `gemm` for [`Packed`]: input panels of 32 pixels x at most 256 channels (AVX2: 16 x
-//! 384) copied into a 32 KiB buffer on the stack, multiplied by register tiles of 8 to 12
-//! output channels x 2 vectors (AVX2: 6 x 2; see [`packed_applies`] for the rules and
+//! On AVX-512 and AVX2 (each thread over its share of the pixels or channels), NCHW-like
+//! runs (pixels contiguous in input and output) skip `gemm` for [`Packed`] (AVX-512: long
+//! runs of reductions; AVX2: any run, up to 1 MiB of weights): input panels of 32 pixels
+//! x at most 256 channels (AVX2: three panels of 16 pixels x at most 170 channels) copied
+//! into a 32 KiB buffer on the stack, multiplied by register tiles of 8 to 12 output
+//! channels x 2 vectors (AVX2: 6 x 2; see [`packed_applies`] for the rules and
 //! measurements). On AVX-512, runs of at least `WPACK_MIN_RUN` pixels with at most
 //! `WPACK_FLOATS` weights per group first copy the weights into a 128 KiB stack buffer
 //! in the order the tiles read them.
@@ -124,7 +125,7 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                         });
                         return;
                     }
-                    if packed_applies(exec.isa(), threads, xstep, ystep, run, cg, k1 - k0) {
+                    if packed_applies(exec.isa(), xstep, ystep, run, cg, k1 - k0) {
                         // The run's invariant (see `Packed`): its pixels' `cg` input
                         // channels from `x_off` (pixel stride 1) lie inside `x`, filter
                         // rows `c0..c1` from `w_off` inside `w`, output channels `c0..c1`
@@ -160,7 +161,8 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                     // In range: a 1x1 window without padding reads input row `oh * sh < H`
                     // (even under Ceil rounding) and column `ow * sw < W`.
                     let x_off = x.offset(n, grp * cg, oh * sh, ow * sw);
-                    if packed_applies(exec.isa(), threads, xstep, ystep, run, cg, kg) {
+                    let gemm_threads = !matches!(par, gemm::Parallelism::None);
+                    if !gemm_threads && packed_applies(exec.isa(), xstep, ystep, run, cg, kg) {
                         // The run's invariant: the group's `cg` input channels of the
                         // `run` pixels (unit stride) lie inside `x` from `x_off`, its
                         // `kg x cg` filter block inside `w` from `w_off`, and its outputs
@@ -187,12 +189,19 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
 
 /// Pixel vectors of a packed panel: 2 (AVX2: 16 pixels, AVX-512: 32).
 const PV: usize = 2;
-/// Floats of the panel buffer (32 KiB): `KC x 16` on AVX2, `KC_WIDE x 32` on AVX-512.
+/// Floats of the panel buffer (32 KiB): `KC_WIDE x 32` on AVX-512, up to `SUB` panels of
+/// `kc x 16` on AVX2.
 const PANEL_FLOATS: usize = 8192;
-/// Most input channels per packed AVX2 panel: `KC x 16` floats (24 KiB) stay in L1.
-const KC: usize = 384;
 /// Most input channels per packed AVX-512 panel: `KC_WIDE x 32` floats (32 KiB).
 const KC_WIDE: usize = 256;
+/// Panels of 16 pixels that one AVX2 copy fills (48 pixels, 192 bytes of each input
+/// row, so at most 170 channels a block): each tile then multiplies its weights, read
+/// once into L1, by the three panels. Intel Xeon (2026-12-01, AVX2 path, convbench
+/// alternating binaries, one thread, medians): ResNet's reduce 256 -> 64 of 56 x 56
+/// 0.952-0.958 ms against 1.012-1.044 copying one panel at a time inside the first tile
+/// (0.996 with 2 panels a copy, 0.98 with 4, 0.99 with 6; 1.01 with 2 panels of 128
+/// channels); 128 -> 64 of 56 x 56 0.463 against 0.50.
+const SUB: usize = 3;
 /// Output channels per AVX2 register tile: `OB x PV` accumulators, 12 of AVX2's 16 registers
 /// (the 2 input vectors and the broadcast weight take 3 more; with 4 x 3 tiles, all 16,
 /// the compiler spilled and the kernel ran at half `gemm`'s speed).
@@ -200,8 +209,9 @@ const OB: usize = 6;
 /// Most output channels per AVX-512 register tile (`OB_WIDE x PV`, 24 of its 32
 /// registers); the output channels are shared out in near-equal tiles of 8 to 12.
 const OB_WIDE: usize = 12;
-/// Fewest pixels in a run that [`Packed`] takes on AVX2: rows of at least 4 KiB.
-const PACKED_MIN_RUN: usize = 1024;
+/// Most weights (`k x c` of a group, 1 MiB) for which [`Packed`] runs on AVX2: the
+/// panels read all of them once per 48 pixels.
+const PACKED_MAX_WEIGHTS: usize = 1 << 18;
 /// Fewest pixels in a run that [`Packed`] takes on AVX-512 (4 panels).
 const PACKED_MIN_RUN_WIDE: usize = 128;
 
@@ -224,39 +234,36 @@ const PACKED_MIN_RUN_WIDE: usize = 128;
 ///   first (`WPACK_MIN_RUN`): the reduce then takes 0.516-0.523 ms. An
 ///   earlier 8 x 3 version had lost to `gemm` on every shape on this machine (noisy
 ///   host) and won 5% on the reduce on Sapphire Rapids;
-/// - on AVX2 (6 x 2 tiles, no prefetch), runs of at least `PACKED_MIN_RUN` pixels of
-///   reductions (`c >= k`): on an Intel AVX2 path (2026-11-30, `gemm` built without
-///   `gemm-avx512`) the packed kernel was 9% ahead on the reduce (1.20 against 1.31 ms)
-///   and 4% on 128 -> 128 channels of 56 x 56, but 18% behind on 1024 -> 1024 of 7 x 7
-///   and 3-4% on 28 x 28 and 14 x 14 planes, even with GoogLeNet's 196 pixels. On the
-///   expansion 64 -> 256 the output stores dominate and `gemm` stayed ahead. On an AMD
-///   Zen 3 the reduce took minima of 1.33-1.49 ms against gemm's 1.37-1.47 (9
-///   alternating pairs, lower in 6), best medians 1.39-1.50 against 1.46-1.52; the
-///   expansion stayed with `gemm` (1.27-1.35 against 1.25-1.27);
-/// - on AVX-512 whatever the threads, each over its share of the pixels (packing its
-///   own panels and weights) or, below `CHANNEL_SPLIT_MAX_PIXELS`, its share of the
-///   output channels; two threads (2026-12-01, same machine, medians): the reduce
-///   0.295-0.299 ms against `gemm`'s 0.322-0.337, 256 -> 128 of 56 x 56 0.561-0.575
-///   against 0.596-0.611, 512 -> 128 of 28 x 28 0.308-0.318 against 0.314-0.333;
-///   GoogLeNet's 480 -> 192 of 14 x 14 0.113-0.118 against 0.118-0.128, 512 -> 128 of
-///   14 x 14 0.082-0.085 against 0.087-0.094 (96 and 64 channels a thread); on AVX2
-///   only on one thread (with two, each splitting the pixels, `gemm` stayed ahead); not
-///   on NEON or scalar code.
-fn packed_applies(
-    isa: Isa,
-    threads: usize,
-    xstep: usize,
-    ystep: usize,
-    len: usize,
-    c: usize,
-    k: usize,
-) -> bool {
-    let (min_run, reduction) = match isa {
-        Isa::Avx2 if threads == 1 => (PACKED_MIN_RUN, c >= k),
-        Isa::Avx512 => (PACKED_MIN_RUN_WIDE, c >= 2 * k),
+/// - on AVX2 (6 x 2 tiles over 3 panels a copy, see `SUB`), runs of any length the
+///   kernel takes (16 pixels) with at most `PACKED_MAX_WEIGHTS` weights. Intel Xeon
+///   (2026-12-01, `gemm` built without `gemm-avx512`, convbench alternating binaries,
+///   medians, ms): one thread, the reduce 256 -> 64 of 56 x 56 0.947-0.948 against
+///   `gemm`'s 1.141-1.142 (82% of the AVX2 peak against 68%), the expansion 64 -> 256
+///   0.871-0.872 against 0.962-0.968, 256 -> 128 of 56 x 56 1.815-1.820 against
+///   2.098-2.109, 512 -> 128 of 28 x 28 0.872-0.877 against 0.954-0.955, GoogLeNet's
+///   480 -> 192 of 14 x 14 0.299 against 0.341-0.342, 256 -> 1024 of 14 x 14 0.854-0.857
+///   against 0.945-0.950, 1024 -> 256 of 7 x 7 0.253-0.257 against 0.291; behind with
+///   4 MiB of weights (512 -> 2048 and 2048 -> 512 of 7 x 7: 1.20-1.29 against 1.17);
+///   two threads, the reduce 0.459-0.460 against 0.517-0.519, the expansion 0.430
+///   against 0.463-0.464, 256 -> 128 of 56 x 56 0.892-0.897 against 1.014-1.020,
+///   GoogLeNet's 0.156 against 0.178, 256 -> 1024 of 14 x 14 0.428-0.429 against 0.477;
+/// - on AVX-512 and AVX2 whatever the threads, each over its share of the pixels
+///   (packing its own panels and weights) or, below `CHANNEL_SPLIT_MAX_PIXELS`, its share
+///   of the output channels; but not where one worker takes all the pixels while
+///   `gemm` could use the threads (7 x 7 planes on AVX2: even on two threads). Two
+///   threads on AVX-512 (2026-12-01, same machine, medians): the reduce 0.295-0.299 ms
+///   against `gemm`'s 0.322-0.337, 256 -> 128 of 56 x 56 0.561-0.575 against
+///   0.596-0.611, 512 -> 128 of 28 x 28 0.308-0.318 against 0.314-0.333; GoogLeNet's
+///   480 -> 192 of 14 x 14 0.113-0.118 against 0.118-0.128, 512 -> 128 of 14 x 14
+///   0.082-0.085 against 0.087-0.094 (96 and 64 channels a thread); not on NEON or
+///   scalar code.
+fn packed_applies(isa: Isa, xstep: usize, ystep: usize, len: usize, c: usize, k: usize) -> bool {
+    let fits = match isa {
+        Isa::Avx2 => len >= PV * 8 && k * c <= PACKED_MAX_WEIGHTS,
+        Isa::Avx512 => len >= PACKED_MIN_RUN_WIDE && c >= 2 * k,
         _ => return false,
     };
-    xstep == 1 && ystep == 1 && len >= min_run && reduction
+    xstep == 1 && ystep == 1 && fits
 }
 
 /// A 64-byte aligned panel buffer.
@@ -291,10 +298,13 @@ struct WeightBuf([f32; WPACK_FLOATS]);
 ///
 /// Panel by panel (`PV` vectors of pixels; the last one of 1 to that many vectors ends at
 /// the run's end, overlapping its predecessor), input channels in near-equal blocks of at
-/// most `KC` (AVX-512: `KC_WIDE`): the first tile of output channels copies the block's
-/// input rows into an L1-resident buffer (`[channel][pixel]`) as it multiplies them, and
-/// on AVX-512 prefetches the rows of the block packed next into L2; the others read the
-/// buffer. Output channels go in tiles of `OB` (AVX-512: near-equal tiles of at most
+/// most `KC_WIDE` (AVX2: as many as `SUB` panels fit in the buffer): the first tile of
+/// output channels copies the block's input rows into an L1-resident buffer
+/// (`[channel][pixel]`) as it multiplies them, and on AVX-512 prefetches the rows of the
+/// block packed next into L2; the others read the buffer. On AVX2 a plain loop first
+/// copies `SUB` panels at once (`[panel][channel][pixel]`), each tile then runs over all
+/// of them ([`Packed::panels_copied`]), and only the run's last pixels (fewer than `SUB`
+/// panels) go panel by panel. Output channels go in tiles of `OB` (AVX-512: near-equal tiles of at most
 /// `OB_WIDE`). Each tile holds `channels x vectors` accumulators in registers, stored for
 /// the first channel block and added to the stored sums for the others; so an
 /// overlapping panel rewrites its predecessor's pixels with the same sums (its first block
@@ -333,7 +343,7 @@ impl WithSimd for Packed<'_> {
         let pv = PV;
         debug_assert!(pv * lanes * KC_WIDE <= PANEL_FLOATS && self.len >= pv * lanes);
         // Near-equal channel blocks of at most `kc_max` rows of `pv x lanes` pixels.
-        let kc_max = if wide { KC_WIDE } else { KC }.min(PANEL_FLOATS / (pv * lanes));
+        let kc_max = if wide { KC_WIDE } else { PANEL_FLOATS / (SUB * pv * lanes) };
         let kc = self.c.div_ceil(self.c.div_ceil(kc_max));
         // Output channel tiles: `blocks` of `base` or `base + 1` channels (the first
         // `extra`), at most `OB_WIDE` on AVX-512; `OB` on AVX2 (the last one narrower).
@@ -416,6 +426,12 @@ impl Packed<'_> {
         };
         let mut p = 0;
         while p < self.len {
+            if !wide && self.len - p >= SUB * pv * lanes {
+                // SAFETY: pixels `p..p + SUB x pv x lanes` lie in the run.
+                unsafe { self.panels_copied(simd, plan, wpack, &mut panel.0, p) };
+                p += SUB * pv * lanes;
+                continue;
+            }
             let (p0, nv) = panel_at(p);
             let mut k0 = 0;
             while k0 < self.c {
@@ -446,6 +462,73 @@ impl Packed<'_> {
                 k0 += kn;
             }
             p = p0 + nv * lanes;
+        }
+    }
+
+    /// `SUB` panels of `PV` vectors from pixel `p` (AVX2): each channel block's rows copied
+    /// (`[panel][channel][pixel]`) by a plain loop, then every tile run over the panels,
+    /// its weights read once from L2 and then from L1.
+    ///
+    /// # Safety
+    /// Pixels `p..p + SUB x PV x lanes` lie in the run; `plan.kc x SUB x PV x lanes <=
+    /// PANEL_FLOATS`.
+    #[inline(always)]
+    unsafe fn panels_copied<S: Simd>(
+        &self,
+        simd: S,
+        plan: Plan,
+        wpack: Option<&[f32]>,
+        panel: &mut [f32],
+        p: usize,
+    ) {
+        let lanes = S::F32_LANES;
+        let pitch = PV * lanes;
+        let mut k0 = 0;
+        while k0 < self.c {
+            let kn = (self.c - k0).min(plan.kc);
+            debug_assert!(SUB * kn * pitch <= panel.len());
+            let dst = panel.as_mut_ptr();
+            for i in 0..kn {
+                // SAFETY: input channel `k0 + i < c`, pixels `p..p + SUB x pitch` in the run.
+                let src = unsafe { self.x.as_ptr().add(self.x_off + (k0 + i) * self.xs + p) };
+                for s in 0..SUB {
+                    for j in 0..PV {
+                        // SAFETY: as above; the panel holds `SUB x kn x pitch` floats.
+                        unsafe {
+                            let v = src.add(s * pitch + j * lanes).cast::<S::f32s>().read_unaligned();
+                            dst.add(s * kn * pitch + i * pitch + j * lanes)
+                                .cast::<S::f32s>()
+                                .write_unaligned(v);
+                        }
+                    }
+                }
+            }
+            for b in 0..plan.blocks {
+                let (o0, ob) = plan.tile(b, self.k);
+                let (wb, wo, wi) = match wpack {
+                    Some(buf) => (buf[k0 * self.k + o0 * kn..].as_ptr(), 1, ob),
+                    None => {
+                        (self.w[self.w_off + o0 * self.ws0 + k0 * self.ws1..].as_ptr(), self.ws0, self.ws1)
+                    }
+                };
+                for s in 0..SUB {
+                    let t = Tile {
+                        o0,
+                        ob,
+                        wb,
+                        wo,
+                        wi,
+                        pf: core::ptr::null(),
+                        pf_rows: 0,
+                        p0: p + s * pitch,
+                        k0,
+                        kn,
+                    };
+                    // SAFETY: the panel `s` holds the block's rows; pixels in the run.
+                    unsafe { self.tile_of::<S>(simd, &mut panel[s * kn * pitch..], t, PV, false) };
+                }
+            }
+            k0 += kn;
         }
     }
 }
@@ -511,7 +594,7 @@ impl Packed<'_> {
     /// from `panel`; then stored.
     ///
     /// # Safety
-    /// `t.kn x N x lanes <= KC x PANEL_MAX`, `N <= PV`, pixels `t.p0..t.p0 + N x lanes`
+    /// `t.kn x N x lanes <= panel.len()`, `N <= PV`, pixels `t.p0..t.p0 + N x lanes`
     /// inside the run, `t.o0 < k`, `t.k0 + t.kn <= c`; unless `PACK`, `panel` holds the
     /// block's rows (copied by the `PACK` tile of the same block).
     #[inline(always)]
