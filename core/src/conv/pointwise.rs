@@ -304,15 +304,14 @@ struct WeightBuf([f32; WPACK_FLOATS]);
 /// block packed next into L2; the others read the buffer. On AVX2 a plain loop first
 /// copies `SUB` panels at once (`[panel][channel][pixel]`), each tile then runs over all
 /// of them ([`Packed::panels_copied`]), and only the run's last pixels (fewer than `SUB`
-/// panels) go panel by panel. Output channels go in tiles of `OB` (AVX-512: near-equal tiles of at most
-/// `OB_WIDE`). Each tile holds `channels x vectors` accumulators in registers, stored for
-/// the first channel block and added to the stored sums for the others; so an
-/// overlapping panel rewrites its predecessor's pixels with the same sums (its first block
-/// stores, it does not add). On AVX-512, runs of at least `WPACK_MIN_RUN` pixels with
-/// at most `WPACK_FLOATS` weights first copy them tile by tile
-/// ([`Packed::pack_weights`]), and the tiles read that copy.
-/// Written for AVX2's 8 and AVX-512's 16 lanes (`packed_applies`); any other width
-/// computes the same.
+/// panels) go panel by panel. Output channels go in tiles of `OB` (AVX-512: near-equal
+/// tiles of at most `OB_WIDE`). Each tile holds `channels x vectors` accumulators in
+/// registers, stored for the first channel block and added to the stored sums for the
+/// others; so an overlapping panel rewrites its predecessor's pixels with the same sums
+/// (its first block stores, it does not add). On AVX-512, runs of at least
+/// `WPACK_MIN_RUN` pixels with at most `WPACK_FLOATS` weights first copy them tile by
+/// tile ([`Packed::pack_weights`]), and the tiles read that copy. Written for AVX2's 8
+/// and AVX-512's 16 lanes (`packed_applies`); any other width computes the same.
 ///
 /// Invariants (checked by the caller, relied on by the unsafe accesses): for input channel
 /// `i < c`, output channel `o < k` and pixel `p < len`, `x_off + i * xs + p < x.len()`,
