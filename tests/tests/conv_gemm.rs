@@ -711,9 +711,10 @@ fn pointwise_nchw_packed_panels() {
     let mut c = case(Dims::new(2, 130, 29, 37), 11, Conv2d::new(1, 1));
     c.pad_c = 1;
     check_case(&c, Algorithm::Pointwise).unwrap();
-    // Padded rows: runs are single 1030-pixel rows (the last panel two vectors over
-    // pixels 1014..1030); two groups of 150 channels. On two threads AVX-512 runs the
-    // packed kernel on each thread's row, AVX2 too.
+    // Padded rows: runs are single 1030-pixel rows (AVX-512: 32 panels, then one vector
+    // over pixels 1014..1030; AVX2: 21 copies, a panel, then one vector over 1022..1030);
+    // two groups of 150 channels. On two threads each thread runs the packed kernel on
+    // its row.
     let mut c = case(Dims::new(1, 300, 2, 1030), 18, Conv2d::new(1, 1).groups(2));
     c.pad_w = 2;
     check_case(&c, Algorithm::Pointwise).unwrap();
