@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | [`Algorithm::Direct`] | register-blocked SIMD loops over the (dilated) window | none | any geometry; the `no_std` path |
 //! | [`Algorithm::Im2colGemm`] | the notes' method: receptive fields stretched into columns (tiled), one GEMM per tile | bounded, see [`conv2d_workspace_len`] | `std` |
-//! | [`Algorithm::Pointwise`] | 1x1: a GEMM reading the input in place through strides (on AVX-512, or AVX2 with one thread, NCHW reductions: an own kernel over 32- or 16-pixel input panels packed on the stack, 32 KiB; on AVX-512, runs of 1024+ pixels also pack the weights, at most 32768, on the stack) | none | `std`, 1x1 kernel, no padding |
+//! | [`Algorithm::Pointwise`] | 1x1: a GEMM reading the input in place through strides (NCHW on AVX-512 and AVX2: an own kernel over 32-pixel input panels (AVX2: three of 16) packed on the stack, 32 KiB, for AVX-512's reductions and AVX2's runs with up to 1 MiB of weights; on AVX-512, runs of 1024+ pixels also pack the weights, at most 32768, on the stack) | none | `std`, 1x1 kernel, no padding |
 //! | [`Algorithm::Depthwise`] | one filter per channel (times a multiplier), memory-bound SIMD | none | `groups == in_channels` |
 //! | [`Algorithm::Winograd`] | F(4x4, 3x3): 2.25 multiplications per output and channel pair instead of 9; 36 tile products per block of tiles | transformed filter + bounded tiles | `std`, 3x3, stride 1 |
 //!

@@ -77,6 +77,9 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
     let threads = exec.threads();
     let workers = if threads > 1 { threads.min(total / MIN_WORKER_PIXELS).max(1) } else { 1 };
     let par = if workers > 1 { gemm::Parallelism::None } else { gemm_parallelism(threads) };
+    // One worker with several threads: `gemm` splits each product itself, so the packed
+    // kernel (one thread per run) stays out.
+    let gemm_threads = !matches!(par, gemm::Parallelism::None);
 
     let y_out = OutPtr::new(&mut y);
     let (xd, wd) = (x.data(), w.data());
@@ -161,7 +164,6 @@ pub(crate) fn run(args: ConvArgs<'_, '_>, mut y: TensorViewMut<'_, f32>) -> Resu
                     // In range: a 1x1 window without padding reads input row `oh * sh < H`
                     // (even under Ceil rounding) and column `ow * sw < W`.
                     let x_off = x.offset(n, grp * cg, oh * sh, ow * sw);
-                    let gemm_threads = !matches!(par, gemm::Parallelism::None);
                     if !gemm_threads && packed_applies(exec.isa(), xstep, ystep, run, cg, kg) {
                         // The run's invariant: the group's `cg` input channels of the
                         // `run` pixels (unit stride) lie inside `x` from `x_off`, its
@@ -404,6 +406,24 @@ impl Packed<'_> {
         }
     }
 
+    /// Where the tile of output channels `o0..o0 + ob` finds its weights for the block of
+    /// input channels `k0..k0 + kn`: `(base, output channel step, input channel step)`,
+    /// in `wpack` (packed by [`Packed::pack_weights`]) if given, else in the filter.
+    #[inline(always)]
+    fn tile_weights(
+        &self,
+        wpack: Option<&[f32]>,
+        o0: usize,
+        ob: usize,
+        k0: usize,
+        kn: usize,
+    ) -> (*const f32, usize, usize) {
+        match wpack {
+            Some(buf) => (buf[k0 * self.k + o0 * kn..].as_ptr(), 1, ob),
+            None => (self.w[self.w_off + o0 * self.ws0 + k0 * self.ws1..].as_ptr(), self.ws0, self.ws1),
+        }
+    }
+
     /// The run, panel by panel (see [`Packed`]), with the weights read from `wpack`
     /// (packed by [`Packed::pack_weights`]) if given, else from the filter in place.
     #[inline(always)]
@@ -444,14 +464,7 @@ impl Packed<'_> {
                     let (o0, ob) = plan.tile(b, self.k);
                     // The tile's weight for output channel `o0 + o` and input channel
                     // `k0 + i`: at `o x wo + i x wi` from `wb`.
-                    let (wb, wo, wi) = match wpack {
-                        Some(buf) => (buf[k0 * self.k + o0 * kn..].as_ptr(), 1, ob),
-                        None => (
-                            self.w[self.w_off + o0 * self.ws0 + k0 * self.ws1..].as_ptr(),
-                            self.ws0,
-                            self.ws1,
-                        ),
-                    };
+                    let (wb, wo, wi) = self.tile_weights(wpack, o0, ob, k0, kn);
                     let t = Tile { o0, ob, wb, wo, wi, pf, pf_rows, p0, k0, kn };
                     // SAFETY: `kn <= kc_max` rows of `nv * lanes <= pv * lanes` floats fit
                     // the panel (`kc_max * pv * lanes <= PANEL_FLOATS`); the pixels
@@ -504,12 +517,7 @@ impl Packed<'_> {
             }
             for b in 0..plan.blocks {
                 let (o0, ob) = plan.tile(b, self.k);
-                let (wb, wo, wi) = match wpack {
-                    Some(buf) => (buf[k0 * self.k + o0 * kn..].as_ptr(), 1, ob),
-                    None => {
-                        (self.w[self.w_off + o0 * self.ws0 + k0 * self.ws1..].as_ptr(), self.ws0, self.ws1)
-                    }
-                };
+                let (wb, wo, wi) = self.tile_weights(wpack, o0, ob, k0, kn);
                 for s in 0..SUB {
                     let t = Tile {
                         o0,
